@@ -1,0 +1,67 @@
+#pragma once
+// The per-layer key/value cache. Mixture-of-Depths means a layer holds rows
+// only for the tokens routed into it, so every layer has its own length and
+// stores each row's absolute position (RoPE was applied before storing; the
+// position keeps causality exact and lets the cache rewind).
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "ncas/config.hpp"
+#include "ncas/error.hpp"
+
+namespace ncas {
+
+class kv_cache {
+public:
+    kv_cache() = default;
+    kv_cache(const model_dims& m, int64_t capacity, weight_type type)
+        : type_(type), k_dim_(m.k_dim()), v_dim_(m.v_dim()), capacity_(capacity), layers_(size_t(m.n_layer)) {
+        if (type != weight_type::f32 && type != weight_type::f16)
+            throw error("KV cache type must be f32 or f16, not " + std::string(type_name(type)));
+        for (auto& l : layers_) {
+            l.k.resize(size_t(capacity * row_bytes(type, k_dim_)));
+            l.v.resize(size_t(capacity * row_bytes(type, v_dim_)));
+            l.pos.resize(size_t(capacity));
+        }
+    }
+
+    weight_type type() const { return type_; }
+    int64_t capacity() const { return capacity_; }
+    int64_t rows(int64_t layer) const { return layers_[size_t(layer)].n; }
+    int32_t position(int64_t layer, int64_t row) const { return layers_[size_t(layer)].pos[size_t(row)]; }
+    const std::byte* k_row(int64_t layer, int64_t row) const {
+        return layers_[size_t(layer)].k.data() + row * row_bytes(type_, k_dim_);
+    }
+    const std::byte* v_row(int64_t layer, int64_t row) const {
+        return layers_[size_t(layer)].v.data() + row * row_bytes(type_, v_dim_);
+    }
+    int64_t bytes() const { return int64_t(layers_.size()) * capacity_ * (row_bytes(type_, k_dim_) + row_bytes(type_, v_dim_)); }
+
+    // Appends one row (f32 k of k_dim, v of v_dim) for a token at `pos`; rows arrive in position order.
+    void append(int64_t layer, const float* k, const float* v, int32_t pos) {
+        auto& l = layers_[size_t(layer)];
+        if (l.n == capacity_) throw error("KV cache of layer " + std::to_string(layer) + " is full");
+        quantize_row(type_, k, l.k.data() + l.n * row_bytes(type_, k_dim_), k_dim_);
+        quantize_row(type_, v, l.v.data() + l.n * row_bytes(type_, v_dim_), v_dim_);
+        l.pos[size_t(l.n++)] = pos;
+    }
+
+    // Drops every row at position >= n_past.
+    void truncate(int32_t n_past) {
+        for (auto& l : layers_)
+            l.n = std::lower_bound(l.pos.begin(), l.pos.begin() + l.n, n_past) - l.pos.begin();
+    }
+
+private:
+    struct layer {
+        std::vector<std::byte> k, v;  // [capacity, k_dim], [capacity, v_dim] of type_
+        std::vector<int32_t> pos;     // [capacity]
+        int64_t n = 0;
+    };
+    weight_type type_ = weight_type::f32;
+    int64_t k_dim_ = 0, v_dim_ = 0, capacity_ = 0;
+    std::vector<layer> layers_;
+};
+
+}  // namespace ncas

@@ -1,0 +1,239 @@
+#pragma once
+// From a parsed GGUF file to a model_config and the weights bound by name, with
+// every shape and type checked against the config (SPEC §2). Matrices are used
+// in place; the small f32 vectors (norms, λ, routers) are copied out.
+#include <cmath>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "ncas/config.hpp"
+#include "ncas/cpu/ops.hpp"
+#include "ncas/format/gguf.hpp"
+
+namespace ncas {
+
+// ---- config ---------------------------------------------------------------
+
+inline model_config read_config(const gguf_file& f) {
+    const std::string arch = f.get_string("general.architecture");
+    model_config c;
+    if (arch == "ncas-diffmoe") c.arch = architecture::ncas_diffmoe;
+    else if (arch == "llama") c.arch = architecture::llama;
+    else f.fail("unknown architecture '" + arch + "' (ncas runs ncas-diffmoe and llama)");
+    const std::string p = arch + ".";
+    const bool diff = c.arch == architecture::ncas_diffmoe;
+
+    auto dim = [&](const std::string& key, int64_t dflt = -1) {
+        const std::string k = p + key;
+        if (const gguf_value* v = f.find(k); v && v->type == gguf_type::array)
+            f.fail("metadata key '" + k + "' is an array; ncas needs one value for all layers");
+        const uint64_t v = dflt < 0 ? f.get_uint(k) : f.get_uint(k, uint64_t(dflt));
+        if (v == 0 || v > (uint64_t(1) << 31)) f.fail("metadata key '" + k + "' = " + std::to_string(v) + " is out of range");
+        return int64_t(v);
+    };
+    c.n_embd = dim("embedding_length");
+    c.n_layer = dim("block_count");
+    c.n_head = dim("attention.head_count");
+    c.n_head_kv = dim("attention.head_count_kv", c.n_head);
+    c.n_ff = dim("feed_forward_length");
+    c.n_ctx = dim("context_length");
+    c.n_maps = diff ? 2 : 1;
+    c.head_v = dim("attention.value_length", c.n_embd / c.n_head);
+    c.head_k = dim("attention.key_length", diff ? c.head_v / 2 : c.head_v);
+    c.n_expert = f.has(p + "expert_count") ? dim("expert_count") : 1;
+    c.n_expert_used = f.has(p + "expert_used_count") ? dim("expert_used_count") : 1;
+    if (f.has(p + "vocab_size")) c.n_vocab = dim("vocab_size");
+    else if (f.has("tokenizer.ggml.tokens")) c.n_vocab = int64_t(f.get_array("tokenizer.ggml.tokens").size());
+    else f.fail("no vocab_size and no tokenizer.ggml.tokens: the vocabulary size is unknown");
+
+    if (c.n_head % c.n_head_kv) f.fail("head_count " + std::to_string(c.n_head) + " is not a multiple of head_count_kv " +
+                                       std::to_string(c.n_head_kv));
+    if (diff && c.head_v != 2 * c.head_k)
+        f.fail("value_length " + std::to_string(c.head_v) + " must be twice key_length " + std::to_string(c.head_k));
+    if (c.head_k % 2) f.fail("key_length " + std::to_string(c.head_k) + " must be even for RoPE pairs");
+    if (c.n_expert_used > c.n_expert)
+        f.fail("expert_used_count " + std::to_string(c.n_expert_used) + " exceeds expert_count " + std::to_string(c.n_expert));
+
+    c.norm_eps = float(f.get_float(p + "attention.layer_norm_rms_epsilon", 1e-5));
+    c.rope_theta = f.get_float(p + "rope.freq_base", 10000.0);
+    if (!(c.norm_eps > 0) || !(c.rope_theta > 1)) f.fail("layer_norm_rms_epsilon or rope.freq_base out of range");
+    c.expert_weights_norm = f.get_bool(p + "expert_weights_norm", true);
+
+    const std::string kind = f.get_string(p + "ffn_kind", diff ? "gelu" : "swiglu");
+    if (kind == "gelu") c.ffn = ffn_kind::gelu;
+    else if (kind == "swiglu") c.ffn = ffn_kind::swiglu;
+    else f.fail("unknown ffn_kind '" + kind + "' (expected gelu or swiglu)");
+
+    c.mod_threshold = float(f.get_float(p + "mod.threshold", 0.0));
+    const std::string scale = f.get_string(p + "mod.scale", "sigmoid");
+    if (scale == "sigmoid") c.scale = mod_scale::sigmoid;
+    else if (scale == "raw") c.scale = mod_scale::raw;
+    else if (scale == "none") c.scale = mod_scale::none;
+    else f.fail("unknown mod.scale '" + scale + "' (expected sigmoid, raw or none)");
+
+    if (f.has(p + "attention.lambda_init")) {
+        const std::vector<double> li = f.get_floats(p + "attention.lambda_init");
+        if (int64_t(li.size()) != c.n_layer)
+            f.fail("attention.lambda_init has " + std::to_string(li.size()) + " values for " + std::to_string(c.n_layer) + " layers");
+        c.lambda_init.assign(li.begin(), li.end());
+    } else {
+        for (int64_t l = 0; l < c.n_layer; ++l) c.lambda_init.push_back(float(0.8 - 0.6 * std::exp(-0.3 * double(l))));
+    }
+    return c;
+}
+
+// ---- weights --------------------------------------------------------------
+
+// One stored expert tensor [cols, rows, E]: each expert a contiguous slab.
+struct expert_tensor {
+    weight_type type = weight_type::f32;
+    int64_t rows = 0, cols = 0;
+    const std::byte* data = nullptr;  // null when experts are streamed
+    uint64_t file_offset = 0;         // absolute offset of expert 0
+    int64_t slab_bytes() const { return rows * row_bytes(type, cols); }
+    cpu::weight_matrix slab(const std::byte* p) const { return {type, rows, cols, p}; }
+};
+
+struct layer_weights {
+    std::vector<float> attn_norm, ffn_norm;     // [D]
+    cpu::weight_matrix wq, wk, wv, wo;          // [q_dim, D], [k_dim, D], [v_dim, D], [D, attn_dim]
+    float lambda = 0.0f;                        // λ_l (differential only)
+    float lambda_init = 0.0f;
+    std::vector<float> sub_norm;                // [dv] or empty
+    std::vector<float> lambda_exp;              // [E] or empty
+    cpu::weight_matrix gate_inp;                // [E, D]; no data when E == 1 without a gate
+    expert_tensor up, gate, down;               // [F, D] ×E, [F, D] ×E (swiglu), [D, F] ×E
+    std::vector<float> mod_router;              // [D] or empty
+};
+
+struct model_weights {
+    cpu::weight_matrix token_embd;  // [V, D]
+    cpu::weight_matrix output;      // [V, D] (token_embd when tied)
+    std::vector<float> output_norm; // [D]
+    std::vector<layer_weights> layers;
+};
+
+// Where a tensor's bytes live: the mapped file, or memory the loader filled.
+// Returns null for tensors the caller does not hold (streamed experts).
+using tensor_resolver = std::function<const std::byte*(const tensor_info&)>;
+
+class weight_binder {
+public:
+    weight_binder(const gguf_file& f, const model_config& c, tensor_resolver resolve)
+        : f_(f), c_(c), resolve_(std::move(resolve)) {}
+
+    model_weights bind(model_config& c_out) const {
+        const int64_t D = c_.n_embd, V = c_.n_vocab;
+        model_weights w;
+        w.token_embd = matrix("token_embd.weight", D, V);
+        w.output = f_.find_tensor("output.weight") ? matrix("output.weight", D, V) : w.token_embd;
+        c_out.tied_output = !f_.find_tensor("output.weight");
+        w.output_norm = vec("output_norm.weight", D);
+        c_out.n_mod_layers = 0;
+        for (int64_t l = 0; l < c_.n_layer; ++l) {
+            w.layers.push_back(layer(l));
+            c_out.n_mod_layers += !w.layers.back().mod_router.empty();
+        }
+        return w;
+    }
+
+private:
+    const tensor_info& need(const std::string& name) const {
+        const tensor_info* t = f_.find_tensor(name);
+        if (!t) f_.fail("missing tensor '" + name + "'");
+        return *t;
+    }
+    void check_shape(const tensor_info& t, std::initializer_list<int64_t> ne) const {
+        bool ok = t.n_dims <= int(ne.size());
+        int i = 0;
+        for (int64_t n : ne) ok = ok && t.ne[i++] == n;
+        if (ok) return;
+        std::string want = "[";
+        i = 0;
+        for (int64_t n : ne) want += (i++ ? ", " : "") + std::to_string(n);
+        f_.fail("tensor '" + t.name + "' has shape " + t.shape_string() + ", expected " + want + "]");
+    }
+    const std::byte* data(const tensor_info& t) const { return resolve_(t); }
+
+    cpu::weight_matrix matrix(const std::string& name, int64_t cols, int64_t rows) const {
+        const tensor_info& t = need(name);
+        check_shape(t, {cols, rows});
+        return {t.type, rows, cols, data(t)};
+    }
+    std::vector<float> vec(const std::string& name, int64_t n) const {
+        const tensor_info& t = need(name);
+        check_shape(t, {n});
+        if (t.type != weight_type::f32) f_.fail("tensor '" + name + "' must be F32, is " + std::string(type_name(t.type)));
+        const auto* p = reinterpret_cast<const float*>(data(t));
+        if (!p) f_.fail("tensor '" + name + "' has no data");
+        return {p, p + n};
+    }
+    std::vector<float> opt_vec(const std::string& name, int64_t n) const {
+        return f_.find_tensor(name) ? vec(name, n) : std::vector<float>{};
+    }
+    expert_tensor experts(const std::string& name, int64_t cols, int64_t rows, int64_t n) const {
+        const tensor_info& t = need(name);
+        check_shape(t, {cols, rows, n});
+        return {t.type, rows, cols, data(t), t.offset};
+    }
+
+    layer_weights layer(int64_t l) const {
+        const std::string b = "blk." + std::to_string(l) + ".";
+        const int64_t D = c_.n_embd, F = c_.n_ff, E = c_.n_expert, d = c_.head_k;
+        layer_weights w;
+        w.attn_norm = vec(b + "attn_norm.weight", D);
+        w.ffn_norm = vec(b + "ffn_norm.weight", D);
+        w.wq = matrix(b + "attn_q.weight", D, c_.q_dim());
+        w.wk = matrix(b + "attn_k.weight", D, c_.k_dim());
+        w.wv = matrix(b + "attn_v.weight", D, c_.v_dim());
+        w.wo = matrix(b + "attn_output.weight", c_.attn_dim(), D);
+        w.lambda_init = c_.lambda_init[size_t(l)];
+
+        if (c_.n_maps == 2) {
+            if (f_.find_tensor(b + "attn_lambda_q1.weight")) {
+                // λ_l = exp(q1·k1) − exp(q2·k2) + λ_init, once at load, in double.
+                const auto q1 = vec(b + "attn_lambda_q1.weight", d), k1 = vec(b + "attn_lambda_k1.weight", d);
+                const auto q2 = vec(b + "attn_lambda_q2.weight", d), k2 = vec(b + "attn_lambda_k2.weight", d);
+                double a = 0, c = 0;
+                for (int64_t i = 0; i < d; ++i) a += double(q1[size_t(i)]) * k1[size_t(i)], c += double(q2[size_t(i)]) * k2[size_t(i)];
+                w.lambda = float(std::exp(a) - std::exp(c) + double(w.lambda_init));
+            } else if (f_.find_tensor(b + "attn_lambda.weight")) {
+                w.lambda = vec(b + "attn_lambda.weight", 1)[0];
+            } else {
+                f_.fail("layer " + std::to_string(l) + " has neither attn_lambda_q1/k1/q2/k2 nor attn_lambda");
+            }
+            w.sub_norm = opt_vec(b + "attn_sub_norm.weight", c_.head_v);
+            w.lambda_exp = opt_vec(b + "attn_lambda_exp.weight", E);
+        }
+
+        const bool has_gate = f_.find_tensor(b + "ffn_gate_inp.weight");
+        if (E > 1 && !has_gate) f_.fail("missing tensor '" + b + "ffn_gate_inp.weight' for " + std::to_string(E) + " experts");
+        if (has_gate) w.gate_inp = matrix(b + "ffn_gate_inp.weight", D, E);
+        if (!w.lambda_exp.empty() && !has_gate)
+            f_.fail("tensor '" + b + "attn_lambda_exp.weight' needs the layer's ffn_gate_inp");
+
+        const bool swiglu = c_.ffn == ffn_kind::swiglu;
+        if (f_.find_tensor(b + "ffn_up_exps.weight")) {
+            w.up = experts(b + "ffn_up_exps.weight", D, F, E);
+            w.down = experts(b + "ffn_down_exps.weight", F, D, E);
+            if (swiglu) w.gate = experts(b + "ffn_gate_exps.weight", D, F, E);
+        } else if (E == 1 && f_.find_tensor(b + "ffn_up.weight")) {  // dense FFN: one expert
+            w.up = experts(b + "ffn_up.weight", D, F, 1);
+            w.down = experts(b + "ffn_down.weight", F, D, 1);
+            if (swiglu) w.gate = experts(b + "ffn_gate.weight", D, F, 1);
+        } else {
+            f_.fail("missing tensor '" + b + "ffn_up_exps.weight'");
+        }
+        if (!swiglu && (f_.find_tensor(b + "ffn_gate_exps.weight") || f_.find_tensor(b + "ffn_gate.weight")))
+            f_.fail("layer " + std::to_string(l) + " has ffn gate tensors but ffn_kind is gelu");
+        if (c_.arch == architecture::ncas_diffmoe) w.mod_router = opt_vec(b + "mod_router.weight", D);
+        return w;
+    }
+
+    const gguf_file& f_;
+    const model_config& c_;
+    tensor_resolver resolve_;
+};
+
+}  // namespace ncas
