@@ -185,7 +185,7 @@ inline void quantize_row(weight_type t, const float* src, void* dst, int64_t n) 
                 for (int j = 0; j < quant_block; ++j) amax = std::max(amax, std::abs(src[j]));
                 const float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
                 b[i].d = f32_to_f16(d);
-                for (int j = 0; j < quant_block; ++j) b[i].q[j] = int8_t(std::nearbyint(src[j] * id));
+                for (int j = 0; j < quant_block; ++j) b[i].q[j] = int8_t(std::round(src[j] * id));  // roundf: half away from zero, as ggml
             }
             return;
         }

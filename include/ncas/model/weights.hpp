@@ -39,8 +39,8 @@ inline model_config read_config(const gguf_file& f) {
     c.n_ff = dim("feed_forward_length");
     c.n_ctx = dim("context_length");
     c.n_maps = diff ? 2 : 1;
-    c.head_v = dim("attention.value_length", c.n_embd / c.n_head);
-    c.head_k = dim("attention.key_length", diff ? c.head_v / 2 : c.head_v);
+    c.head_k = dim("attention.key_length", c.n_embd / c.n_head / c.n_maps);
+    c.head_v = dim("attention.value_length", c.n_maps * c.head_k);
     c.n_expert = f.has(p + "expert_count") ? dim("expert_count") : 1;
     c.n_expert_used = f.has(p + "expert_used_count") ? dim("expert_used_count") : 1;
     if (f.has(p + "vocab_size")) c.n_vocab = dim("vocab_size");
@@ -191,7 +191,9 @@ private:
         w.lambda_init = c_.lambda_init[size_t(l)];
 
         if (c_.n_maps == 2) {
-            if (f_.find_tensor(b + "attn_lambda_q1.weight")) {
+            bool any_vector = false;
+            for (const char* n : {"q1", "k1", "q2", "k2"}) any_vector |= f_.find_tensor(b + "attn_lambda_" + n + ".weight") != nullptr;
+            if (any_vector) {  // all four are then required
                 // λ_l = exp(q1·k1) − exp(q2·k2) + λ_init, once at load, in double.
                 const auto q1 = vec(b + "attn_lambda_q1.weight", d), k1 = vec(b + "attn_lambda_k1.weight", d);
                 const auto q2 = vec(b + "attn_lambda_q2.weight", d), k2 = vec(b + "attn_lambda_k2.weight", d);
