@@ -6,3 +6,5 @@
 #include "ncas/format/quant.hpp"
 #include "ncas/model/model.hpp"
 #include "ncas/session.hpp"
+#include "ncas/text/sampler.hpp"
+#include "ncas/text/tokenizer.hpp"

@@ -7,6 +7,7 @@
 
 #include "ncas/memory/mapped_file.hpp"
 #include "ncas/model/weights.hpp"
+#include "ncas/text/tokenizer.hpp"
 
 namespace ncas {
 
@@ -17,18 +18,50 @@ public:
     const gguf_file& file() const { return *file_; }
     const std::string& path() const { return map_.path(); }
 
+    bool has_tokenizer() const { return tokenizer_ != nullptr; }
+    // The tokenizer from the file's tokenizer.ggml.* metadata; an error names why there is none.
+    const ncas::tokenizer& tokenizer() const {
+        if (!tokenizer_) file_->fail(tokenizer_missing_);
+        return *tokenizer_;
+    }
+
 protected:
     explicit model_core(const std::string& path)
         : map_(path), file_(std::make_unique<gguf_file>(gguf_file::from_memory(path, map_.bytes()))),
           config_(read_config(*file_)) {
         const std::byte* base = map_.bytes().data();
         weights_ = weight_binder(*file_, config_, [base](const tensor_info& t) { return base + t.offset; }).bind(config_);
+        load_tokenizer();
+    }
+
+    void load_tokenizer() {
+        const gguf_file& f = *file_;
+        const std::string kind = f.get_string("tokenizer.ggml.model", "");
+        if (kind.empty()) { tokenizer_missing_ = "has no tokenizer (no tokenizer.ggml.model)"; return; }
+        if (kind != "gpt2") { tokenizer_missing_ = "has tokenizer model '" + kind + "'; ncas reads byte-level BPE ('gpt2')"; return; }
+        auto id = [&](const char* key) { return f.has(key) ? int32_t(f.get_uint(key)) : int32_t(-1); };
+        std::vector<int32_t> types;
+        if (f.has("tokenizer.ggml.token_type"))
+            for (int64_t t : f.get_ints("tokenizer.ggml.token_type")) types.push_back(int32_t(t));
+        try {
+            tokenizer_ = std::make_unique<ncas::tokenizer>(
+                f.get_strings("tokenizer.ggml.tokens"),
+                f.has("tokenizer.ggml.merges") ? f.get_strings("tokenizer.ggml.merges") : std::vector<std::string>{},
+                std::move(types), id("tokenizer.ggml.bos_token_id"), id("tokenizer.ggml.eos_token_id"));
+        } catch (const error& e) {
+            f.fail(e.what());
+        }
+        if (int64_t(tokenizer_->size()) != config_.n_vocab)
+            f.fail("tokenizer has " + std::to_string(tokenizer_->size()) + " tokens, the model's vocabulary " +
+                   std::to_string(config_.n_vocab));
     }
 
     mapped_file map_;
     std::unique_ptr<gguf_file> file_;
     model_config config_;
     model_weights weights_;
+    std::unique_ptr<ncas::tokenizer> tokenizer_;
+    std::string tokenizer_missing_;
 };
 
 template <class P = dynamic_config>
