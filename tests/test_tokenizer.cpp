@@ -3,8 +3,9 @@
 // The GPT-2 ids come from independent tokenizers (js-tiktoken, cross-checked
 // with gpt-3-encoder; tools/gpt2_ids/gpt2_ids.mjs) and the pre-tokenizer
 // splits from Python's `regex` module (tools/gpt2_split_cases.py), committed
-// under tests/data/tokenizer/. The data folder is NCAS_TEST_DATA_DIR when
-// defined (macro or environment), else tests/data next to this file.
+// under tests/data/tokenizer/. The data folder is $NCAS_TEST_DATA/tokenizer
+// (environment), else NCAS_TEST_DATA/tokenizer (macro, as tests/CMakeLists.txt
+// defines it), else tests/data/tokenizer next to this file.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -27,9 +28,9 @@ namespace {
 // ------------------------------------------------------------ test helpers
 
 std::filesystem::path data_dir() {
-    if (const char* env = std::getenv("NCAS_TEST_DATA_DIR")) return std::filesystem::path(env) / "tokenizer";
-#ifdef NCAS_TEST_DATA_DIR
-    return std::filesystem::path(NCAS_TEST_DATA_DIR) / "tokenizer";
+    if (const char* env = std::getenv("NCAS_TEST_DATA")) return std::filesystem::path(env) / "tokenizer";
+#ifdef NCAS_TEST_DATA
+    return std::filesystem::path(NCAS_TEST_DATA) / "tokenizer";
 #else
     return std::filesystem::path(__FILE__).parent_path() / "data" / "tokenizer";
 #endif

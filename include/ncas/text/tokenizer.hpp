@@ -173,7 +173,7 @@ inline cp_class classify(char32_t cp) noexcept {
 }
 
 struct cp_info {
-    uint32_t offset;  // byte offset in the text
+    std::size_t offset;  // byte offset in the text
     char32_t cp;      // code point; an invalid byte gets 0xFFFFFFFF (matches no literal)
     cp_class cls;
 };
@@ -184,10 +184,10 @@ inline void decode_for_split(std::string_view text, std::vector<cp_info>& out) {
     while (i < text.size()) {
         const utf8::decoded d = utf8::decode(text, i);
         if (d.st == utf8::status::ok) {
-            out.push_back({static_cast<uint32_t>(i), d.cp, classify(d.cp)});
+            out.push_back({i, d.cp, classify(d.cp)});
             i += d.len;
         } else {
-            out.push_back({static_cast<uint32_t>(i), 0xFFFFFFFFu, cp_class::other});
+            out.push_back({i, 0xFFFFFFFFu, cp_class::other});
             i += 1;
         }
     }
@@ -197,7 +197,7 @@ inline void decode_for_split(std::string_view text, std::vector<cp_info>& out) {
 template <typename F>
 void gpt2_split_cps(std::string_view text, const std::vector<cp_info>& c, F&& piece) {
     const std::size_t n = c.size();
-    auto offset = [&](std::size_t k) { return k < n ? std::size_t{c[k].offset} : text.size(); };
+    auto offset = [&](std::size_t k) { return k < n ? c[k].offset : text.size(); };
     std::size_t i = 0;
     while (i < n) {
         std::size_t end = i;
@@ -388,6 +388,9 @@ public:
     // ordinary text.
     std::vector<int32_t> encode(std::string_view text, bool add_bos = false,
                                 bool parse_special = false) const {
+        if (text.size() > static_cast<std::size_t>(INT32_MAX))
+            throw error("tokenizer: encode: text of " + std::to_string(text.size()) +
+                        " bytes is longer than 2^31-1 bytes");
         std::vector<int32_t> out;
         if (add_bos) {
             if (bos_ < 0) throw error("tokenizer: encode with add_bos, but the vocabulary has no BOS token");
