@@ -58,12 +58,12 @@ struct json {
     bool b = false;
     double num = 0;
     std::string str;
-    std::vector<json> arr;
-    std::vector<std::pair<std::string, json>> obj;
+    std::vector<json> arr;        // array elements, or object values
+    std::vector<std::string> keys;  // object keys, one per value in arr
 
     const json& operator[](const std::string& key) const {
-        for (const auto& [k, v] : obj)
-            if (k == key) return v;
+        for (std::size_t k = 0; k < keys.size(); ++k)
+            if (keys[k] == key) return arr[k];
         throw std::runtime_error("json: no key " + key);
     }
 };
@@ -148,9 +148,9 @@ struct json_parser {
                 return v;
             }
             while (true) {
-                std::string k = string();
+                v.keys.push_back(string());
                 expect(':');
-                v.obj.emplace_back(std::move(k), value());
+                v.arr.push_back(value());
                 ws();
                 if (s[i] == ',') {
                     ++i;

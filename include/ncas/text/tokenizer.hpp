@@ -56,7 +56,7 @@ struct decoded {
 constexpr decoded decode(std::string_view s, std::size_t i) noexcept {
     const auto b0 = static_cast<unsigned char>(s[i]);
     if (b0 < 0x80) return {b0, 1, status::ok};
-    int need = 0;
+    std::size_t need = 0;
     unsigned char lo = 0x80, hi = 0xBF;
     char32_t cp = 0;
     if (b0 < 0xC2) {
@@ -77,7 +77,7 @@ constexpr decoded decode(std::string_view s, std::size_t i) noexcept {
     } else {
         return {b0, 1, status::invalid};
     }
-    for (int k = 1; k <= need; ++k) {
+    for (std::size_t k = 1; k <= need; ++k) {
         if (i + k >= s.size()) return {b0, 1, status::truncated};
         const auto b = static_cast<unsigned char>(s[i + k]);
         if (b < lo || b > hi) return {b0, 1, status::invalid};
