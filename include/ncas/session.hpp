@@ -6,13 +6,21 @@
 //   ncas::session s(m, {.n_threads = 2});
 //   std::span<const float> logits = s.prefill(prompt_ids);   // [V] of the last token
 //   logits = s.decode(next_id);                               // [V]
+//
+// Experts streamed through a byte budget (model loaded with stream_experts):
+//   auto m = ncas::model::load("model.gguf", {.stream_experts = true});
+//   ncas::session s(m, {.expert_budget = 2ll << 30});          // 2 GiB of expert slabs
+//   std::puts(s.expert_stats()->report().c_str());
 #include <algorithm>
 #include <functional>
+#include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "ncas/cpu/thread_pool.hpp"
+#include "ncas/memory/expert_arena.hpp"
 #include "ncas/model/model.hpp"
 #include "ncas/model/transformer.hpp"
 
@@ -23,14 +31,23 @@ struct session_params {
     int n_threads = 0;                       // 0: all hardware threads
     int64_t n_batch = 64;                    // tokens per forward pass during prefill
     weight_type kv_type = weight_type::f32;  // f32 or f16
+    // Expert streaming: bytes of expert slabs held in memory (an expert_arena);
+    // 0 uses the model's resident experts. Required for a model loaded with stream_experts.
+    int64_t expert_budget = 0;
+    eviction_policy expert_policy = eviction_policy::lfu_aged;
+    bool expert_prefetch = true;   // guess the next layer's experts and read them in the background
+    bool expert_direct_io = false; // O_DIRECT slab reads (cold: no page cache)
 };
 
 class session {
 public:
     explicit session(const model_core& m, session_params p = {})
         : m_(m), p_(resolve(m, p)), pool_(p_.n_threads), cache_(m.config(), p_.n_ctx, p_.kv_type),
-          forward_(m.config(), m.weights(), p_.n_batch, p_.n_ctx, pool_.size(),
-                   [&w = m.weights()](int64_t l, int32_t e) { return resident_expert(w.layers[size_t(l)], e); }),
+          arena_(make_arena(m, p_)),
+          forward_(m.config(), m.weights(), p_.n_batch, p_.n_ctx, pool_.size(), expert_source(m, arena_.get()),
+                   arena_ && p_.expert_prefetch ? expert_prefetch([a = arena_.get()](int64_t l, std::span<const int32_t> e) {
+                       a->prefetch(l, e);
+                   }) : expert_prefetch()),
           logits_(size_t(m.config().n_vocab)) {}
 
     const model_core& model() const { return m_; }
@@ -40,7 +57,15 @@ public:
     int64_t n_vocab() const { return m_.config().n_vocab; }
     const kv_cache& cache() const { return cache_; }
     const run_stats& stats() const { return forward_.stats(); }
-    void reset_stats() { forward_.reset_stats(); }
+    void reset_stats() {
+        forward_.reset_stats();
+        if (arena_) arena_->reset_stats();
+    }
+    // What expert streaming did (hit rate, bytes read, prefetch accuracy, I/O stalls); none without a budget.
+    std::optional<ncas::expert_stats> expert_stats() const {
+        return arena_ ? std::optional(arena_->stats()) : std::nullopt;
+    }
+    const expert_arena* arena() const { return arena_.get(); }
 
     // Runs the tokens after the cached ones; returns the logits of the last.
     std::span<const float> prefill(std::span<const int32_t> tokens) {
@@ -94,6 +119,24 @@ private:
         return p;
     }
 
+    static std::unique_ptr<expert_arena> make_arena(const model_core& m, const session_params& p) {
+        if (p.expert_budget < 0) throw error("expert budget must not be negative");
+        if (p.expert_budget == 0) {
+            if (m.streams_experts())
+                throw error(m.path() + ": loaded with streamed experts: set an expert budget (at least " +
+                            std::to_string(expert_arena::min_budget(m, p.expert_direct_io)) + " bytes)");
+            return nullptr;
+        }
+        return std::make_unique<expert_arena>(m, expert_arena_options{.budget = p.expert_budget,
+                                                                      .policy = p.expert_policy,
+                                                                      .prefetch = p.expert_prefetch,
+                                                                      .direct_io = p.expert_direct_io});
+    }
+    static expert_provider expert_source(const model_core& m, expert_arena* a) {
+        if (a) return a->provider();
+        return [&w = m.weights()](int64_t l, int32_t e) { return resident_expert(w.layers[size_t(l)], e); };
+    }
+
     void check(std::span<const int32_t> tokens) const {
         if (int64_t(tokens.size()) > p_.n_ctx - n_past_)
             throw error(std::to_string(tokens.size()) + " tokens do not fit in the context: " + std::to_string(n_past_) +
@@ -108,6 +151,7 @@ private:
     session_params p_;
     thread_pool pool_;
     kv_cache cache_;
+    std::unique_ptr<expert_arena> arena_;  // expert streaming; null: resident experts
     transformer forward_;
     std::vector<float> logits_;      // [V]
     std::vector<float> all_logits_;  // [n_batch, V], allocated on first evaluate()

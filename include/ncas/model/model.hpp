@@ -2,21 +2,43 @@
 // A loaded model: the mapped file, its config and its weights bound in place.
 // basic_model<Preset> additionally checks the file against a compile-time
 // preset; the preset changes no kernel, only what load() accepts.
+//
+// With load_options::stream_experts the file is not mapped: the header is
+// parsed with plain reads, every non-expert tensor is read into owned memory,
+// and the expert tensors stay in the file (their data is null) for an
+// expert_arena to read slab by slab.
 #include <memory>
 #include <string>
+#include <string_view>
 
+#include "ncas/memory/aligned_buffer.hpp"
 #include "ncas/memory/mapped_file.hpp"
 #include "ncas/model/weights.hpp"
 #include "ncas/text/tokenizer.hpp"
 
 namespace ncas {
 
+struct load_options {
+    bool stream_experts = false;  // leave expert tensors in the file (see above); default: map the whole file
+};
+
+// The expert FFN tensors (MoE slabs, or the dense FFN of an E = 1 file): what streaming leaves in the file.
+inline bool is_expert_tensor(std::string_view name) {
+    for (std::string_view s : {"ffn_up_exps.weight", "ffn_gate_exps.weight", "ffn_down_exps.weight", ".ffn_up.weight",
+                               ".ffn_gate.weight", ".ffn_down.weight"})
+        if (name.ends_with(s)) return true;
+    return false;
+}
+
 class model_core {
 public:
     const model_config& config() const { return config_; }
     const model_weights& weights() const { return weights_; }
     const gguf_file& file() const { return *file_; }
-    const std::string& path() const { return map_.path(); }
+    const std::string& path() const { return file_->name(); }
+    bool streams_experts() const { return streamed_; }
+    // Bytes of weights read into owned memory (streaming load; 0 when mapped).
+    int64_t resident_weight_bytes() const { return resident_bytes_; }
 
     bool has_tokenizer() const { return tokenizer_ != nullptr; }
     // The tokenizer from the file's tokenizer.ggml.* metadata; an error names why there is none.
@@ -26,12 +48,29 @@ public:
     }
 
 protected:
-    explicit model_core(const std::string& path)
-        : map_(path), file_(std::make_unique<gguf_file>(gguf_file::from_memory(path, map_.bytes()))),
+    model_core(const std::string& path, const load_options& o)
+        : streamed_(o.stream_experts), map_(streamed_ ? mapped_file() : mapped_file(path)),
+          handle_(streamed_ ? file_handle(path) : file_handle()),
+          file_(std::make_unique<gguf_file>(streamed_ ? gguf_file::from_file(handle_)
+                                                      : gguf_file::from_memory(path, map_.bytes()))),
           config_(read_config(*file_)) {
         const std::byte* base = map_.bytes().data();
-        weights_ = weight_binder(*file_, config_, [base](const tensor_info& t) { return base + t.offset; }).bind(config_);
+        if (streamed_) weights_ = weight_binder(*file_, config_, [this](const tensor_info& t) { return read_resident(t); }).bind(config_);
+        else weights_ = weight_binder(*file_, config_, [base](const tensor_info& t) { return base + t.offset; }).bind(config_);
         load_tokenizer();
+    }
+
+    // Streaming load: a non-expert tensor read into owned memory; null for expert tensors.
+    const std::byte* read_resident(const tensor_info& t) {
+        if (is_expert_tensor(t.name)) return nullptr;
+        aligned_buffer& b = owned_.emplace_back(size_t(t.bytes), 64);
+        try {
+            handle_.read_at(t.offset, b.bytes());
+        } catch (const error& e) {
+            file_->fail("tensor '" + t.name + "': " + e.what());
+        }
+        resident_bytes_ += int64_t(t.bytes);
+        return b.data();
     }
 
     void load_tokenizer() {
@@ -56,7 +95,11 @@ protected:
                    std::to_string(config_.n_vocab));
     }
 
-    mapped_file map_;
+    bool streamed_ = false;
+    mapped_file map_;                   // whole file (default load)
+    file_handle handle_;                // plain reads (streaming load)
+    std::vector<aligned_buffer> owned_; // non-expert tensors (streaming load)
+    int64_t resident_bytes_ = 0;
     std::unique_ptr<gguf_file> file_;
     model_config config_;
     model_weights weights_;
@@ -67,10 +110,10 @@ protected:
 template <class P = dynamic_config>
 class basic_model : public model_core {
 public:
-    static basic_model load(const std::string& path) { return basic_model(path); }
+    static basic_model load(const std::string& path, const load_options& o = {}) { return basic_model(path, o); }
 
 private:
-    explicit basic_model(const std::string& path) : model_core(path) {
+    basic_model(const std::string& path, const load_options& o) : model_core(path, o) {
         if constexpr (preset<P>) check_preset();
     }
 

@@ -24,15 +24,22 @@ struct run_stats {
         : tokens_in(size_t(m.n_layer)), tokens_kept(size_t(m.n_layer)), expert_use(size_t(m.n_layer * m.n_expert)) {}
 };
 
+// Told which experts of a layer the next MoE will probably use (expert streaming
+// starts reading them while the current layer computes).
+using expert_prefetch = std::function<void(int64_t layer, std::span<const int32_t> experts)>;
+
 class transformer {
 public:
     // Buffers for batches of up to `batch` tokens and a cache of `n_ctx` positions.
     transformer(const model_config& c, const model_weights& w, int64_t batch, int64_t n_ctx, int n_threads,
-                expert_provider experts)
-        : c_(c), w_(w), batch_(batch), experts_(std::move(experts)), rope_(n_ctx, c.head_k, c.rope_theta),
+                expert_provider experts, expert_prefetch prefetch = {})
+        : c_(c), w_(w), batch_(batch), experts_(std::move(experts)), prefetch_(std::move(prefetch)),
+          rope_(n_ctx, c.head_k, c.rope_theta),
           attn_(c, batch, n_ctx, n_threads), moe_(c, batch), stats_(c),
           x_(size_t(batch * c.n_embd)), xr_(x_.size()), xn_(x_.size()), h_(x_.size()),
-          lambda_t_(size_t(batch)), pos_(size_t(batch)), routed_(size_t(batch)), s_(size_t(batch)) {}
+          lambda_t_(size_t(batch)), pos_(size_t(batch)), routed_(size_t(batch)), s_(size_t(batch)) {
+        if (prefetch_) guess_.resize(x_.size());
+    }
 
     int64_t batch() const { return batch_; }
     const run_stats& stats() const { return stats_; }
@@ -92,6 +99,7 @@ private:
         attention(pool, c_, w, l, xn_.data(), pos_.data(), lambda_t_.data(), n, cache, rope_, attn_);
         cpu::matmul(pool, w.wo, attn_.o.data(), n, h_.data());
         for (int64_t i = 0; i < n * D; ++i) h_[size_t(i)] += xr_[size_t(i)];
+        if (prefetch_ && l + 1 < c_.n_layer) predict_experts(pool, l + 1, n);
 
         // y = h + moe(RMSNorm(h))
         for (int64_t i = 0; i < n; ++i)
@@ -107,10 +115,34 @@ private:
         }
     }
 
+    // Guesses layer `next`'s experts from the n hidden rows h_ (before this layer's MoE,
+    // so the reads overlap its compute): that layer's MoD router and gate applied to
+    // RMSNorm(h; ffn_norm_next). Writes only moe_'s routing scratch, which moe() rewrites.
+    void predict_experts(thread_pool& pool, int64_t next, int64_t n) {
+        const layer_weights& w = w_.layers[size_t(next)];
+        const int64_t D = c_.n_embd;
+        int64_t m = 0;
+        for (int64_t i = 0; i < n; ++i) {
+            const float* h = h_.data() + i * D;
+            if (!w.mod_router.empty() && cpu::dot(w.mod_router.data(), h, D) <= c_.mod_threshold) continue;
+            cpu::rms_norm(h, w.ffn_norm.data(), guess_.data() + m++ * D, D, c_.norm_eps);
+        }
+        if (m == 0) return;
+        moe_route(pool, c_, w, guess_.data(), m, true, moe_);
+        std::vector<bool> used(size_t(c_.n_expert));
+        guess_ids_.clear();
+        for (int64_t i = 0; i < m * c_.n_expert_used; ++i)
+            if (const int32_t e = moe_.ids[size_t(i)]; !used[size_t(e)]) used[size_t(e)] = true, guess_ids_.push_back(e);
+        prefetch_(next, guess_ids_);
+    }
+
     const model_config& c_;
     const model_weights& w_;
     int64_t batch_;
     expert_provider experts_;
+    expert_prefetch prefetch_;
+    std::vector<float> guess_;        // [B, D] normed rows for predict_experts (allocated with a prefetch hook)
+    std::vector<int32_t> guess_ids_;  // experts guessed for the next layer
     rope_table rope_;
     attention_buffers attn_;
     moe_buffers moe_;

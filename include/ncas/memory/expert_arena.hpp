@@ -1,0 +1,377 @@
+#pragma once
+// Expert weights streamed from the file through a fixed byte budget.
+//
+// One allocation of `budget` bytes is cut into equal slots; a slot holds one
+// expert of one layer: its up [+ gate] and down slabs, each read with pread
+// (optionally O_DIRECT) from the GGUF file, never through a mapping, so the
+// resident expert memory is the arena and nothing else.
+//
+//   slot layout   [ up | gate (swiglu) | down ]   each part rounded up to 4 KiB,
+//                 plus 4 KiB when O_DIRECT reads a block-aligned range around it
+//   slot states   empty -> queued (prefetch posted) -> loading -> ready
+//                 empty -> loading (a miss reads on the caller's thread) -> ready
+//
+// acquire(layer, e) is the MoE's expert_provider: a hit returns at once; a miss
+// reads its own slab on the calling thread (it never waits behind queued
+// prefetches: a queued prefetch of the wanted slab is taken over); a slab the
+// I/O thread is reading is waited for. The slabs returned stay valid until the
+// next acquire() — moe() finishes an expert's matmuls before asking for the next.
+//
+// prefetch(layer, experts) guesses the next layer's experts (the transformer
+// applies that layer's gate to the current hidden state) and posts their reads
+// to a background thread while the current layer computes. A prefetch never
+// evicts a slab of the current layer or of the layer it prefetches for.
+//
+// Which slab a miss evicts: first slabs of other layers, then those of the
+// prefetched layer, then the current layer's; within a group the policy
+// (expert_policy.hpp) decides. Slabs being read are never evicted.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "ncas/memory/aligned_buffer.hpp"
+#include "ncas/memory/expert_policy.hpp"
+#include "ncas/memory/expert_stats.hpp"
+#include "ncas/memory/io_thread.hpp"
+#include "ncas/memory/mapped_file.hpp"
+#include "ncas/model/model.hpp"
+#include "ncas/model/moe.hpp"
+
+namespace ncas {
+
+struct expert_arena_options {
+    int64_t budget = 0;                                 // bytes of expert weights held in memory
+    eviction_policy policy = eviction_policy::lfu_aged;
+    bool prefetch = true;                               // accept prefetch() guesses (false: demand only)
+    bool direct_io = false;                             // O_DIRECT reads: bypass the page cache (cold reads)
+    int64_t age_every = 0;                              // lfu_aged: uses between halvings; 0: 4·(L·E)
+};
+
+class expert_arena {
+public:
+    static constexpr int64_t page = 4096;  // slot alignment, and the O_DIRECT block we read around a slab
+
+    expert_arena(const model_core& m, expert_arena_options o)
+        : o_(o), c_(m.config()), E_(c_.n_expert), file_(m.path()),
+          policy_(o.policy, c_.n_layer * c_.n_expert, o.age_every), where_(size_t(c_.n_layer * c_.n_expert), -1),
+          stats_(size_t(c_.n_layer)) {
+        if (o.direct_io) direct_ = file_handle(m.path(), O_DIRECT);
+        const std::string path = m.path();
+        for (int64_t l = 0; l < c_.n_layer; ++l) {
+            const layer_weights& w = m.weights().layers[size_t(l)];
+            layers_.push_back({part_of(m, w.up), part_of(m, w.gate), part_of(m, w.down)});
+        }
+        slot_bytes_ = slot_bytes(m, o.direct_io);
+        const int64_t min = min_budget(m, o.direct_io);
+        if (o.budget < min)
+            throw error(path + ": expert budget of " + std::to_string(o.budget) + " bytes is too small: one layer's " +
+                        std::to_string(c_.n_expert_used) + " experts need at least " + std::to_string(min) +
+                        " bytes (slots of " + std::to_string(slot_bytes_) + " bytes)");
+        // No more slots than experts: a budget above the model's expert bytes is not allocated.
+        const int64_t n = std::min(o.budget / slot_bytes_, c_.n_layer * c_.n_expert);
+        memory_ = aligned_buffer(size_t(n * slot_bytes_), size_t(page));
+        slots_.resize(size_t(n));
+        for (int64_t i = 0; i < n; ++i) slots_[size_t(i)].mem = memory_.data() + i * slot_bytes_;
+        io_ = std::make_unique<io_thread>();
+    }
+    ~expert_arena() { io_.reset(); }  // the reader stops before the slots go
+    expert_arena(const expert_arena&) = delete;
+    expert_arena& operator=(const expert_arena&) = delete;
+
+    // Bytes of one slot (one expert of the largest layer, with alignment padding).
+    static int64_t slot_bytes(const model_core& m, bool direct_io) {
+        int64_t most = 0;
+        for (const layer_weights& w : m.weights().layers) {
+            int64_t b = 0;
+            for (const expert_tensor* t : {&w.up, &w.gate, &w.down})
+                if (t->rows) b += part_bytes(t->slab_bytes(), direct_io);
+            most = std::max(most, b);
+        }
+        return most;
+    }
+    // The smallest budget that runs the model: one layer's top-k experts.
+    static int64_t min_budget(const model_core& m, bool direct_io) {
+        return m.config().n_expert_used * slot_bytes(m, direct_io);
+    }
+    // Every expert of the model resident: the budget beyond which nothing is gained.
+    static int64_t full_budget(const model_core& m, bool direct_io) {
+        return m.config().n_layer * m.config().n_expert * slot_bytes(m, direct_io);
+    }
+
+    int64_t n_slots() const { return int64_t(slots_.size()); }
+    int64_t slot_size() const { return slot_bytes_; }
+    int64_t capacity_bytes() const { return int64_t(memory_.size()); }
+
+    expert_provider provider() {
+        return [this](int64_t layer, int32_t e) { return acquire(layer, e); };
+    }
+
+    // The slabs of expert e of layer `layer`, read from the file when not resident.
+    expert_slabs acquire(int64_t layer, int32_t e) {
+        const int64_t key = layer * E_ + e;
+        expert_layer_stats& st = stats_[size_t(layer)];
+        std::unique_lock lock(mu_);
+        policy_.use(key);
+        ++st.requests;
+        const auto t0 = clock::now();
+        if (int32_t i = where_[size_t(key)]; i >= 0) {
+            slot& s = slots_[size_t(i)];
+            if (s.prefetched) s.prefetched = false, ++st.prefetch_used;
+            if (s.state == slot_state::loading)  // the I/O thread is reading it
+                loaded_.wait(lock, [&] { return s.key != key || s.state != slot_state::loading; });
+            if (s.key == key && s.state == slot_state::ready) {
+                ++st.hits;
+                st.stall_seconds += seconds_since(t0);
+                return slabs(s, layer);
+            }
+            if (s.key == key && s.state == slot_state::queued) {  // not started: take it over
+                s.state = slot_state::loading;
+                return load_here(lock, i, layer, e, t0);
+            }
+            // Its prefetch failed (the slot was freed): read it ourselves.
+        }
+        int32_t i = victim(layer, false);
+        while (i < 0) {  // every slot is being read: wait for one
+            loaded_.wait(lock);
+            i = victim(layer, false);
+        }
+        assign(i, key, slot_state::loading);
+        return load_here(lock, i, layer, e, t0);
+    }
+
+    // Starts reading the given experts of `layer` in the background (a guess; acquire() decides).
+    void prefetch(int64_t layer, std::span<const int32_t> experts) {
+        if (!o_.prefetch) return;
+        std::lock_guard lock(mu_);
+        // Guesses for other layers than this one and the current are stale: give their slots back.
+        for (slot& s : slots_)
+            if (s.state == slot_state::queued && s.key / E_ != layer - 1 && s.key / E_ != layer) release(s);
+        expert_layer_stats& st = stats_[size_t(layer)];
+        for (int32_t e : experts) {
+            const int64_t key = layer * E_ + e;
+            if (where_[size_t(key)] >= 0) continue;  // resident or on its way
+            const int32_t i = victim(layer - 1, true);
+            if (i < 0) { ++st.prefetch_dropped; continue; }
+            assign(i, key, slot_state::queued);
+            slots_[size_t(i)].prefetched = true;
+            policy_.prefetched(key);
+            ++st.prefetch_issued;
+            io_->post([this, i, key] { background_load(i, key); });
+        }
+    }
+
+    expert_stats stats() const {
+        std::lock_guard lock(mu_);
+        expert_stats s;
+        s.budget_bytes = o_.budget, s.slot_bytes = slot_bytes_, s.n_slots = n_slots();
+        s.policy = std::string(policy_name(o_.policy));
+        s.prefetch = o_.prefetch, s.direct_io = o_.direct_io;
+        s.layers = stats_;
+        return s;
+    }
+    void reset_stats() {
+        std::lock_guard lock(mu_);
+        std::fill(stats_.begin(), stats_.end(), expert_layer_stats{});
+    }
+
+    // Waits until no background read is queued or running (tests, benchmarks).
+    void wait_idle() {
+        std::unique_lock lock(mu_);
+        loaded_.wait(lock, [&] {
+            return std::none_of(slots_.begin(), slots_.end(), [](const slot& s) {
+                return s.state == slot_state::queued || s.state == slot_state::loading;
+            });
+        });
+    }
+
+private:
+    using clock = std::chrono::steady_clock;
+    enum class slot_state { empty, queued, loading, ready };
+
+    struct slot {
+        std::byte* mem = nullptr;
+        int64_t key = -1;
+        slot_state state = slot_state::empty;
+        bool prefetched = false;  // loaded by a guess and not asked for since
+    };
+    // Where one expert tensor's slabs are in the file: expert e at offset + e·bytes.
+    struct part {
+        uint64_t offset = 0;
+        int64_t bytes = 0;  // 0: the tensor does not exist (gate of a gelu FFN)
+        std::string name;
+    };
+    struct layer_parts {
+        part up, gate, down;
+    };
+
+    static int64_t round_up(int64_t n, int64_t to) { return (n + to - 1) / to * to; }
+    static int64_t part_bytes(int64_t slab, bool direct_io) { return round_up(slab, page) + (direct_io ? page : 0); }
+    static double seconds_since(clock::time_point t0) { return std::chrono::duration<double>(clock::now() - t0).count(); }
+
+    static part part_of(const model_core& m, const expert_tensor& t) {
+        if (!t.rows) return {};
+        for (const tensor_info& i : m.file().tensors())
+            if (i.offset == t.file_offset) return {t.file_offset, t.slab_bytes(), i.name};
+        m.file().fail("no tensor at offset " + std::to_string(t.file_offset));
+    }
+
+    void assign(int32_t i, int64_t key, slot_state state) {
+        slot& s = slots_[size_t(i)];
+        if (s.key >= 0) release(s);
+        s.key = key, s.state = state, s.prefetched = false;
+        where_[size_t(key)] = i;
+    }
+    void release(slot& s) {
+        where_[size_t(s.key)] = -1;
+        s.key = -1, s.state = slot_state::empty, s.prefetched = false;
+    }
+
+    // The slot to load into while `layer` computes, or -1. Evicted first: other
+    // layers' slabs, then the next layer's (needed soon), then this layer's. A
+    // prefetch (for layer + 1) takes only empty slots and other layers' slabs.
+    int32_t victim(int64_t layer, bool for_prefetch) const {
+        int32_t best = -1;
+        int best_group = 0;
+        for (int32_t i = 0; i < int32_t(slots_.size()); ++i) {
+            const slot& s = slots_[size_t(i)];
+            if (s.state == slot_state::empty) return i;
+            if (s.state == slot_state::loading) continue;
+            const int64_t l = s.key / E_;
+            const int group = l == layer ? 2 : l == layer + 1 ? 1 : 0;
+            if (for_prefetch && (group > 0 || s.state == slot_state::queued)) continue;
+            if (best < 0 || group < best_group ||
+                (group == best_group && policy_.evict_before(s.key, slots_[size_t(best)].key)))
+                best = i, best_group = group;
+        }
+        return best;
+    }
+
+    expert_slabs slabs(const slot& s, int64_t layer) const {
+        const layer_parts& p = layers_[size_t(layer)];
+        const int32_t e = int32_t(s.key % E_);
+        std::byte* at = s.mem;
+        auto next = [&](const part& t) -> const std::byte* {
+            if (!t.bytes) return nullptr;
+            const std::byte* slab = at + (o_.direct_io ? int64_t((t.offset + uint64_t(e * t.bytes)) % page) : 0);
+            at += part_bytes(t.bytes, o_.direct_io);
+            return slab;
+        };
+        const std::byte* up = next(p.up);
+        const std::byte* gate = next(p.gate);
+        const std::byte* down = next(p.down);
+        return {up, gate, down};
+    }
+
+    // Reads expert e of `layer` into slot memory; throws an error naming the file and tensor.
+    void read_slot(std::byte* mem, int64_t layer, int32_t e) const {
+        const layer_parts& p = layers_[size_t(layer)];
+        std::byte* at = mem;
+        for (const part* t : {&p.up, &p.gate, &p.down}) {
+            if (!t->bytes) continue;
+            const uint64_t off = t->offset + uint64_t(e * t->bytes);
+            try {
+                if (o_.direct_io) read_direct(off, t->bytes, at);
+                else file_.read_at(off, {at, size_t(t->bytes)});
+            } catch (const error& err) {
+                std::string why = err.what();
+                if (why.starts_with(file_.path() + ": ")) why.erase(0, file_.path().size() + 2);
+                throw error(file_.path() + ": reading expert " + std::to_string(e) + " of tensor '" + t->name + "' (" +
+                            std::to_string(t->bytes) + " bytes at offset " + std::to_string(off) + "): " + why);
+            }
+            at += part_bytes(t->bytes, o_.direct_io);
+        }
+    }
+
+    // O_DIRECT needs block-aligned offset, length and memory: read the aligned range around the slab.
+    void read_direct(uint64_t off, int64_t bytes, std::byte* dst) const {
+        const uint64_t begin = off / page * page, end = uint64_t(round_up(int64_t(off) + bytes, page));
+        uint64_t done = 0;
+        while (begin + done < off + uint64_t(bytes)) {
+            const ssize_t n = ::pread(direct_.fd(), dst + done, size_t(end - begin - done), off_t(begin + done));
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) throw error("O_DIRECT read failed at offset " + std::to_string(begin + done) + ": " +
+                                    (n == 0 ? std::string("unexpected end of file") : errno_text()));
+            done += uint64_t(n);
+        }
+    }
+
+    // A miss read on the calling thread (slot i already marked loading for this key).
+    expert_slabs load_here(std::unique_lock<std::mutex>& lock, int32_t i, int64_t layer, int32_t e,
+                           clock::time_point t0) {
+        slot& s = slots_[size_t(i)];
+        expert_layer_stats& st = stats_[size_t(layer)];
+        lock.unlock();
+        try {
+            read_slot(s.mem, layer, e);
+        } catch (...) {
+            lock.lock();
+            release(s);
+            loaded_.notify_all();
+            throw;
+        }
+        lock.lock();
+        s.state = slot_state::ready;
+        st.bytes_read += expert_bytes(layer);
+        st.stall_seconds += seconds_since(t0);
+        loaded_.notify_all();
+        return slabs(s, layer);
+    }
+
+    // A prefetch read on the I/O thread; skipped when the slot was taken over or freed meanwhile.
+    void background_load(int32_t i, int64_t key) {
+        slot& s = slots_[size_t(i)];
+        {
+            std::lock_guard lock(mu_);
+            if (s.key != key || s.state != slot_state::queued) return;
+            s.state = slot_state::loading;
+        }
+        const int64_t layer = key / E_;
+        bool ok = true;
+        try {
+            read_slot(s.mem, layer, int32_t(key % E_));
+        } catch (const error&) {
+            ok = false;  // acquire() reads it again and reports the error
+        }
+        std::lock_guard lock(mu_);
+        if (ok) {
+            s.state = slot_state::ready;
+            stats_[size_t(layer)].bytes_read += expert_bytes(layer);
+        } else {
+            if (s.prefetched) --stats_[size_t(layer)].prefetch_issued;
+            release(s);
+        }
+        loaded_.notify_all();
+    }
+
+    int64_t expert_bytes(int64_t layer) const {
+        const layer_parts& p = layers_[size_t(layer)];
+        return p.up.bytes + p.gate.bytes + p.down.bytes;
+    }
+
+    expert_arena_options o_;
+    const model_config& c_;
+    int64_t E_;
+    file_handle file_;    // buffered reads
+    file_handle direct_;  // O_DIRECT reads (direct_io)
+    std::vector<layer_parts> layers_;
+    int64_t slot_bytes_ = 0;
+    aligned_buffer memory_;  // [slots, slot_bytes]
+
+    mutable std::mutex mu_;  // guards everything below
+    std::condition_variable loaded_;
+    std::vector<slot> slots_;
+    expert_policy policy_;
+    std::vector<int32_t> where_;  // [L·E] slot of each expert, -1 when not resident
+    std::vector<expert_layer_stats> stats_;  // [L]
+    std::unique_ptr<io_thread> io_;          // last: stopped first
+};
+
+}  // namespace ncas
