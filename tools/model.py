@@ -111,7 +111,7 @@ class Layer(nn.Module):
         self.gate = nn.Parameter(torch.randn(E, D) * std)
         self.up = nn.Parameter(torch.randn(E, Fw, D) * std)
         self.down = nn.Parameter(torch.randn(E, D, Fw) * ostd)
-        self.router = nn.Parameter(torch.randn(D) * 0.02) if l in cfg.mod_layers else None
+        self.router = nn.Parameter(torch.randn(D) * 0.1) if l in cfg.mod_layers else None
 
     def lam(self):
         return (torch.exp(torch.dot(self.lambda_q1, self.lambda_k1))
@@ -180,6 +180,7 @@ class Layer(nn.Module):
             s = torch.sigmoid(r) if cfg.mod_scale == "sigmoid" else (r if cfg.mod_scale == "raw" else torch.ones_like(r))
             key_ok = routed
             aux["router_logits"] = r
+            aux["router_in"] = x.detach()
         else:
             routed, s, key_ok = None, None, None
         h = x + self.attention(rmsnorm(x, self.attn_norm, cfg.eps), cos, sin, key_ok)
