@@ -1,0 +1,14 @@
+#pragma once
+// The subcommands of `ncas`; each parses its own arguments (argv[0] is the
+// subcommand's name) and returns the process exit code. They report a bad
+// command line as cli::usage_error and a failure at run time as ncas::error.
+namespace ncas::cli {
+
+int run_generate(int argc, char** argv);
+int run_chat(int argc, char** argv);
+int run_info(int argc, char** argv);
+int run_perplexity(int argc, char** argv);
+int run_tokenize(int argc, char** argv);
+int run_logits(int argc, char** argv);
+
+}  // namespace ncas::cli

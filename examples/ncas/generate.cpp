@@ -1,0 +1,95 @@
+// `ncas generate`: continues a prompt, printing each token's text as it
+// comes; then the prefill and decode speed, the MoD skip rate and the expert
+// use on stderr (stdout holds only the text).
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "commands.hpp"
+#include "common.hpp"
+
+namespace ncas::cli {
+
+int run_generate(int argc, char** argv) {
+    model_options mo;
+    sampling_options so;
+    std::string prompt;
+    int64_t n_predict = 128;
+    bool ignore_eos = false, no_bos = false, no_echo = false;
+
+    arg_parser p("generate", "[options]",
+                 "Continues a prompt (--prompt, or stdin when not given) and streams the text to stdout;\n"
+                 "stops at the end-of-text token, after -n tokens, or when the context is full.\n"
+                 "Speed, MoD skip rate and expert use go to stderr.");
+    mo.add_to(p);
+    p.option("-p --prompt", prompt, "TEXT", "the prompt (default: read from stdin)");
+    p.option("-n --n-predict", n_predict, "N", "tokens to generate at most; -1: until the context is full",
+             bounds<int64_t>{-1});
+    so.add_to(p);
+    p.flag("--ignore-eos", ignore_eos, "keep going after the end-of-text token");
+    p.flag("--no-bos", no_bos, "do not start with the BOS token");
+    p.flag("--no-echo", no_echo, "print only the generated text, not the prompt");
+    if (!p.parse(argc, argv)) return 0;
+    sampler smp = so.make(p);
+    if (!p.given("--prompt")) prompt = read_stdin("the prompt");
+
+    const ncas::model m = mo.load();
+    const tokenizer& tok = m.tokenizer();
+    std::vector<int32_t> tokens = tok.encode(prompt, !no_bos && tok.bos_id() >= 0);
+    if (tokens.empty()) throw error("the prompt is empty and the model has no BOS token to start from");
+    session s(m, mo.params());
+    const int64_t n_prompt = int64_t(tokens.size());
+    if (n_prompt >= s.n_ctx())
+        throw error("the prompt is " + std::to_string(n_prompt) + " tokens; it must be shorter than the context of " +
+                    std::to_string(s.n_ctx()) + " tokens (the model allows --ctx up to " +
+                    std::to_string(m.config().n_ctx) + ")");
+
+    if (!no_echo) {
+        std::fwrite(prompt.data(), 1, prompt.size(), stdout);
+        std::fflush(stdout);
+    }
+    const stopwatch prefill_time;
+    std::span<const float> logits = s.prefill(tokens);
+    const double prefill_s = prefill_time.seconds();
+
+    streaming_decoder text(tok);
+    std::string piece;
+    int64_t n_generated = 0, n_decoded = 0;
+    double decode_s = 0;
+    std::string stop = "token limit (" + std::to_string(n_predict) + ")";
+    while (n_predict < 0 || n_generated < n_predict) {
+        const int32_t id = smp.sample(logits, tokens);
+        if (id == tok.eos_id() && !ignore_eos) {
+            stop = "end of text";
+            break;
+        }
+        tokens.push_back(id);
+        ++n_generated;
+        piece.clear();
+        text.feed(id, piece);
+        std::fwrite(piece.data(), 1, piece.size(), stdout);
+        std::fflush(stdout);
+        if (n_generated == n_predict) break;
+        if (s.n_past() == s.n_ctx()) {
+            stop = "context full (" + std::to_string(s.n_ctx()) + " tokens)";
+            break;
+        }
+        const stopwatch t;
+        logits = s.decode(id);
+        decode_s += t.seconds();
+        ++n_decoded;
+    }
+    piece = text.flush();
+    std::fwrite(piece.data(), 1, piece.size(), stdout);
+    std::fputc('\n', stdout);
+    std::fflush(stdout);
+
+    std::fprintf(stderr, "\nstopped: %s after %lld generated tokens; seed %llu\n", stop.c_str(),
+                 (long long)n_generated, (unsigned long long)smp.params().seed);
+    print_rate("prefill:", n_prompt, prefill_s);
+    print_rate("decode:", n_decoded, decode_s);
+    print_run_stats(s.stats(), m.config());
+    return 0;
+}
+
+}  // namespace ncas::cli

@@ -1,0 +1,252 @@
+#!/usr/bin/env bash
+# Tests of the `ncas` command line against the tiny models in tests/data/tiny.
+#   usage: test_cli.sh NCAS_BINARY MINIMAL_BINARY TINY_DATA_DIR
+# Every check prints "ok" or "FAIL"; the script exits 1 when any failed.
+# Each command runs under a timeout, so a hang fails too.
+set -u
+if [ $# -ne 3 ]; then
+    echo "usage: $0 NCAS_BINARY MINIMAL_BINARY TINY_DATA_DIR" >&2
+    exit 2
+fi
+ncas=$1 minimal=$2 data=$3
+model=$data/base_f32.gguf
+py=/usr/bin/python3
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+unset NCAS_MODEL
+failures=0 checks=0
+
+ok() { checks=$((checks + 1)); echo "ok   $1"; }
+fail() { checks=$((checks + 1)); failures=$((failures + 1)); echo "FAIL $1"; }
+check() { if [ "$2" = 0 ]; then ok "$1"; else fail "$1${3:+: $3}"; fi; }
+
+# run [--in FILE] CMD...: stdout to $tmp/out, stderr to $tmp/err, exit code in $rc.
+run() {
+    local input=/dev/null
+    if [ "$1" = --in ]; then input=$2; shift 2; fi
+    timeout 60 "$@" <"$input" >"$tmp/out" 2>"$tmp/err"
+    rc=$?
+}
+err_text() { head -c 400 "$tmp/err" | tr '\n' '|'; }
+
+# expect NAME CODE PATTERN CMD...: exits with CODE, and for a failure prints
+# exactly one line on stderr that matches PATTERN (grep -E).
+expect() {
+    local name=$1 code=$2 pattern=$3
+    shift 3
+    run "$@"
+    if [ "$rc" != "$code" ]; then
+        fail "$name: exit code $rc, expected $code; stderr: $(err_text)"
+    elif [ "$code" != 0 ] && [ "$(wc -l <"$tmp/err")" != 1 ]; then
+        fail "$name: expected one line on stderr, got: $(err_text)"
+    elif ! grep -Eq -- "$pattern" "$tmp/err" "$tmp/out"; then
+        fail "$name: output does not match /$pattern/; stderr: $(err_text)"
+    else
+        ok "$name"
+    fi
+}
+
+# compare_logits GOT REF T V BOUND: same size T*V*4, finite, and
+# max|GOT - REF| <= BOUND * max|REF|.
+compare_logits() {
+    "$py" - "$@" <<'EOF'
+import sys
+import numpy as np
+got, ref, T, V, bound = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+a = np.fromfile(got, dtype="<f4").astype(np.float64)
+b = np.fromfile(ref, dtype="<f4").astype(np.float64)
+if a.size != T * V or b.size != T * V:
+    sys.exit(f"{a.size} and {b.size} values, expected {T}x{V}")
+if not np.isfinite(a).all():
+    sys.exit("non-finite logits")
+err = np.abs(a - b).max() / np.abs(b).max()
+if err > bound:
+    sys.exit(f"max error {err:.3g} x max|logit| exceeds {bound:g}")
+EOF
+}
+
+json_field() { "$py" -c 'import json, sys; v = json.load(open(sys.argv[1]))[sys.argv[2]]; print(",".join(map(str, v)) if isinstance(v, list) else v)' "$1" "$2"; }
+
+# ---- top level -----------------------------------------------------------
+expect "--version" 0 '^ncas [0-9]+\.[0-9]+' "$ncas" --version
+expect "no command is a usage error" 2 "no command given" "$ncas"
+expect "--help" 0 'commands:' "$ncas" --help
+expect "unknown command" 2 "unknown command 'frobnicate'" "$ncas" frobnicate
+expect "help COMMAND" 0 'usage: ncas perplexity' "$ncas" help perplexity
+
+for cmd in generate chat info perplexity tokenize logits bench; do
+    run "$ncas" "$cmd" --help
+    if [ "$cmd" = bench ] && grep -q 'not built yet' "$tmp/err"; then
+        echo "skip bench --help (bench is a placeholder)"
+        continue
+    fi
+    if [ "$rc" = 0 ] && grep -q "usage: ncas $cmd" "$tmp/out"; then ok "$cmd --help"; else fail "$cmd --help: exit $rc"; fi
+done
+
+# ---- bad command lines: exit 2, one line naming the problem ----------------
+expect "unknown option" 2 "unknown option '--frob'" "$ncas" generate -m "$model" --frob
+expect "misspelt option" 2 'did you mean --top-k' "$ncas" generate -m "$model" --top-kk 3
+expect "missing value" 2 'option --temp needs a value' "$ncas" generate -m "$model" --temp
+expect "not a number" 2 "option --temp: 'hot' is not a number" "$ncas" generate -m "$model" --temp hot
+expect "not an integer" 2 "option --n-predict: '1.5' is not an integer" "$ncas" generate -m "$model" -n 1.5
+expect "out of range" 2 'option --threads must be' "$ncas" generate -m "$model" -t -3
+expect "bad choice" 2 "'q4_0' is not one of f32\|f16" "$ncas" generate -m "$model" --kv-type q4_0
+expect "sampler range" 2 'top_p' "$ncas" generate -m "$model" --top-p 0
+expect "stray argument" 2 "unexpected argument 'extra'" "$ncas" generate -m "$model" -p x extra
+expect "flag with value" 2 'takes no value' "$ncas" logits -m "$model" --batched=yes --ids 1 -o "$tmp/x"
+expect "logits needs --out" 2 'out FILE is required' "$ncas" logits -m "$model" --ids 1,2
+expect "logits needs ids" 2 'exactly one of --ids and --prompt' "$ncas" logits -m "$model" -o "$tmp/x"
+expect "bad id list" 2 "option --ids: 'x' is not an integer" "$ncas" logits -m "$model" --ids 1,x -o "$tmp/x"
+expect "perplexity needs a file" 2 'no text FILE given' "$ncas" perplexity -m "$model"
+expect "unknown preset" 2 "unknown preset 'PI-X'" "$ncas" info --preset PI-X
+expect "model and preset" 2 'not both' "$ncas" info -m "$model" --preset PI
+expect "decode with text" 2 '--decode takes no TEXT' "$ncas" tokenize -m "$model" --decode 1 abc
+
+# ---- failures at run time: exit 1, one line --------------------------------
+expect "missing model file" 1 '/nonexistent/model.gguf: cannot open' "$ncas" generate -m /nonexistent/model.gguf -p x
+expect "NCAS_MODEL is used" 1 '/nonexistent/env.gguf: cannot open' env NCAS_MODEL=/nonexistent/env.gguf "$ncas" info
+expect "not a GGUF file" 1 "$data/base_f32.json" "$ncas" info -m "$data/base_f32.json"
+expect "prompt longer than the context" 1 'prompt is [0-9]+ tokens; it must be shorter than the context of 8' \
+    "$ncas" generate -m "$model" -t 1 -c 8 -p "the cat sat on the mat and the dog sat on the log"
+expect "ids longer than the context" 1 '5 tokens do not fit in the context of 4' \
+    "$ncas" logits -m "$model" -t 1 -c 4 --ids 1,2,3,4,5 -o "$tmp/x"
+expect "context beyond the model's" 1 'context of 65 tokens: the model supports 1 to 64' \
+    "$ncas" logits -m "$model" -t 1 -c 65 --ids 1 -o "$tmp/x"
+expect "id outside the vocabulary" 1 'token 64 at index 1 is outside the vocabulary of 64' \
+    "$ncas" logits -m "$model" -t 1 --ids 1,64 -o "$tmp/x"
+expect "text outside the vocabulary" 1 'no token for byte 0x54' "$ncas" tokenize -m "$model" "The"
+expect "unwritable --out" 1 'cannot open for writing' "$ncas" logits -m "$model" -t 1 --ids 1 -o /nonexistent/dir/x
+expect "missing text file" 1 '/nonexistent/text: cannot open' "$ncas" perplexity -m "$model" /nonexistent/text
+
+# ---- logits against the float64 reference ---------------------------------
+for json in "$data"/*.json; do
+    name=$(basename "$json" .json)
+    [ "$name" = index ] && continue
+    ids=$(json_field "$json" tokens) bound=$(json_field "$json" tolerance) V=$(json_field "$json" n_vocab)
+    T=$(echo "$ids" | tr ',' '\n' | wc -l)
+    run "$ncas" logits -m "$data/$name.gguf" -t 1 --ids "$ids" -o "$tmp/$name.f32"
+    if [ "$rc" != 0 ]; then fail "logits $name: exit $rc: $(err_text)"; continue; fi
+    size=$(stat -c %s "$tmp/$name.f32")
+    check "logits $name: file is T x V x 4 bytes" "$([ "$size" = $((T * V * 4)) ] && echo 0 || echo 1)" "$size bytes"
+    msg=$(compare_logits "$tmp/$name.f32" "$data/$name.logits.f32" "$T" "$V" "$bound" 2>&1)
+    check "logits $name: within $bound x max|logit| of the reference" $? "$msg"
+done
+
+ids=$(json_field "$data/base_f32.json" tokens)
+run "$ncas" logits -m "$model" -t 1 -b 5 --batched --ids "$ids" -o "$tmp/batched.f32"
+run "$ncas" logits -m "$model" -t 1 --one-by-one --ids "[${ids//,/, }]" -o "$tmp/single.f32"
+msg=$(compare_logits "$tmp/batched.f32" "$tmp/single.f32" 12 64 1e-4 2>&1)
+check "logits --batched (batches of 5) and --one-by-one agree" $? "$msg"
+run "$ncas" logits -m "$model" -t 2 -b 5 --ids "$ids" -o "$tmp/threads.f32"
+msg=$(compare_logits "$tmp/threads.f32" "$tmp/batched.f32" 12 64 0 2>&1)
+check "logits with 2 threads are bit-identical" $? "$msg"
+run "$ncas" logits -m "$model" -t 1 --kv-type f16 --ids "$ids" -o "$tmp/f16.f32"
+msg=$(compare_logits "$tmp/f16.f32" "$data/base_f32.logits.f32" 12 64 5e-3 2>&1)
+check "logits with an f16 KV cache stay near the reference" $? "$msg"
+
+# ---- tokenize --------------------------------------------------------------
+text="the cat sat on the mat and then it was in a hat at the end 0123 456"
+printf '%s' "$text" >"$tmp/text.txt"
+run "$ncas" tokenize -m "$model" "$text"
+cp "$tmp/out" "$tmp/ids.json"
+"$py" -c 'import json, sys; ids = json.load(open(sys.argv[1])); assert ids and all(0 <= i < 64 for i in ids)' "$tmp/ids.json" 2>/dev/null
+check "tokenize prints a JSON array of ids" $?
+run --in "$tmp/text.txt" "$ncas" tokenize -m "$model"
+cmp -s "$tmp/out" "$tmp/ids.json"
+check "tokenize reads stdin" $?
+run "$ncas" tokenize -m "$model" --decode "$(cat "$tmp/ids.json")"
+cmp -s "$tmp/out" "$tmp/text.txt"
+check "tokenize --decode round-trips the text" $? "got '$(cat "$tmp/out")'"
+run "$ncas" tokenize -m "$model" --bos --pieces "the"
+grep -q '"piece": "<|endoftext|>"' "$tmp/out" && "$py" -c 'import json, sys; json.load(open(sys.argv[1]))' "$tmp/out"
+check "tokenize --bos --pieces prints valid JSON" $?
+
+# ---- generate --------------------------------------------------------------
+expect "generate --temp 0" 0 'prefill:' "$ncas" generate -m "$model" -t 1 -p "the cat" --temp 0 -n 16
+for what in 'decode:' 'MoD: [0-9.]+% of' 'expert use' 'stopped: (token limit|end of text)'; do
+    grep -Eq "$what" "$tmp/err"
+    check "generate reports /$what/" $? "$(err_text)"
+done
+grep -q '^the cat' "$tmp/out"
+check "generate echoes the prompt" $?
+cp "$tmp/out" "$tmp/greedy1"
+run "$ncas" generate -m "$model" -t 2 -p "the cat" --temp 0 -n 16
+cmp -s "$tmp/out" "$tmp/greedy1"
+check "greedy generation is reproducible" $?
+run "$ncas" generate -m "$model" -t 1 -p "the cat" --seed 7 -n 16
+cp "$tmp/out" "$tmp/seeded1"
+run "$ncas" generate -m "$model" -t 1 -p "the cat" --seed 7 -n 16
+cmp -s "$tmp/out" "$tmp/seeded1"
+check "sampling with --seed is reproducible" $?
+run --in "$tmp/text.txt" "$ncas" generate -m "$model" -t 1 --temp 0 -n 4
+grep -q "^$text" "$tmp/out"
+check "generate reads the prompt from stdin" $? "$(err_text)"
+expect "generate stops when the context is full" 0 'stopped: context full \(16 tokens\)' \
+    "$ncas" generate -m "$model" -t 1 -c 16 -p "the cat" --ignore-eos -n -1
+
+# minimal.cpp is greedy without a repetition penalty, as generate can be told to be.
+run "$minimal" "$model" "the cat"
+cp "$tmp/out" "$tmp/minimal"
+check "minimal runs" "$rc" "$(err_text)"
+run "$ncas" generate -m "$model" -p "the cat" --temp 0 --repeat-penalty 1 -n 32
+cmp -s "$tmp/out" "$tmp/minimal"
+check "generate --temp 0 --repeat-penalty 1 matches minimal" $?
+
+# ---- perplexity ------------------------------------------------------------
+expect "perplexity" 0 '^perplexity: [0-9]+\.[0-9]+$' "$ncas" perplexity -m "$model" -t 1 "$tmp/text.txt"
+ppl=$(sed -n 's/^perplexity: //p' "$tmp/out")
+bits=$(sed -n 's/^bits\/token: //p' "$tmp/out")
+# The same number from the logits of the same tokens (one window: the text fits in the context).
+run "$ncas" tokenize -m "$model" --bos "$text"
+run "$ncas" logits -m "$model" -t 1 --ids "$(cat "$tmp/out")" -o "$tmp/ppl.f32"
+"$py" - "$tmp/ppl.f32" "$(cat "$tmp/ids.json")" "$ppl" "$bits" <<'EOF'
+import json, math, sys
+import numpy as np
+ids = [0] + json.loads(sys.argv[2])
+l = np.fromfile(sys.argv[1], dtype="<f4").astype(np.float64).reshape(len(ids), 64)
+m = l.max(axis=1)
+nll = np.mean([m[i] + math.log(np.exp(l[i] - m[i]).sum()) - l[i, ids[i + 1]] for i in range(len(ids) - 1)])
+ppl, bits = float(sys.argv[3]), float(sys.argv[4])
+assert math.isfinite(ppl) and abs(ppl - math.exp(nll)) <= 1e-3 * ppl, (ppl, math.exp(nll))
+assert abs(bits - nll / math.log(2)) <= 1e-3, (bits, nll / math.log(2))
+EOF
+check "perplexity and bits/token agree with the logits" $?
+expect "perplexity in overlapping windows" 0 'scored in [0-9]+ window' \
+    "$ncas" perplexity -m "$model" -t 1 -c 8 --stride 4 "$tmp/text.txt"
+expect "perplexity of a text too short" 1 'at least 2 are needed' "$ncas" perplexity -m "$model" --no-bos - 
+
+# ---- chat ------------------------------------------------------------------
+# The tiny vocabulary has no newline or capitals: turns are " u <line> b".
+chat=("$ncas" chat -m "$model" -t 1 --user-prefix ' u ' --bot-prefix ' b' --temp 0 -n 4 -v)
+printf 'the cat\nsat on\n/reset\nthe end\n/frob\n/quit\nnever read\n' >"$tmp/chat.txt"
+run --in "$tmp/chat.txt" "${chat[@]}"
+check "chat runs" "$rc" "$(err_text)"
+grep -q 'conversation reset' "$tmp/out" && grep -q 'unknown command /frob' "$tmp/out" && ! grep -q 'never read' "$tmp/out"
+check "chat knows /reset and /quit" $?
+# Turn 2 runs only its own tokens on top of turn 1: context after it = before + new + generated.
+"$py" - "$tmp/err" <<'EOF'
+import re, sys
+turns = [tuple(map(int, t)) for t in re.findall(r"\[(\d+) new tokens.*?, (\d+) generated.*?context (\d+) of", open(sys.argv[1]).read())]
+assert len(turns) == 3, turns
+(n1, g1, c1), (n2, g2, c2), (n3, g3, c3) = turns
+assert c1 == n1 + g1 and c2 == c1 + n2 + g2, turns  # the conversation stays in the cache
+assert c3 == n3 + g3, turns                           # /reset empties it
+EOF
+check "chat keeps the conversation in the cache" $?
+printf 'the cat\nsat on the mat\nthe end\n' >"$tmp/chat2.txt"
+run --in "$tmp/chat2.txt" "${chat[@]}" -c 20 -n 8
+grep -q 'context full' "$tmp/out"
+check "chat says when the context is full" $? "$(head -c 300 "$tmp/out")"
+check "chat exits 0 after a full context" "$rc"
+
+# ---- info --------------------------------------------------------------------
+expect "info on a file" 0 'in the file +45,872' "$ncas" info -m "$model"
+grep -q '64 (full)' "$tmp/out"
+check "info shows memory at the full context" $?
+expect "info --preset PI" 0 "paper's claim +54,000,000,000" "$ncas" info --preset PI
+grep -Eq 'total +73,' "$tmp/out" && grep -q '32768 (full)' "$tmp/out" && grep -q '^  2048 ' "$tmp/out"
+check "info --preset PI: 73B computed, memory at 2k, 8k and 32k" $?
+expect "info --preset pi-p" 0 'preset PI-P' "$ncas" info --preset pi-p --weight-type q8_0
+
+echo "$((checks - failures)) of $checks checks passed"
+[ "$failures" = 0 ]
