@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -138,7 +139,7 @@ TEST_P(streamed_tiny, any_budget_gives_the_resident_bits) {
     const int64_t min = expert_arena::min_budget(streamed, false), slot = expert_arena::slot_bytes(streamed, false);
     const int64_t full = expert_arena::full_budget(streamed, false);
     for (int64_t budget : {min, min + slot, (min + full) / 2, full})
-        for (eviction_policy policy : {eviction_policy::lru, eviction_policy::lfu_aged})
+        for (eviction_policy policy : {eviction_policy::lru, eviction_policy::lfu_aged, eviction_policy::lfu_distance})
             for (bool prefetch : {false, true}) {
                 const session_params p{.n_threads = 1, .n_batch = 4, .expert_budget = budget,
                                        .expert_policy = policy, .expert_prefetch = prefetch};
@@ -176,6 +177,21 @@ TEST(streaming_errors, a_budget_below_one_layers_top_k_names_the_minimum) {
     EXPECT_NO_THROW(session(m, {.expert_budget = min}));
     // A streamed model has no resident experts: a session must say how much to hold.
     EXPECT_HAS(error_of([&] { session s(m); }), "set an expert budget (at least " + std::to_string(min) + " bytes)");
+}
+
+TEST(streaming_errors, budgets_parse_as_the_command_line_writes_them) {
+    const auto m = model::load(base_path(), {.stream_experts = true});
+    auto parse = [&](const char* s) { return expert_arena::parse_budget(s, m, false); };
+    const int64_t full = expert_arena::full_budget(m, false);
+    EXPECT_EQ(parse("min"), expert_arena::min_budget(m, false));
+    EXPECT_EQ(parse("full"), full);
+    EXPECT_EQ(parse("100%"), full);
+    EXPECT_EQ(parse("25%"), int64_t(double(full) * 25 / 100));
+    EXPECT_EQ(parse("512M"), int64_t(512) << 20);
+    EXPECT_EQ(parse("1.5G"), int64_t(3) << 29);
+    EXPECT_EQ(parse("64KiB"), 65536);
+    EXPECT_EQ(parse("123456"), 123456);
+    for (const char* bad : {"", "12X", "-5", "G", "1e30"}) EXPECT_HAS(error_of([&] { parse(bad); }), "expert budget '");
 }
 
 TEST(streaming_errors, a_streamed_load_reads_no_expert_bytes) {
@@ -259,6 +275,17 @@ TEST(expert_policy_trace, lfu_keeps_the_frequent_where_lru_drops_it) {
     }
 }
 
+TEST(expert_policy_trace, distance_evicts_the_layer_visited_last_in_the_cycle) {
+    small_arena_model s;
+    for (auto [p, second_hit] : {std::pair{eviction_policy::lru, false}, std::pair{eviction_policy::lfu_distance, true}}) {
+        expert_arena a = s.arena(3, p);
+        for (int64_t l = 0; l < 4; ++l) a.acquire(l, 0);  // layer 3 evicts layer 1 (oldest) or 2 (visited last)
+        const int64_t hits = a.stats().total().hits;
+        a.acquire(0, 0), a.acquire(1, 0);              // the next token
+        EXPECT_EQ(a.stats().total().hits - hits, second_hit ? 2 : 1) << policy_name(p);
+    }
+}
+
 TEST(expert_policy_trace, ageing_lets_a_formerly_hot_expert_go) {
     small_arena_model s;
     // Counts halve every 4 uses: 0's early popularity fades while 1 and 2 keep being used.
@@ -270,13 +297,12 @@ TEST(expert_policy_trace, ageing_lets_a_formerly_hot_expert_go) {
     EXPECT_EQ(replay(never_aged, {3, 0}), (std::vector<bool>{false, true}));
 }
 
-// Decode-like trace: every token visits the layers in order and takes 2 of 8
-// experts each, from a skewed distribution. The budget holds 40% of the experts,
-// less than one token's cyclic working set: LRU thrashes, frequency does not.
-TEST(expert_policy_trace, frequency_with_ageing_beats_lru_on_a_skewed_cyclic_trace) {
-    small_arena_model s;
+// Decode-like traces: every token visits the layers in order and takes 2 of 8
+// experts each. The budget holds 40% of the experts, less than one token's
+// cyclic working set (LRU then evicts exactly the slab needed soonest).
+std::array<double, 3> hit_rates(const small_arena_model& s, std::initializer_list<double> skew) {
     std::mt19937 rng(7);
-    std::discrete_distribution<int32_t> pick({30, 20, 12, 8, 5, 3, 2, 1});
+    std::discrete_distribution<int32_t> pick(skew);
     std::vector<std::pair<int64_t, int32_t>> trace;
     for (int token = 0; token < 400; ++token)
         for (int64_t l = 0; l < 4; ++l) {
@@ -285,14 +311,28 @@ TEST(expert_policy_trace, frequency_with_ageing_beats_lru_on_a_skewed_cyclic_tra
             while (b == a) b = pick(rng);
             trace.emplace_back(l, a), trace.emplace_back(l, b);
         }
-    double rate[2];
-    for (eviction_policy p : {eviction_policy::lru, eviction_policy::lfu_aged}) {
+    std::array<double, 3> rate{};
+    for (eviction_policy p : {eviction_policy::lru, eviction_policy::lfu_aged, eviction_policy::lfu_distance}) {
         expert_arena a = s.arena(13, p);
         for (auto [l, e] : trace) a.acquire(l, e);
-        rate[int(p)] = a.stats().hit_rate();
+        rate[size_t(p)] = a.stats().hit_rate();
     }
-    std::printf("hit rate on the skewed trace with 13 of 32 slots: lru %.3f, lfu-aged %.3f\n", rate[0], rate[1]);
+    std::printf("hit rates with 13 of 32 slots: lru %.3f, lfu-aged %.3f, lfu-distance %.3f\n", rate[0], rate[1], rate[2]);
+    return rate;
+}
+
+TEST(expert_policy_trace, frequency_beats_lru_when_routing_is_skewed) {
+    small_arena_model s;
+    const auto rate = hit_rates(s, {30, 20, 12, 8, 5, 3, 2, 1});
     EXPECT_GT(rate[1], rate[0] + 0.1);
+    EXPECT_GT(rate[2], rate[0] + 0.1);
+}
+
+TEST(expert_policy_trace, distance_beats_frequency_when_routing_is_even) {
+    small_arena_model s;
+    const auto rate = hit_rates(s, {12, 11, 10, 9, 8, 7, 6, 5});
+    EXPECT_GT(rate[2], rate[1]);
+    EXPECT_GT(rate[2], rate[0]);
 }
 
 // ---- prefetch -------------------------------------------------------------------

@@ -34,7 +34,7 @@ struct session_params {
     // Expert streaming: bytes of expert slabs held in memory (an expert_arena);
     // 0 uses the model's resident experts. Required for a model loaded with stream_experts.
     int64_t expert_budget = 0;
-    eviction_policy expert_policy = eviction_policy::lfu_aged;
+    eviction_policy expert_policy = eviction_policy::lfu_distance;
     bool expert_prefetch = true;   // guess the next layer's experts and read them in the background
     bool expert_direct_io = false; // O_DIRECT slab reads (cold: no page cache)
 };

@@ -20,7 +20,8 @@
 // prefetch(layer, experts) guesses the next layer's experts (the transformer
 // applies that layer's gate to the current hidden state) and posts their reads
 // to a background thread while the current layer computes. A prefetch never
-// evicts a slab of the current layer or of the layer it prefetches for.
+// evicts a slab of the current layer or of the layer it prefetches for, nor one
+// the policy ranks above the guessed expert.
 //
 // Which slab a miss evicts: first slabs of other layers, then those of the
 // prefetched layer, then the current layer's; within a group the policy
@@ -35,6 +36,7 @@
 #include <mutex>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "ncas/memory/aligned_buffer.hpp"
@@ -49,7 +51,7 @@ namespace ncas {
 
 struct expert_arena_options {
     int64_t budget = 0;                                 // bytes of expert weights held in memory
-    eviction_policy policy = eviction_policy::lfu_aged;
+    eviction_policy policy = eviction_policy::lfu_distance;
     bool prefetch = true;                               // accept prefetch() guesses (false: demand only)
     bool direct_io = false;                             // O_DIRECT reads: bypass the page cache (cold reads)
     int64_t age_every = 0;                              // lfu_aged: uses between halvings; 0: 4·(L·E)
@@ -61,9 +63,15 @@ public:
 
     expert_arena(const model_core& m, expert_arena_options o)
         : o_(o), c_(m.config()), E_(c_.n_expert), file_(m.path()),
-          policy_(o.policy, c_.n_layer * c_.n_expert, o.age_every), where_(size_t(c_.n_layer * c_.n_expert), -1),
+          policy_(o.policy, c_.n_layer, c_.n_expert, o.age_every), where_(size_t(c_.n_layer * c_.n_expert), -1),
           stats_(size_t(c_.n_layer)) {
-        if (o.direct_io) direct_ = file_handle(m.path(), O_DIRECT);
+        if (o.direct_io) {
+            try {
+                direct_ = file_handle(m.path(), O_DIRECT);
+            } catch (const error& e) {
+                throw error(std::string(e.what()) + " (O_DIRECT: the file system may not support direct reads)");
+            }
+        }
         const std::string path = m.path();
         for (int64_t l = 0; l < c_.n_layer; ++l) {
             const layer_weights& w = m.weights().layers[size_t(l)];
@@ -104,6 +112,33 @@ public:
     // Every expert of the model resident: the budget beyond which nothing is gained.
     static int64_t full_budget(const model_core& m, bool direct_io) {
         return m.config().n_layer * m.config().n_expert * slot_bytes(m, direct_io);
+    }
+
+    // A budget as the command line writes it: bytes ("3000000000"), binary units
+    // ("512M", "2.5G", "64K"), a share of all expert bytes ("25%"), "min" or "full".
+    static int64_t parse_budget(std::string_view s, const model_core& m, bool direct_io) {
+        const std::string text(s);
+        auto bad = [&]() -> int64_t {
+            throw error("expert budget '" + text + "': expected bytes, a size like 512M or 2G, a percentage, min or full");
+        };
+        if (s == "min") return min_budget(m, direct_io);
+        if (s == "full") return full_budget(m, direct_io);
+        size_t used = 0;
+        double v = 0;
+        try {
+            v = std::stod(text, &used);
+        } catch (const std::exception&) {
+            return bad();
+        }
+        const std::string unit = text.substr(used);
+        double scale = 1;
+        if (unit == "%") scale = double(full_budget(m, direct_io)) / 100;
+        else if (unit == "K" || unit == "KiB") scale = 1024.0;
+        else if (unit == "M" || unit == "MiB") scale = 1024.0 * 1024;
+        else if (unit == "G" || unit == "GiB") scale = 1024.0 * 1024 * 1024;
+        else if (!unit.empty()) return bad();
+        if (!(v >= 0) || v * scale > 9e18) return bad();
+        return int64_t(v * scale);
     }
 
     int64_t n_slots() const { return int64_t(slots_.size()); }
@@ -158,8 +193,15 @@ public:
         for (int32_t e : experts) {
             const int64_t key = layer * E_ + e;
             if (where_[size_t(key)] >= 0) continue;  // resident or on its way
+            // A guess may displace only a slab the policy values less than the guessed expert itself
+            // (LRU: one not used since the guess was; LFU: one used less often): a wrong guess
+            // must not push out the slabs the coming layers need.
             const int32_t i = victim(layer - 1, true);
-            if (i < 0) { ++st.prefetch_dropped; continue; }
+            const slot* v = i >= 0 ? &slots_[size_t(i)] : nullptr;
+            if (!v || (v->state != slot_state::empty && !policy_.evict_before(v->key, key, layer - 1))) {
+                ++st.prefetch_dropped;
+                continue;
+            }
             assign(i, key, slot_state::queued);
             slots_[size_t(i)].prefetched = true;
             policy_.prefetched(key);
@@ -245,10 +287,10 @@ private:
             if (s.state == slot_state::empty) return i;
             if (s.state == slot_state::loading) continue;
             const int64_t l = s.key / E_;
-            const int group = l == layer ? 2 : l == layer + 1 ? 1 : 0;
+            const int group = l == layer ? 2 : l == (layer + 1) % c_.n_layer ? 1 : 0;  // the last layer's next is 0
             if (for_prefetch && (group > 0 || s.state == slot_state::queued)) continue;
             if (best < 0 || group < best_group ||
-                (group == best_group && policy_.evict_before(s.key, slots_[size_t(best)].key)))
+                (group == best_group && policy_.evict_before(s.key, slots_[size_t(best)].key, layer)))
                 best = i, best_group = group;
         }
         return best;
