@@ -125,6 +125,7 @@ std::vector<model_case> cases() {
     // The fallback paths on the models that exercise the most of them.
     for (const char* name : {"base_q4_0", "base_q8_0", "lambda_exp", "llama_moe"}) out.push_back({name, config::plain});
     for (const char* name : {"base_f16", "swiglu_untied"}) out.push_back({name, config::wave8});
+    for (const char* name : {"base_bf16", "mod_none"}) out.push_back({name, config::staged});
     return out;
 }
 
@@ -171,6 +172,7 @@ TEST_F(vk_api, devices_are_listed_and_a_bad_index_is_named) {
     ASSERT_FALSE(devices.empty());
     for (const auto& d : devices) {
         EXPECT_FALSE(d.name.empty());
+        EXPECT_NE(vk::summary(d).find(d.name), std::string::npos);
         EXPECT_GT(d.device_local_bytes, 0u);
     }
     vk::device_options o;

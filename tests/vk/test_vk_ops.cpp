@@ -364,7 +364,7 @@ TEST_P(ops, kv_truncate_keeps_positions_before) {
     EXPECT_EQ(ctrl.take<uint32_t>(), (std::vector<uint32_t>{4, 1, 0}));
 }
 
-INSTANTIATE_TEST_SUITE_P(vk, ops, ::testing::Values(config::best, config::plain, config::wave8),
+INSTANTIATE_TEST_SUITE_P(vk, ops, ::testing::Values(config::best, config::plain, config::wave8, config::staged),
                          [](const auto& info) { return std::string(config_name(info.param)); });
 INSTANTIATE_TEST_SUITE_P(vk, matmul_ops, ::testing::Values(config::best, config::plain, config::wave8),
                          [](const auto& info) { return std::string(config_name(info.param)); });

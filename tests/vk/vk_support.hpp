@@ -17,15 +17,16 @@
 namespace vk_test {
 
 // The device features a test runs under: each kernel variant gets exercised.
-enum class config { best, plain, wave8 };
+enum class config { best, plain, wave8, staged };
 inline const char* config_name(config c) {
-    return c == config::best ? "best" : c == config::plain ? "plain" : "wave8";
+    return c == config::best ? "best" : c == config::plain ? "plain" : c == config::wave8 ? "wave8" : "staged";
 }
 inline ncas::vk::device_options options(config c) {
     ncas::vk::device_options o;
     if (const char* d = std::getenv("NCAS_VK_DEVICE")) o.device = std::atoi(d);
     if (c == config::plain) o.allow_subgroups = false, o.allow_small_storage = false;  // shared-memory reductions, word loads
     if (c == config::wave8) o.subgroup_size = 8, o.workgroup_size = 64;  // requested subgroup size (lavapipe: 8)
+    if (c == config::staged) o.map_device_memory = false;  // uploads and reads through staging copies
     return o;
 }
 
@@ -73,7 +74,7 @@ protected:
     }
     void TearDown() override {
         if (!have_vulkan()) return;
-        for (config c : {config::best, config::plain, config::wave8}) {
+        for (config c : {config::best, config::plain, config::wave8, config::staged}) {
             auto ctx = context_for(c);
             if (!ctx) continue;
             for (const std::string& m : ctx->validation_messages()) ADD_FAILURE() << "[" << config_name(c) << "] validation: " << m;

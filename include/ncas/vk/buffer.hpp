@@ -47,6 +47,7 @@ public:
             check(r, "vkAllocateMemory");
         }
         check(vkBindBufferMemory(ctx.device(), buf_, mem_, 0), "vkBindBufferMemory");
+        if (k == kind::device && !ctx.options().map_device_memory) host_visible_ = false;
         if (host_visible_) check(vkMapMemory(ctx.device(), mem_, 0, VK_WHOLE_SIZE, 0, &mapped_), "vkMapMemory");
     }
     buffer(buffer&& o) noexcept { *this = std::move(o); }

@@ -46,6 +46,8 @@ struct device_options {
     uint32_t workgroup_size = 0;      // 0: 64 on AMD (wave64), 32 elsewhere (wave32); else a power of two
     uint32_t subgroup_size = 0;       // 0: request the workgroup's wave size when the device allows it
     std::string pipeline_cache_path;  // empty: $NCAS_VK_PIPELINE_CACHE, else no persistent cache
+    bool map_device_memory = true;    // false: always copy through staging buffers, as a discrete GPU without
+                                      // host-visible device memory does (tests that path on any device)
 };
 
 // What a device offers, as list_devices() reports it.
@@ -232,6 +234,18 @@ private:
 };
 
 }  // namespace detail
+
+// One line for a device listing (the CLI's --list-devices).
+inline std::string summary(const device_info& d) {
+    const char* type = d.type == VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU     ? "discrete"
+                       : d.type == VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU ? "integrated"
+                       : d.type == VK_PHYSICAL_DEVICE_TYPE_CPU            ? "cpu"
+                                                                          : "other";
+    return std::to_string(d.index) + ": " + d.name + " (" + type + ", " + std::to_string(d.device_local_bytes >> 20) +
+           " MiB, Vulkan " + std::to_string(VK_API_VERSION_MAJOR(d.api_version)) + "." +
+           std::to_string(VK_API_VERSION_MINOR(d.api_version)) + ", subgroup " + std::to_string(d.subgroup_size) +
+           (d.subgroup_arithmetic ? " arithmetic" : "") + (d.storage16 && d.storage8 ? ", 16/8-bit storage" : "") + ")";
+}
 
 // Every Vulkan device with a compute queue, in the order device indices use.
 // Throws when no Vulkan driver is installed.
