@@ -23,9 +23,10 @@
 // evicts a slab of the current layer or of the layer it prefetches for, nor one
 // the policy ranks above the guessed expert.
 //
-// Which slab a miss evicts: first slabs of other layers, then those of the
-// prefetched layer, then the current layer's; within a group the policy
-// (expert_policy.hpp) decides. Slabs being read are never evicted.
+// Which slab a miss evicts: first slabs of other layers, then those of the next
+// layer (the prefetched one; layer 0 after the last), then the current layer's;
+// within a group the policy (expert_policy.hpp) decides. Slabs being read are
+// never evicted.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -54,7 +55,7 @@ struct expert_arena_options {
     eviction_policy policy = eviction_policy::lfu_distance;
     bool prefetch = true;                               // accept prefetch() guesses (false: demand only)
     bool direct_io = false;                             // O_DIRECT reads: bypass the page cache (cold reads)
-    int64_t age_every = 0;                              // lfu_aged: uses between halvings; 0: 4·(L·E)
+    int64_t age_every = 0;                              // lfu policies: uses between halvings; 0: 4·(L·E)
 };
 
 class expert_arena {
