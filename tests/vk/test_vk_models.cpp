@@ -230,6 +230,20 @@ TEST_F(vk_api, pipeline_cache_persists_and_a_foreign_file_is_ignored) {
     std::filesystem::remove_all(dir);
 }
 
+// SPEC §4 asks for the same greedy tokens for 32 steps on the demo model: run it
+// when NCAS_DEMO_MODEL names one (the tiny models above always run).
+TEST_F(vk_api, demo_model_same_greedy_tokens_as_cpu) {
+    const char* path = std::getenv("NCAS_DEMO_MODEL");
+    if (!path || !*path) GTEST_SKIP() << "set NCAS_DEMO_MODEL to a .gguf to compare greedy decoding on it";
+    const auto m = ncas::model::load(path);
+    ncas::session_params p;
+    p.n_ctx = std::min<int64_t>(m.config().n_ctx, 256);
+    ncas::session cpu(m, p);
+    vk::session gpu(m, p, context_for(config::best));
+    const std::vector<int32_t> prompt{0, 1, 2};
+    EXPECT_EQ(greedy(gpu, prompt, 32), greedy(cpu, prompt, 32));
+}
+
 TEST_F(vk_api, backend_hook_runs_either_backend_with_one_interface) {
     const auto m = ncas::model::load(test_golden::data_dir() + "/tiny/base_q8_0.gguf");
     ncas::session_params p;

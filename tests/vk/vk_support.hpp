@@ -155,6 +155,7 @@ template <class F>
 void run(const std::shared_ptr<ncas::vk::context>& ctx, F&& fn) {
     auto& k = shared_state::get().kernels[ctx.get()];
     if (!k) k = std::make_unique<ncas::vk::pipelines>(*ctx);
+    k->reset_descriptors();  // the test's buffers are new: no set may bind a handle of a destroyed one
     ctx->submit([&](VkCommandBuffer cmd) {
         ncas::vk::recorder r(*k, cmd);
         fn(r);

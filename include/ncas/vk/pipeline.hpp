@@ -183,6 +183,13 @@ public:
         return sets_.emplace(std::move(key), set).first->second;
     }
 
+    // Frees every cached descriptor set. Needed before a buffer they bind is destroyed
+    // and another created (a new buffer may get the old handle); a session never does this.
+    void reset_descriptors() {
+        for (VkDescriptorPool p : pools_) vkResetDescriptorPool(ctx_.device(), p, 0);
+        sets_.clear();
+    }
+
 private:
     VkShaderModule module(std::string_view shader) {
         const bool sg = ctx_.use_subgroups(), ss = ctx_.use_small_storage();
