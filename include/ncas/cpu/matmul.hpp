@@ -1,19 +1,32 @@
 #pragma once
 // Matrix products against stored weights, split across the pool by output rows
 // (each output is computed by one thread, in one order: thread-count invariant).
-#include "ncas/cpu/ops.hpp"
+#include <vector>
+
+#include "ncas/cpu/kernels.hpp"
 #include "ncas/cpu/thread_pool.hpp"
 
 namespace ncas::cpu {
 
 // y[t, n] = Σ_k W[n, k] · x[t, k]   for t < T;  x is [T, W.cols], y is [T, W.rows]
 inline void matmul(thread_pool& pool, const weight_matrix& w, const float* x, int64_t T, float* y) {
-    pool.parallel_for(w.rows, [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) {
-            const std::byte* row = w.row(r);
-            for (int64_t t = 0; t < T; ++t) y[t * w.rows + r] = dot_row(w.type, row, x + t * w.cols, w.cols);
-        }
-    });
+    const kernel_table& k = kernels();
+    const act_block* xq = nullptr;
+    if (uses_int_dot(w.type)) {
+        // Quantised once by the caller; grows to the largest batch, then never allocates again.
+        thread_local std::vector<act_block> scratch;
+        const size_t need = size_t(T * (w.cols / quant_block));
+        if (scratch.size() < need) scratch.resize(need);
+        for (int64_t t = 0; t < T; ++t) quantize_act(x + t * w.cols, w.cols, scratch.data() + t * (w.cols / quant_block));
+        xq = scratch.data();
+    }
+    pool.parallel_for(w.rows, [&](int64_t r0, int64_t r1) { k.matmul_rows(w, x, xq, T, y, r0, r1); });
+}
+
+// The reference: weights dequantised to f32, activations left in f32, no SIMD.
+inline void matmul_reference(const weight_matrix& w, const float* x, int64_t T, float* y) {
+    for (int64_t r = 0; r < w.rows; ++r)
+        for (int64_t t = 0; t < T; ++t) y[t * w.rows + r] = dot_row(w.type, w.row(r), x + t * w.cols, w.cols);
 }
 
 }  // namespace ncas::cpu

@@ -1,0 +1,74 @@
+#pragma once
+// The CPU kernel table and its run-time dispatch.
+//
+// Kernels are written once (kernels_impl.hpp) over an instruction-set tag and
+// compiled once per instruction set. Two ways to get them:
+//  - header-only (default): the including translation unit instantiates the
+//    variants its own compiler flags allow (plain -march=native gives the best
+//    one for this CPU), plus the portable scalar one;
+//  - multi-arch (define NCAS_CPU_MULTI_ARCH and compile src/cpu/kernels_*.cpp,
+//    each with its ISA's flags; the CMake/Meson builds of the CLI do this): one
+//    binary carries every variant and picks the best the CPU runs.
+// At run time the best variant that is both compiled in and supported by the
+// CPU and OS is chosen (cpu/isa.hpp), unless NCAS_ISA / force_isa() says otherwise.
+#include <cstdint>
+
+#include "ncas/cpu/isa.hpp"
+#include "ncas/cpu/ops.hpp"
+#include "ncas/cpu/act_quant.hpp"
+
+namespace ncas::cpu {
+
+// y[t, r] for rows [r0, r1) of w and all T tokens; y is [T, w.rows].
+// x: activations [T, w.cols]; xq: the same quantised to 16-bit blocks (integer weight types only).
+using matmul_rows_fn = void (*)(const weight_matrix& w, const float* x, const act_block* xq, int64_t T, float* y,
+                                int64_t r0, int64_t r1);
+
+struct kernel_table {
+    isa id;
+    matmul_rows_fn matmul_rows;
+};
+
+// Whether a weight type's kernels take integer (act_block) activations.
+constexpr bool uses_int_dot(weight_type t) { return t == weight_type::q8_0 || t == weight_type::q4_0; }
+
+#if defined(NCAS_CPU_MULTI_ARCH)
+#define NCAS_KERNEL_LINKAGE  // defined once, in src/cpu/kernels_<isa>.cpp
+#else
+#define NCAS_KERNEL_LINKAGE inline
+#endif
+
+namespace detail {
+// One per instruction set; null when that variant is not compiled into this program.
+inline const kernel_table* table_scalar();
+NCAS_KERNEL_LINKAGE const kernel_table* table_avx2();
+NCAS_KERNEL_LINKAGE const kernel_table* table_avx512();
+}  // namespace detail
+
+// The table for an instruction set, or null when it is not compiled in.
+inline const kernel_table* table_for(isa i) {
+    switch (i) {
+        case isa::scalar: return detail::table_scalar();
+        case isa::avx2: return detail::table_avx2();
+        case isa::avx512: return detail::table_avx512();
+    }
+    return nullptr;
+}
+
+// The kernels in use: the forced instruction set, else the best one compiled in and supported.
+inline const kernel_table& kernels() {
+    if (const auto& f = forced_isa()) {
+        if (const kernel_table* t = table_for(*f)) return *t;
+        throw error("instruction set " + std::string(isa_name(*f)) + " is not compiled into this program");
+    }
+    static const kernel_table* best = [] {
+        for (int i = int(detect_isa()); i >= 0; --i)
+            if (const kernel_table* t = table_for(isa(i))) return t;
+        return detail::table_scalar();
+    }();
+    return *best;
+}
+
+}  // namespace ncas::cpu
+
+#include "ncas/cpu/kernels_impl.hpp"

@@ -1,0 +1,237 @@
+#pragma once
+// Kernel bodies, one source for every instruction set (see kernels.hpp).
+// The x86 variants call no shared non-template inline function: a multi-arch
+// build compiles them with ISA flags, and an out-of-line copy of a shared
+// helper emitted there could be the one the linker keeps for the whole program.
+//
+// matmul_rows computes, for each weight row, the dot products with a tile of
+// up to 4 tokens, so a row's weights are loaded and unpacked once per tile:
+//  - F32 / F16 / BF16 rows: f32 FMA on xsimd batches (converting f16/bf16 on load);
+//  - Q8_0 / Q4_0 rows: each weight block widened to 16-bit integers and
+//    multiplied with the token's 16-bit activation block (pmaddwd: 32 products
+//    into 16 int32 lanes on AVX-512), then scaled by both block scales into f32
+//    lane accumulators.
+// Each output is computed by one call in a fixed order, so results do not
+// depend on the thread split, and a token's result does not depend on which
+// other tokens share its tile (prefill and decode agree bit for bit).
+#include <algorithm>
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#include <xsimd/xsimd.hpp>
+#endif
+
+namespace ncas::cpu::detail {
+
+inline constexpr int max_tile = 4;  // tokens per weight pass
+
+// Calls f(std::integral_constant<int, NT>) for nt in 1..max_tile.
+template <class F>
+inline void with_tile(int nt, F&& f) {
+    switch (nt) {
+        case 1: f(std::integral_constant<int, 1>{}); break;
+        case 2: f(std::integral_constant<int, 2>{}); break;
+        case 3: f(std::integral_constant<int, 3>{}); break;
+        default: f(std::integral_constant<int, 4>{}); break;
+    }
+}
+
+// The driver shared by every instruction set: rows × token tiles, with
+// Tag::float_tile / Tag::quant_tile doing one row against NT tokens.
+template <class Tag>
+inline void matmul_rows(const weight_matrix& w, const float* x, const act_block* xq, int64_t T, float* y, int64_t r0,
+                        int64_t r1) {
+    const int64_t K = w.cols, nb = K / quant_block;
+    float out[max_tile];
+    for (int64_t r = r0; r < r1; ++r) {
+        const std::byte* row = w.row(r);
+        for (int64_t t0 = 0; t0 < T; t0 += max_tile) {
+            const int nt = int(std::min<int64_t>(max_tile, T - t0));
+            with_tile(nt, [&](auto NT) {
+                if (uses_int_dot(w.type)) Tag::template quant_tile<NT>(w.type, row, nb, xq + t0 * nb, nb, out);
+                else Tag::template float_tile<NT>(w.type, row, K, x + t0 * K, K, out);
+            });
+            for (int i = 0; i < nt; ++i) y[(t0 + i) * w.rows + r] = out[i];
+        }
+    }
+}
+
+// ---- scalar: the portable variant (and the integer algorithm spelled out) -------
+
+struct scalar_tag {
+    template <int NT>
+    static void float_tile(weight_type t, const std::byte* row, int64_t K, const float* x, int64_t ldx, float* out) {
+        for (int i = 0; i < NT; ++i) out[i] = dot_row(t, row, x + i * ldx, K);
+    }
+    template <int NT>
+    static void quant_tile(weight_type t, const std::byte* row, int64_t nb, const act_block* xq, int64_t ldx, float* out) {
+        int16_t w[quant_block];
+        float acc[NT] = {};
+        for (int64_t b = 0; b < nb; ++b) {
+            const float dw = widen_block(t, row, b, w);
+            for (int i = 0; i < NT; ++i) {
+                const act_block& xb = xq[i * ldx + b];
+                int32_t dot = 0;
+                for (int j = 0; j < quant_block; ++j) dot += int32_t(w[j]) * xb.q[j];
+                acc[i] += float(dot) * (dw * xb.d);
+            }
+        }
+        for (int i = 0; i < NT; ++i) out[i] = acc[i];
+    }
+
+    // Weight block b of a Q4_0 / Q8_0 row as 32 signed integers; returns its scale.
+    static float widen_block(weight_type t, const std::byte* row, int64_t b, int16_t* w) {
+        if (t == weight_type::q4_0) {
+            const auto& wb = reinterpret_cast<const block_q4_0*>(row)[b];
+            for (int j = 0; j < quant_block / 2; ++j)
+                w[j] = int16_t((wb.qs[j] & 0x0f) - 8), w[j + quant_block / 2] = int16_t((wb.qs[j] >> 4) - 8);
+            return f16_to_f32(wb.d);
+        }
+        const auto& wb = reinterpret_cast<const block_q8_0*>(row)[b];
+        for (int j = 0; j < quant_block; ++j) w[j] = wb.q[j];
+        return f16_to_f32(wb.d);
+    }
+};
+
+inline const kernel_table* table_scalar() {
+    static const kernel_table t{isa::scalar, &matmul_rows<scalar_tag>};
+    return &t;
+}
+
+// ---- x86: AVX2 and AVX-512 ----------------------------------------------------
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+
+// GCC 12's own AVX-512 intrinsic headers trip -Wmaybe-uninitialized (_mm512_undefined_*).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+// Simd: the xsimd architecture of the f32 batches (16 lanes on AVX-512, 8 on AVX2).
+template <class Simd>
+struct x86_tag {
+    using fbatch = xsimd::batch<float, Simd>;
+    static constexpr int64_t W = int64_t(fbatch::size);
+
+    static fbatch load_weights(weight_type t, const std::byte* p) {
+        if constexpr (W == 16) {
+            if (t == weight_type::f16) return fbatch(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
+            if (t == weight_type::bf16)
+                return fbatch(_mm512_castsi512_ps(
+                    _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16)));
+        } else {
+            if (t == weight_type::f16) return fbatch(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+            if (t == weight_type::bf16)
+                return fbatch(_mm256_castsi256_ps(
+                    _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16)));
+        }
+        return fbatch::load_unaligned(reinterpret_cast<const float*>(p));
+    }
+
+    template <int NT>
+    static void float_tile(weight_type t, const std::byte* row, int64_t K, const float* x, int64_t ldx, float* out) {
+        const int64_t esize = traits_of(t).block_bytes;
+        fbatch acc[NT];
+        for (int i = 0; i < NT; ++i) acc[i] = fbatch(0.0f);
+        int64_t k = 0;
+        for (; k + W <= K; k += W) {
+            const fbatch wv = load_weights(t, row + k * esize);
+            for (int i = 0; i < NT; ++i) acc[i] = xsimd::fma(wv, fbatch::load_unaligned(x + i * ldx + k), acc[i]);
+        }
+        float w[W];  // the tail, when K is not a multiple of W (f32 only: f16/bf16 tensors are rare that small)
+        for (int64_t j = k; j < K; ++j)
+            w[j - k] = t == weight_type::f32   ? reinterpret_cast<const float*>(row)[j]
+                       : t == weight_type::f16 ? _cvtsh_ss(reinterpret_cast<const uint16_t*>(row)[j])
+                                               : std::bit_cast<float>(uint32_t(reinterpret_cast<const uint16_t*>(row)[j]) << 16);
+        for (int i = 0; i < NT; ++i) {
+            out[i] = xsimd::hadd(acc[i]);
+            for (int64_t j = k; j < K; ++j) out[i] += w[j - k] * x[i * ldx + j];
+        }
+    }
+
+    // 32 weights as signed 16-bit integers: one zmm, or two ymm (lo, hi) on AVX2.
+    struct wide {
+        __m256i lo, hi;
+#if defined(__AVX512BW__)
+        __m512i all;
+#endif
+    };
+
+    static wide widen(weight_type t, const std::byte* blk) {
+        wide w;
+        __m128i lo8, hi8;  // elements 0..15 and 16..31 as int8
+        if (t == weight_type::q4_0) {
+            const auto& b = *reinterpret_cast<const block_q4_0*>(blk);
+            const __m128i qs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs)), m = _mm_set1_epi8(0x0f);
+            lo8 = _mm_sub_epi8(_mm_and_si128(qs, m), _mm_set1_epi8(8));
+            hi8 = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(qs, 4), m), _mm_set1_epi8(8));
+        } else {
+            const auto& b = *reinterpret_cast<const block_q8_0*>(blk);
+            lo8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.q));
+            hi8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.q + 16));
+        }
+#if defined(__AVX512BW__)
+        if constexpr (W == 16) {
+            w.all = _mm512_cvtepi8_epi16(_mm256_set_m128i(hi8, lo8));
+            return w;
+        }
+#endif
+        w.lo = _mm256_cvtepi8_epi16(lo8);
+        w.hi = _mm256_cvtepi8_epi16(hi8);
+        return w;
+    }
+
+    template <int NT>
+    static void quant_tile(weight_type t, const std::byte* row, int64_t nb, const act_block* xq, int64_t ldx, float* out) {
+        const int64_t bytes = traits_of(t).block_bytes;
+        fbatch acc[NT];
+        for (int i = 0; i < NT; ++i) acc[i] = fbatch(0.0f);
+        for (int64_t b = 0; b < nb; ++b) {
+            const std::byte* blk = row + b * bytes;
+            const float dw = _cvtsh_ss(*reinterpret_cast<const uint16_t*>(blk));  // both blocks start with f16 d
+            const wide w = widen(t, blk);
+            for (int i = 0; i < NT; ++i) {
+                const act_block& xb = xq[i * ldx + b];
+                const fbatch s(dw * xb.d);
+                if constexpr (W == 16) {
+#if defined(__AVX512BW__)
+                    const __m512i dot = _mm512_madd_epi16(w.all, _mm512_loadu_si512(xb.q));
+                    acc[i] = xsimd::fma(fbatch(_mm512_cvtepi32_ps(dot)), s, acc[i]);
+#endif
+                } else {
+                    const __m256i* xv = reinterpret_cast<const __m256i*>(xb.q);
+                    const __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(w.lo, _mm256_loadu_si256(xv)),
+                                                         _mm256_madd_epi16(w.hi, _mm256_loadu_si256(xv + 1)));
+                    acc[i] = xsimd::fma(fbatch(_mm256_cvtepi32_ps(dot)), s, acc[i]);
+                }
+            }
+        }
+        for (int i = 0; i < NT; ++i) out[i] = xsimd::hadd(acc[i]);
+    }
+};
+
+#pragma GCC diagnostic pop
+#endif
+
+#if !defined(NCAS_CPU_MULTI_ARCH) || defined(NCAS_CPU_BUILD_AVX2)
+NCAS_KERNEL_LINKAGE const kernel_table* table_avx2() {
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+    static const kernel_table t{isa::avx2, &matmul_rows<x86_tag<xsimd::fma3<xsimd::avx2>>>};
+    return &t;
+#else
+    return nullptr;
+#endif
+}
+#endif
+
+#if !defined(NCAS_CPU_MULTI_ARCH) || defined(NCAS_CPU_BUILD_AVX512)
+NCAS_KERNEL_LINKAGE const kernel_table* table_avx512() {
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__) && defined(__FMA__)
+    static const kernel_table t{isa::avx512, &matmul_rows<x86_tag<xsimd::avx512bw>>};
+    return &t;
+#else
+    return nullptr;
+#endif
+}
+#endif
+
+}  // namespace ncas::cpu::detail

@@ -1,0 +1,151 @@
+// One parity harness for the CPU kernels: every instruction-set variant this
+// machine runs, every weight type, shapes with and without tails, tiles of 1..4
+// tokens and more, against the float reference (weights dequantised to f32,
+// activations in f32, sums in double). Bounds are derived from the inputs:
+// float rounding γ·Σ|w·x|, plus, for the integer kernels, the 16-bit activation
+// rounding Σ|w|·d/2 per block. A sentinel after the output catches stray writes.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "ncas/cpu/matmul.hpp"
+
+using namespace ncas;
+using namespace ncas::cpu;
+
+namespace {
+
+struct problem {
+    weight_type type;
+    int64_t rows, cols, T;
+    std::vector<std::byte> w;
+    std::vector<float> wf, x;  // dequantised weights [rows, cols], activations [T, cols]
+};
+
+problem make(weight_type type, int64_t rows, int64_t cols, int64_t T, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> n(0.0f, 1.0f);
+    problem p{type, rows, cols, T, {}, {}, {}};
+    std::vector<float> src(size_t(rows * cols));
+    for (auto& v : src) v = n(rng);
+    p.w.resize(size_t(rows * row_bytes(type, cols)));
+    p.wf.resize(src.size());
+    for (int64_t r = 0; r < rows; ++r) {
+        quantize_row(type, src.data() + r * cols, p.w.data() + r * row_bytes(type, cols), cols);
+        dequantize_row(type, p.w.data() + r * row_bytes(type, cols), p.wf.data() + r * cols, cols);
+    }
+    p.x.resize(size_t(T * cols));
+    for (auto& v : p.x) v = n(rng) * (rng() % 7 == 0 ? 30.0f : 1.0f);  // some outliers, as real activations have
+    return p;
+}
+
+// Runs one kernel table's matmul_rows over all rows, with a sentinel after y.
+std::vector<float> run(const kernel_table& k, const problem& p) {
+    const weight_matrix w{p.type, p.rows, p.cols, p.w.data()};
+    std::vector<act_block> xq;
+    if (uses_int_dot(p.type)) {
+        xq.resize(size_t(p.T * (p.cols / quant_block)));
+        for (int64_t t = 0; t < p.T; ++t) quantize_act(p.x.data() + t * p.cols, p.cols, xq.data() + t * (p.cols / quant_block));
+    }
+    std::vector<float> y(size_t(p.T * p.rows) + 16, 12345.0f);
+    k.matmul_rows(w, p.x.data(), xq.data(), p.T, y.data(), 0, p.rows);
+    for (size_t i = size_t(p.T * p.rows); i < y.size(); ++i) EXPECT_EQ(y[i], 12345.0f) << "write past the output";
+    y.resize(size_t(p.T * p.rows));
+    return y;
+}
+
+void check(const kernel_table& k, const problem& p) {
+    const auto y = run(k, p);
+    constexpr double eps = 0x1p-24;
+    for (int64_t t = 0; t < p.T; ++t)
+        for (int64_t r = 0; r < p.rows; ++r) {
+            const float* w = p.wf.data() + r * p.cols;
+            const float* x = p.x.data() + t * p.cols;
+            double exact = 0, magnitude = 0, act_rounding = 0;
+            for (int64_t j = 0; j < p.cols; ++j) {
+                exact += double(w[j]) * x[j];
+                magnitude += std::abs(double(w[j]) * x[j]);
+            }
+            if (uses_int_dot(p.type))
+                for (int64_t b = 0; b < p.cols / quant_block; ++b) {
+                    double amax = 0, wsum = 0;
+                    for (int j = 0; j < quant_block; ++j)
+                        amax = std::max(amax, std::abs(double(x[b * quant_block + j]))),
+                        wsum += std::abs(double(w[b * quant_block + j]));
+                    act_rounding += wsum * (amax / 32767.0) / 2 * (1 + 1e-6);
+                }
+            const double got = y[size_t(t * p.rows + r)];
+            ASSERT_TRUE(std::isfinite(got));
+            const double bound = 2.0 * double(p.cols + 4) * eps * magnitude + act_rounding * (1 + 64 * eps);
+            ASSERT_LE(std::abs(got - exact), bound)
+                << isa_name(k.id) << " " << type_name(p.type) << " rows " << p.rows << " cols " << p.cols << " T " << p.T
+                << " at t " << t << " r " << r;
+        }
+}
+
+std::vector<isa> runnable() {
+    std::vector<isa> out;
+    for (isa i : {isa::scalar, isa::avx2, isa::avx512})
+        if (table_for(i) && i <= detect_isa()) out.push_back(i);
+    return out;
+}
+
+class kernels_on : public ::testing::TestWithParam<isa> {};
+
+TEST_P(kernels_on, matmul_matches_reference_for_every_type_and_shape) {
+    const kernel_table& k = *table_for(GetParam());
+    uint32_t seed = 1;
+    for (weight_type type : {weight_type::f32, weight_type::f16, weight_type::bf16, weight_type::q8_0, weight_type::q4_0}) {
+        std::vector<int64_t> cols = {32, 64, 96, 160, 1024};
+        if (!uses_int_dot(type)) cols.insert(cols.end(), {8, 13, 40, 100});  // tails
+        for (int64_t c : cols)
+            for (int64_t T : {1, 2, 3, 4, 5, 9}) check(k, make(type, 7, c, T, seed++));
+    }
+}
+
+TEST_P(kernels_on, integer_kernels_agree_with_the_scalar_integer_algorithm) {
+    // Both compute the same quantised products; only the order of f32 additions differs.
+    const kernel_table& k = *table_for(GetParam());
+    for (weight_type type : {weight_type::q8_0, weight_type::q4_0}) {
+        const problem p = make(type, 5, 256, 6, 99);
+        const auto a = run(k, p), b = run(*table_for(isa::scalar), p);
+        for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-5 * (1 + std::abs(b[i]))) << type_name(type);
+    }
+}
+
+TEST_P(kernels_on, a_tokens_result_does_not_depend_on_its_tile) {
+    const kernel_table& k = *table_for(GetParam());
+    for (weight_type type : {weight_type::f16, weight_type::q4_0}) {
+        const problem all = make(type, 6, 128, 7, 5);
+        const auto y = run(k, all);
+        for (int64_t t = 0; t < all.T; ++t) {
+            problem one = all;
+            one.T = 1;
+            one.x.assign(all.x.begin() + t * all.cols, all.x.begin() + (t + 1) * all.cols);
+            const auto y1 = run(k, one);
+            for (int64_t r = 0; r < all.rows; ++r) EXPECT_EQ(y1[size_t(r)], y[size_t(t * all.rows + r)]);
+        }
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(isa, kernels_on, ::testing::ValuesIn(runnable()),
+                         [](const auto& info) { return std::string(isa_name(info.param)); });
+
+TEST(isa, detection_forcing_and_errors) {
+    EXPECT_NE(table_for(isa::scalar), nullptr);
+    force_isa(isa::scalar);
+    EXPECT_EQ(kernels().id, isa::scalar);
+    force_isa(std::nullopt);
+    EXPECT_EQ(kernels().id, runnable().back());
+    EXPECT_THROW(parse_isa("neon"), ncas::error);
+    if (detect_isa() < isa::avx512) {
+        EXPECT_THROW(force_isa(isa::avx512), ncas::error);
+    }
+    // This machine (AVX-512) must actually run the AVX-512 kernels in a multi-arch build.
+    if (detect_isa() == isa::avx512) {
+        EXPECT_NE(table_for(isa::avx512), nullptr);
+    }
+}
+
+}  // namespace
