@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Installs ncas into temporary prefixes, once with CMake and once with Meson,
+# and builds tests/install/main.cpp against each install three ways:
+#   cmake  find_package(ncas CONFIG REQUIRED) + ncas::ncas
+#   meson  dependency('ncas') through pkg-config
+#   g++    $(pkg-config --cflags --libs ncas)
+# Each consumer runs the tiny model tests/data/tiny/base_f32.gguf and must print
+# the argmax of the golden logits. Also: both installs hold the same headers and
+# the same version. Exits non-zero on any failure. Usage: tests/install/run.sh
+set -euo pipefail
+src=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+here=$src/tests/install
+work=$(mktemp -d "${TMPDIR:-/tmp}/ncas-install.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+model=$src/tests/data/tiny/base_f32.gguf
+step() { printf '\n-- %s\n' "$*"; }
+
+# The argmax per position of the float64 reference's logits for the golden tokens.
+want=$(/usr/bin/python3 - "$src/tests/data/tiny/base_f32" <<'PY'
+import json, struct, sys
+g = json.load(open(sys.argv[1] + ".json"))
+V, raw = g["n_vocab"], open(sys.argv[1] + ".logits.f32", "rb").read()
+x = struct.unpack("<%df" % (len(raw) // 4), raw)
+print("argmax: " + " ".join(str(max(range(V), key=lambda v: x[t * V + v])) for t in range(len(x) // V)))
+PY
+)
+tokens=$(/usr/bin/python3 -c 'import json,sys; print(*json.load(open(sys.argv[1]))["tokens"])' "$src/tests/data/tiny/base_f32.json")
+
+check_run() {  # check_run LABEL EXE
+    local got
+    got=$("$2" "$model" $tokens)
+    if [ "$got" != "$want" ]; then
+        printf 'FAIL %s: printed "%s", the reference gives "%s"\n' "$1" "$got" "$want" >&2
+        exit 1
+    fi
+    printf 'ok   %s: %s\n' "$1" "$got"
+}
+
+consume() {  # consume NAME PREFIX: the three consumer builds against one install
+    local name=$1 prefix=$2 pcdir
+    pcdir=$(dirname "$(find "$prefix" -name ncas.pc -print -quit)")
+    [ -f "$pcdir/ncas.pc" ] || { echo "FAIL $name: no ncas.pc under $prefix" >&2; exit 1; }
+    # Only this install is visible to pkg-config.
+    export PKG_CONFIG_LIBDIR=$pcdir PKG_CONFIG_PATH=
+
+    step "$name install, consumer (a): CMake find_package(ncas) with CMAKE_PREFIX_PATH=$prefix"
+    cmake -S "$here" -B "$work/$name-cmake" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" >"$work/log" \
+        || { cat "$work/log"; exit 1; }
+    local found
+    found=$(sed -n 's/^ncas_DIR:PATH=//p' "$work/$name-cmake/CMakeCache.txt")
+    case "$found" in "$prefix"/*) echo "found $found" ;; *) echo "FAIL $name: CMake found ncas at '$found'" >&2; exit 1 ;; esac
+    cmake --build "$work/$name-cmake"
+    check_run "$name/cmake" "$work/$name-cmake/consumer"
+
+    step "$name install, consumer (b): Meson dependency('ncas') with PKG_CONFIG_LIBDIR=$pcdir"
+    meson setup "$work/$name-meson" "$here" >"$work/log" || { cat "$work/log"; exit 1; }
+    grep -F 'Run-time dependency ncas found' "$work/log"
+    meson compile -C "$work/$name-meson"
+    check_run "$name/meson" "$work/$name-meson/consumer"
+
+    step "$name install, consumer (c): g++ \$(pkg-config --cflags --libs ncas)"
+    local flags
+    flags=$(pkg-config --cflags --libs ncas)
+    echo "g++ -O2 main.cpp $flags"
+    g++ -O2 "$here/main.cpp" $flags -o "$work/$name-gxx"
+    check_run "$name/g++" "$work/$name-gxx"
+    unset PKG_CONFIG_LIBDIR PKG_CONFIG_PATH
+}
+
+step "CMake install into $work/cmake-prefix"
+cmake -S "$src" -B "$work/cmake-build" -G Ninja -DNCAS_BUILD_TESTS=OFF -DNCAS_BUILD_EXAMPLES=OFF \
+    -DCMAKE_INSTALL_PREFIX="$work/cmake-prefix" >"$work/log" || { cat "$work/log"; exit 1; }
+cmake --install "$work/cmake-build" | grep -v '/include/ncas/'
+
+step "Meson install into $work/meson-prefix"
+meson setup "$work/meson-build" "$src" --prefix="$work/meson-prefix" -Dtests=disabled -Dexamples=disabled >"$work/log" \
+    || { cat "$work/log"; exit 1; }
+meson install -C "$work/meson-build" | grep -v '/include/ncas/'
+
+step "Both installs hold the same headers and version"
+diff -r "$work/cmake-prefix/include" "$work/meson-prefix/include"
+echo "headers: $(find "$work/cmake-prefix/include" -type f | wc -l) files, identical"
+v_cmake=$(PKG_CONFIG_LIBDIR=$(dirname "$(find "$work/cmake-prefix" -name ncas.pc)") pkg-config --modversion ncas)
+v_meson=$(PKG_CONFIG_LIBDIR=$(dirname "$(find "$work/meson-prefix" -name ncas.pc)") pkg-config --modversion ncas)
+[ "$v_cmake" = "$v_meson" ] || { echo "FAIL: version $v_cmake (CMake) != $v_meson (Meson)" >&2; exit 1; }
+echo "version: $v_cmake"
+
+consume cmake "$work/cmake-prefix"
+consume meson "$work/meson-prefix"
+printf '\ninstall tests passed: 2 installs x 3 consumers\n'
