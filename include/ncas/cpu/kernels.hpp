@@ -27,6 +27,13 @@ using matmul_rows_fn = void (*)(const weight_matrix& w, const float* x, const ac
 struct kernel_table {
     isa id;
     matmul_rows_fn matmul_rows;
+    // For the benchmark's machine figures: the fastest plain read of n bytes
+    // (n a multiple of 256; returns a sum so the loads are not optimised away),
+    // and `iters` rounds of independent FMAs / 16-bit multiply-adds (returns the
+    // number of floating-point operations, or integer multiply-add operations, done).
+    uint64_t (*read_sum)(const std::byte* p, size_t n);
+    double (*fma_ops)(int64_t iters);
+    double (*madd_ops)(int64_t iters);
 };
 
 // Whether a weight type's kernels take integer (act_block) activations.

@@ -15,6 +15,7 @@
 // depend on the thread split, and a token's result does not depend on which
 // other tokens share its tile (prefill and decode agree bit for bit).
 #include <algorithm>
+#include <cstring>
 
 #if defined(__AVX2__)
 #include <immintrin.h>
@@ -93,8 +94,42 @@ struct scalar_tag {
     }
 };
 
+inline uint64_t read_sum_scalar(const std::byte* p, size_t n) {
+    uint64_t s[4] = {};
+    for (size_t i = 0; i < n; i += 32)
+        for (int j = 0; j < 4; ++j) {
+            uint64_t v;
+            std::memcpy(&v, p + i + 8 * j, 8);
+            s[j] += v;
+        }
+    return s[0] + s[1] + s[2] + s[3];
+}
+
+// Eight independent chains, so the loop measures throughput, not latency.
+template <class V, class Step>
+inline V independent_chains(int64_t iters, V seed, Step step) {
+    V a[8];
+    for (int j = 0; j < 8; ++j) a[j] = seed;
+    for (int64_t i = 0; i < iters; ++i)
+        for (int j = 0; j < 8; ++j) a[j] = step(a[j]);
+    for (int j = 1; j < 8; ++j) a[0] = step(a[0]) + a[j] * V(0);
+    return a[0];
+}
+
+inline double fma_ops_scalar(int64_t iters) {
+    volatile float sink = independent_chains(iters, 1.0f, [](float a) { return std::fma(a, 0.999f, 0.001f); });
+    (void)sink;
+    return double(iters) * 8 * 2;
+}
+inline double madd_ops_scalar(int64_t iters) {
+    volatile int32_t sink = independent_chains(iters, int32_t(1), [](int32_t a) { return a * 3 + 7; });
+    (void)sink;
+    return double(iters) * 8 * 2;
+}
+
 inline const kernel_table* table_scalar() {
-    static const kernel_table t{isa::scalar, &matmul_rows<scalar_tag>};
+    static const kernel_table t{isa::scalar, &matmul_rows<scalar_tag>, &read_sum_scalar, &fma_ops_scalar,
+                                &madd_ops_scalar};
     return &t;
 }
 
@@ -207,6 +242,50 @@ struct x86_tag {
         }
         for (int i = 0; i < NT; ++i) out[i] = xsimd::hadd(acc[i]);
     }
+
+    // ---- machine figures for the benchmark --------------------------------------
+
+    static uint64_t read_sum(const std::byte* p, size_t n) {
+        using ibatch = xsimd::batch<uint64_t, Simd>;
+        constexpr size_t step = 4 * sizeof(ibatch);
+        ibatch a(uint64_t(0)), b(uint64_t(0)), c(uint64_t(0)), d(uint64_t(0));
+        const auto* q = reinterpret_cast<const uint64_t*>(p);
+        constexpr size_t L = ibatch::size;
+        for (size_t i = 0; i < n / 8; i += 4 * L) {
+            a += ibatch::load_unaligned(q + i);
+            b += ibatch::load_unaligned(q + i + L);
+            c += ibatch::load_unaligned(q + i + 2 * L);
+            d += ibatch::load_unaligned(q + i + 3 * L);
+        }
+        static_assert(step <= 256);
+        return xsimd::hadd(a + b + c + d);
+    }
+
+    static double fma_ops(int64_t iters) {
+        const fbatch k(0.999f), c(0.001f);
+        const fbatch r = independent_chains(iters, fbatch(1.0f), [&](fbatch a) { return xsimd::fma(a, k, c); });
+        volatile float sink = xsimd::hadd(r);
+        (void)sink;
+        return double(iters) * 8 * W * 2;
+    }
+
+    // pmaddwd: 2·W products of 16-bit integers summed pairwise into W int32 lanes.
+    static double madd_ops(int64_t iters) {
+        using ibatch = xsimd::batch<int32_t, Simd>;
+        const ibatch k(3);
+        const ibatch r = independent_chains(iters, ibatch(1), [&](ibatch a) {
+            if constexpr (W == 16) {
+#if defined(__AVX512BW__)
+                return ibatch(_mm512_madd_epi16(a, k));
+#endif
+            } else {
+                return ibatch(_mm256_madd_epi16(a, k));
+            }
+        });
+        volatile int32_t sink = xsimd::hadd(r);
+        (void)sink;
+        return double(iters) * 8 * 2 * W * 2;
+    }
 };
 
 #pragma GCC diagnostic pop
@@ -215,7 +294,8 @@ struct x86_tag {
 #if !defined(NCAS_CPU_MULTI_ARCH) || defined(NCAS_CPU_BUILD_AVX2)
 NCAS_KERNEL_LINKAGE const kernel_table* table_avx2() {
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-    static const kernel_table t{isa::avx2, &matmul_rows<x86_tag<xsimd::fma3<xsimd::avx2>>>};
+    using tag = x86_tag<xsimd::fma3<xsimd::avx2>>;
+    static const kernel_table t{isa::avx2, &matmul_rows<tag>, &tag::read_sum, &tag::fma_ops, &tag::madd_ops};
     return &t;
 #else
     return nullptr;
@@ -226,7 +306,8 @@ NCAS_KERNEL_LINKAGE const kernel_table* table_avx2() {
 #if !defined(NCAS_CPU_MULTI_ARCH) || defined(NCAS_CPU_BUILD_AVX512)
 NCAS_KERNEL_LINKAGE const kernel_table* table_avx512() {
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__) && defined(__FMA__)
-    static const kernel_table t{isa::avx512, &matmul_rows<x86_tag<xsimd::avx512bw>>};
+    using tag = x86_tag<xsimd::avx512bw>;
+    static const kernel_table t{isa::avx512, &matmul_rows<tag>, &tag::read_sum, &tag::fma_ops, &tag::madd_ops};
     return &t;
 #else
     return nullptr;

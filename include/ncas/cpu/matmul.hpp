@@ -1,6 +1,7 @@
 #pragma once
 // Matrix products against stored weights, split across the pool by output rows
 // (each output is computed by one thread, in one order: thread-count invariant).
+#include <algorithm>
 #include <vector>
 
 #include "ncas/cpu/kernels.hpp"
@@ -20,7 +21,9 @@ inline void matmul(thread_pool& pool, const weight_matrix& w, const float* x, in
         for (int64_t t = 0; t < T; ++t) quantize_act(x + t * w.cols, w.cols, scratch.data() + t * (w.cols / quant_block));
         xq = scratch.data();
     }
-    pool.parallel_for(w.rows, [&](int64_t r0, int64_t r1) { k.matmul_rows(w, x, xq, T, y, r0, r1); });
+    // A thread is worth waking for at least ~64K multiply-adds.
+    const int64_t min_rows = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, w.cols * T));
+    pool.parallel_for(w.rows, [&](int64_t r0, int64_t r1) { k.matmul_rows(w, x, xq, T, y, r0, r1); }, min_rows);
 }
 
 // The reference: weights dequantised to f32, activations left in f32, no SIMD.

@@ -32,10 +32,11 @@ public:
     int size() const { return n_threads_; }
 
     // Calls fn(begin, end) on disjoint chunks covering [0, n); returns when all are done.
+    // min_chunk: the least items worth a thread of their own (small jobs stay on the caller).
     template <class F>
-    void parallel_for(int64_t n, F&& fn) {
+    void parallel_for(int64_t n, F&& fn, int64_t min_chunk = 1) {
         if (n <= 0) return;
-        const int used = int(std::min<int64_t>(n_threads_, n));
+        const int used = int(std::clamp<int64_t>(n / std::max<int64_t>(min_chunk, 1), 1, n_threads_));
         using fn_t = std::remove_reference_t<F>;
         auto call = [](void* f, int64_t b, int64_t e, int i) {
             if constexpr (std::is_invocable_v<fn_t&, int64_t, int64_t, int>) (*static_cast<fn_t*>(f))(b, e, i);
@@ -47,7 +48,13 @@ public:
         generation_.fetch_add(1, std::memory_order_release);
         generation_.notify_all();
         run_chunk(0);
-        while (pending_.load(std::memory_order_acquire) != 0) {}
+        // Spin briefly (chunks are balanced), then sleep: on a busy machine a
+        // worker may wait for a time slice, and spinning would only steal it.
+        for (int spin = 0; pending_.load(std::memory_order_acquire) != 0; ++spin)
+            if (spin > 20000) {
+                const int left = pending_.load(std::memory_order_acquire);
+                if (left != 0) pending_.wait(left, std::memory_order_acquire);
+            }
     }
 
     // Chunk i of n split `parts` ways: balanced contiguous ranges.
@@ -78,7 +85,7 @@ private:
             seen = g;
             if (stop_.load(std::memory_order_relaxed)) return;
             if (index < job_.parts) run_chunk(index);
-            pending_.fetch_sub(1, std::memory_order_acq_rel);
+            if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) pending_.notify_one();
         }
     }
 

@@ -80,7 +80,7 @@ inline void attention(thread_pool& pool, const model_config& c, const layer_weig
                 for (int64_t e = 0; e < dv; ++e) o[e] *= 1.0f - w.lambda_init;
             }
         }
-    });
+    }, std::max<int64_t>(1, (int64_t(1) << 14) / std::max<int64_t>(1, (rows_before + n) * (M * d + dv))));
 }
 
 }  // namespace ncas
