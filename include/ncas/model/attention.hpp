@@ -58,13 +58,14 @@ inline void attention(thread_pool& pool, const model_config& c, const layer_weig
         for (int64_t task = t0; task < t1; ++task) {
             const int64_t i = task / H, h = task % H, g = h / group;
             const int64_t rows = rows_before + i + 1;  // causal: cached rows up to this token's own
-            for (int64_t m = 0; m < M; ++m) {
-                const float* qm = q + i * qd + (M * h + m) * d;
-                float* s = scores + m * rows;
-                for (int64_t j = 0; j < rows; ++j)
-                    s[j] = cpu::dot_row(kv_type, cache.k_row(layer, j) + row_bytes(kv_type, (M * g + m) * d), qm, d) * scale;
-                cpu::softmax(s, rows);
+            // One pass over the cached keys scores both maps: head g's maps are adjacent in a K row.
+            const float* qh = q + i * qd + M * h * d;
+            for (int64_t j = 0; j < rows; ++j) {
+                const std::byte* k_row = cache.k_row(layer, j) + row_bytes(kv_type, M * g * d);
+                for (int64_t m = 0; m < M; ++m)
+                    scores[m * rows + j] = cpu::dot_row(kv_type, k_row + row_bytes(kv_type, m * d), qh + m * d, d) * scale;
             }
+            for (int64_t m = 0; m < M; ++m) cpu::softmax(scores + m * rows, rows);
             if (M == 2) {  // fold the two maps: a_0 − λ_t·a_1
                 const float lt = lambda_t[i];
                 for (int64_t j = 0; j < rows; ++j) scores[j] -= lt * scores[rows + j];
