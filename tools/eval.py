@@ -248,6 +248,7 @@ def main():
     ap.add_argument("--valid", default="tools/out/valid.bin")
     ap.add_argument("--valid-txt", default="tools/out/corpus/valid.txt")
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--json", default=None, help="also dump the results to this file")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--check-len", type=int, default=48, help="tokens for the SPEC reference check (0: skip)")
     a = ap.parse_args()
@@ -320,6 +321,8 @@ def main():
                                    "every token of a window but the first; PPL = exp(mean NLL)")
         json.dump(res, open(os.path.join(ROOT, "models", "demo_stats.json"), "w"), indent=1)
         print("wrote models/heldout.txt, models/heldout.ids, models/demo_stats.json, tests/data/demo_greedy.json")
+    if a.json:
+        json.dump(res, open(a.json, "w"), indent=1)
     return res
 
 

@@ -16,6 +16,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--log", default="tools/out/train_log.jsonl")
     ap.add_argument("--out", default="docs/img/train_loss.png")
+    ap.add_argument("--mod-layers", default="1,3,5", help="layer numbers of the MoD routers, for the legend")
     a = ap.parse_args()
     recs = [json.loads(l) for l in open(a.log) if l.strip()]
     # a resumed run may repeat steps after its last checkpoint: keep the last record per step
@@ -38,8 +39,10 @@ def main():
     ax[0].set_title("NCAS-DiffMoE demo: loss")
     if sk:
         n = len(sk[0][1])
+        names = a.mod_layers.split(",")
         for i in range(n):
-            ax[1].plot([t for t, _ in sk], [s[i] for _, s in sk], lw=0.8, label=f"MoD layer #{i + 1}")
+            nm = names[i] if i < len(names) else f"#{i + 1}"
+            ax[1].plot([t for t, _ in sk], [s[i] for _, s in sk], lw=0.8, label=f"layer {nm}")
         ax[1].set_xlabel("tokens seen (millions)")
         ax[1].set_ylabel("share of tokens skipped (training batch)")
         ax[1].set_ylim(0, 1)
