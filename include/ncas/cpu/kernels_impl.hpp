@@ -8,9 +8,9 @@
 // up to 4 tokens, so a row's weights are loaded and unpacked once per tile:
 //  - F32 / F16 / BF16 rows: f32 FMA on xsimd batches (converting f16/bf16 on load);
 //  - Q8_0 / Q4_0 rows: each weight block widened to 16-bit integers and
-//    multiplied with the token's 16-bit activation block (pmaddwd: 32 products
-//    into 16 int32 lanes on AVX-512), then scaled by both block scales into f32
-//    lane accumulators.
+//    multiplied with the token's 16-bit activations (pmaddwd: 32 products into
+//    16 int32 lanes on AVX-512), scaled by the weight block's scale into f32
+//    lane accumulators; the row's activation scale is applied once at the end.
 // Each output is computed by one call in a fixed order, so results do not
 // depend on the thread split, and a token's result does not depend on which
 // other tokens share its tile (prefill and decode agree bit for bit).
@@ -49,8 +49,13 @@ inline void matmul_rows(const weight_matrix& w, const float* x, const act_block*
         for (int64_t t0 = 0; t0 < T; t0 += max_tile) {
             const int nt = int(std::min<int64_t>(max_tile, T - t0));
             with_tile(nt, [&](auto NT) {
-                if (uses_int_dot(w.type)) Tag::template quant_tile<NT>(w.type, row, nb, xq + t0 * nb, nb, out);
-                else Tag::template float_tile<NT>(w.type, row, K, x + t0 * K, K, out);
+                switch (w.type) {
+                    case weight_type::q4_0: Tag::template quant_tile<NT, weight_type::q4_0>(row, nb, xq + t0 * nb, nb, out); break;
+                    case weight_type::q8_0: Tag::template quant_tile<NT, weight_type::q8_0>(row, nb, xq + t0 * nb, nb, out); break;
+                    case weight_type::f16: Tag::template float_tile<NT, weight_type::f16>(row, K, x + t0 * K, K, out); break;
+                    case weight_type::bf16: Tag::template float_tile<NT, weight_type::bf16>(row, K, x + t0 * K, K, out); break;
+                    case weight_type::f32: Tag::template float_tile<NT, weight_type::f32>(row, K, x + t0 * K, K, out); break;
+                }
             });
             for (int i = 0; i < nt; ++i) y[(t0 + i) * w.rows + r] = out[i];
         }
@@ -60,12 +65,12 @@ inline void matmul_rows(const weight_matrix& w, const float* x, const act_block*
 // ---- scalar: the portable variant (and the integer algorithm spelled out) -------
 
 struct scalar_tag {
-    template <int NT>
-    static void float_tile(weight_type t, const std::byte* row, int64_t K, const float* x, int64_t ldx, float* out) {
+    template <int NT, weight_type t>
+    static void float_tile(const std::byte* row, int64_t K, const float* x, int64_t ldx, float* out) {
         for (int i = 0; i < NT; ++i) out[i] = dot_row(t, row, x + i * ldx, K);
     }
-    template <int NT>
-    static void quant_tile(weight_type t, const std::byte* row, int64_t nb, const act_block* xq, int64_t ldx, float* out) {
+    template <int NT, weight_type t>
+    static void quant_tile(const std::byte* row, int64_t nb, const act_block* xq, int64_t ldx, float* out) {
         int16_t w[quant_block];
         float acc[NT] = {};
         for (int64_t b = 0; b < nb; ++b) {
@@ -74,10 +79,10 @@ struct scalar_tag {
                 const act_block& xb = xq[i * ldx + b];
                 int32_t dot = 0;
                 for (int j = 0; j < quant_block; ++j) dot += int32_t(w[j]) * xb.q[j];
-                acc[i] += float(dot) * (dw * xb.d);
+                acc[i] += float(dot) * dw;
             }
         }
-        for (int i = 0; i < NT; ++i) out[i] = acc[i];
+        for (int i = 0; i < NT; ++i) out[i] = acc[i] * xq[i * ldx].d;
     }
 
     // Weight block b of a Q4_0 / Q8_0 row as 32 signed integers; returns its scale.
@@ -147,38 +152,55 @@ struct x86_tag {
     using fbatch = xsimd::batch<float, Simd>;
     static constexpr int64_t W = int64_t(fbatch::size);
 
-    static fbatch load_weights(weight_type t, const std::byte* p) {
-        if constexpr (W == 16) {
-            if (t == weight_type::f16) return fbatch(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
-            if (t == weight_type::bf16)
+    template <weight_type t>
+    static fbatch load_weights(const std::byte* p) {
+        if constexpr (t == weight_type::f16) {
+            if constexpr (W == 16) return fbatch(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
+            else return fbatch(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+        } else if constexpr (t == weight_type::bf16) {
+            if constexpr (W == 16)
                 return fbatch(_mm512_castsi512_ps(
                     _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16)));
-        } else {
-            if (t == weight_type::f16) return fbatch(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
-            if (t == weight_type::bf16)
+            else
                 return fbatch(_mm256_castsi256_ps(
                     _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16)));
+        } else {
+            return fbatch::load_unaligned(reinterpret_cast<const float*>(p));
         }
-        return fbatch::load_unaligned(reinterpret_cast<const float*>(p));
     }
 
-    template <int NT>
-    static void float_tile(weight_type t, const std::byte* row, int64_t K, const float* x, int64_t ldx, float* out) {
-        const int64_t esize = traits_of(t).block_bytes;
-        fbatch acc[NT];
-        for (int i = 0; i < NT; ++i) acc[i] = fbatch(0.0f);
+    // Two accumulators per token (even and odd steps) so one token's sum is not a
+    // single chain of dependent FMAs; the loops over tokens are unrolled so the
+    // accumulators stay in registers.
+    template <int NT, weight_type t>
+    static void float_tile(const std::byte* row, int64_t K, const float* x, int64_t ldx, float* out) {
+        constexpr int64_t esize = traits_of(t).block_bytes;
+        fbatch acc[2][NT];
+#pragma GCC unroll 8
+        for (int i = 0; i < NT; ++i) acc[0][i] = acc[1][i] = fbatch(0.0f);
         int64_t k = 0;
-        for (; k + W <= K; k += W) {
-            const fbatch wv = load_weights(t, row + k * esize);
-            for (int i = 0; i < NT; ++i) acc[i] = xsimd::fma(wv, fbatch::load_unaligned(x + i * ldx + k), acc[i]);
+        for (; k + 2 * W <= K; k += 2 * W) {
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; ++h) {
+                const fbatch wv = load_weights<t>(row + (k + h * W) * esize);
+#pragma GCC unroll 8
+                for (int i = 0; i < NT; ++i)
+                    acc[h][i] = xsimd::fma(wv, fbatch::load_unaligned(x + i * ldx + k + h * W), acc[h][i]);
+            }
         }
-        float w[W];  // the tail, when K is not a multiple of W (f32 only: f16/bf16 tensors are rare that small)
+        if (k + W <= K) {
+            const fbatch wv = load_weights<t>(row + k * esize);
+#pragma GCC unroll 8
+            for (int i = 0; i < NT; ++i) acc[0][i] = xsimd::fma(wv, fbatch::load_unaligned(x + i * ldx + k), acc[0][i]);
+            k += W;
+        }
+        float w[W];  // the tail, when K is not a multiple of W (small tensors only)
         for (int64_t j = k; j < K; ++j)
             w[j - k] = t == weight_type::f32   ? reinterpret_cast<const float*>(row)[j]
                        : t == weight_type::f16 ? _cvtsh_ss(reinterpret_cast<const uint16_t*>(row)[j])
                                                : std::bit_cast<float>(uint32_t(reinterpret_cast<const uint16_t*>(row)[j]) << 16);
         for (int i = 0; i < NT; ++i) {
-            out[i] = xsimd::hadd(acc[i]);
+            out[i] = xsimd::hadd(acc[0][i] + acc[1][i]);
             for (int64_t j = k; j < K; ++j) out[i] += w[j - k] * x[i * ldx + j];
         }
     }
@@ -191,10 +213,11 @@ struct x86_tag {
 #endif
     };
 
-    static wide widen(weight_type t, const std::byte* blk) {
+    template <weight_type t>
+    static wide widen(const std::byte* blk) {
         wide w;
         __m128i lo8, hi8;  // elements 0..15 and 16..31 as int8
-        if (t == weight_type::q4_0) {
+        if constexpr (t == weight_type::q4_0) {
             const auto& b = *reinterpret_cast<const block_q4_0*>(blk);
             const __m128i qs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs)), m = _mm_set1_epi8(0x0f);
             lo8 = _mm_sub_epi8(_mm_and_si128(qs, m), _mm_set1_epi8(8));
@@ -215,32 +238,39 @@ struct x86_tag {
         return w;
     }
 
-    template <int NT>
-    static void quant_tile(weight_type t, const std::byte* row, int64_t nb, const act_block* xq, int64_t ldx, float* out) {
-        const int64_t bytes = traits_of(t).block_bytes;
-        fbatch acc[NT];
-        for (int i = 0; i < NT; ++i) acc[i] = fbatch(0.0f);
-        for (int64_t b = 0; b < nb; ++b) {
+    template <int NT, weight_type t>
+    static void quant_tile(const std::byte* row, int64_t nb, const act_block* xq, int64_t ldx, float* out) {
+        constexpr int64_t bytes = traits_of(t).block_bytes;
+        fbatch acc[2][NT];  // even and odd blocks: two independent chains per token
+#pragma GCC unroll 8
+        for (int i = 0; i < NT; ++i) acc[0][i] = acc[1][i] = fbatch(0.0f);
+        auto block = [&](int64_t b, fbatch* a) {
             const std::byte* blk = row + b * bytes;
-            const float dw = _cvtsh_ss(*reinterpret_cast<const uint16_t*>(blk));  // both blocks start with f16 d
-            const wide w = widen(t, blk);
+            const fbatch s(_cvtsh_ss(*reinterpret_cast<const uint16_t*>(blk)));  // both block types start with f16 d
+            const wide w = widen<t>(blk);
+#pragma GCC unroll 8
             for (int i = 0; i < NT; ++i) {
                 const act_block& xb = xq[i * ldx + b];
-                const fbatch s(dw * xb.d);
                 if constexpr (W == 16) {
 #if defined(__AVX512BW__)
                     const __m512i dot = _mm512_madd_epi16(w.all, _mm512_loadu_si512(xb.q));
-                    acc[i] = xsimd::fma(fbatch(_mm512_cvtepi32_ps(dot)), s, acc[i]);
+                    a[i] = xsimd::fma(fbatch(_mm512_cvtepi32_ps(dot)), s, a[i]);
 #endif
                 } else {
                     const __m256i* xv = reinterpret_cast<const __m256i*>(xb.q);
                     const __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(w.lo, _mm256_loadu_si256(xv)),
                                                          _mm256_madd_epi16(w.hi, _mm256_loadu_si256(xv + 1)));
-                    acc[i] = xsimd::fma(fbatch(_mm256_cvtepi32_ps(dot)), s, acc[i]);
+                    a[i] = xsimd::fma(fbatch(_mm256_cvtepi32_ps(dot)), s, a[i]);
                 }
             }
+        };
+        int64_t b = 0;
+        for (; b + 2 <= nb; b += 2) {
+            block(b, acc[0]);
+            block(b + 1, acc[1]);
         }
-        for (int i = 0; i < NT; ++i) out[i] = xsimd::hadd(acc[i]);
+        if (b < nb) block(b, acc[0]);
+        for (int i = 0; i < NT; ++i) out[i] = xsimd::hadd(acc[0][i] + acc[1][i]) * xq[i * ldx].d;
     }
 
     // ---- machine figures for the benchmark --------------------------------------
