@@ -10,7 +10,7 @@
 #   deps       scripts/install-deps.sh test (Debian packages; a failure stops here)
 #   lists      every test_*.cpp and example source is registered in both CMake and Meson
 #   release    CMake Release build, ctest
-#   asan       CMake -DNCAS_SANITIZE=ON (ASan + UBSan, -O1, asserts on), ctest: every test but the RSS bound
+#   asan       CMake -DNCAS_SANITIZE=ON (ASan + UBSan, -O1, asserts on): every test but the RSS bound
 #   meson      Meson build (release), meson test
 #   install    tests/install/run.sh: install with CMake and with Meson, build and run a consumer against each 3 ways
 #   reference  /usr/bin/python3 tools/test_reference.py (the float64 reference's self-check)
@@ -80,10 +80,32 @@ release() {
 asan() {
     cmake -S . -B build/asan -G Ninja -DNCAS_SANITIZE=ON -DCMAKE_BUILD_TYPE= -DCMAKE_CXX_FLAGS="-O1 -g"
     cmake --build build/asan -j "$jobs"
-    # Left out: streaming_memory measures the process's resident memory against the
-    # expert budget, and ASan's shadow memory and quarantine are part of that (the
-    # release and meson stages run it).
-    ctest --test-dir build/asan --output-on-failure -j2 -E '^streaming_memory\.'
+    # Left out here: streaming_memory measures the process's resident memory against
+    # the expert budget, and ASan's shadow memory and quarantine count in it (the
+    # release and meson stages run it); the Vulkan tests run below.
+    ctest --test-dir build/asan --output-on-failure -j2 -E '^streaming_memory\.|vk'
+    # The Vulkan tests, one process per executable (not one per test: each process
+    # starts a Vulkan instance), with leak detection off: Mesa's lavapipe driver
+    # leaks 3 x 128 bytes per process (a realloc at libvulkan_lvp.so+0x78451,
+    # Mesa 22.3) and is unloaded before LeakSanitizer runs, so it cannot be
+    # suppressed by name. Address and UB checks stay on.
+    local exe pids=() rc=0 i
+    for exe in build/asan/tests/vk/test_vk_*; do
+        [ -x "$exe" ] || continue
+        NCAS_VK_VALIDATION=1 ASAN_OPTIONS=detect_leaks=0 "$exe" >"$exe.log" 2>&1 &
+        pids+=("$!:$exe")
+    done
+    for i in "${pids[@]}"; do
+        exe=${i#*:}
+        if wait "${i%%:*}"; then
+            echo "ok   $exe: $(grep -E '^\[  PASSED  \]' "$exe.log")"
+        else
+            cat "$exe.log"
+            echo "FAIL $exe (log: $exe.log)"
+            rc=1
+        fi
+    done
+    return "$rc"
 }
 
 meson_stage() {
