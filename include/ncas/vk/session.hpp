@@ -17,6 +17,7 @@
 #include "ncas/model/rope.hpp"
 #include "ncas/model/transformer.hpp"
 #include "ncas/session.hpp"
+#include "ncas/session_base.hpp"
 #include "ncas/vk/weights.hpp"
 
 namespace ncas::vk {
@@ -61,26 +62,20 @@ inline void check_memory(const device_info& d, uint64_t available, const model_c
                     " MiB cache layer; use a smaller context or an f16 cache");
 }
 
-class session {
+class session : public session_base<session, session_params> {
 public:
     session(const model_core& m, session_params p = {}, device_options o = {})
         : session(m, p, std::make_shared<vk::context>(std::move(o))) {}
 
     session(const model_core& m, session_params p, std::shared_ptr<context> ctx)
-        : m_(m), c_(m.config()), p_(resolve(m, p)), ctx_(std::move(ctx)), B_(uint32_t(p_.n_batch)), layout_(c_, B_) {
-        if (p_.kv_type != weight_type::f32 && p_.kv_type != weight_type::f16)
-            throw error("KV cache type must be f32 or f16, not " + std::string(type_name(p_.kv_type)));
+        // tokens go in through vkCmdUpdateBuffer (64 KiB): at most 16384 a pass
+        : session_base(m, p, 16384), c_(m.config()), ctx_(std::move(ctx)), B_(uint32_t(p_.n_batch)), layout_(c_, B_) {
         check_memory(ctx_->info(), ctx_->memory_available(), m, p_);
         kernels_ = std::make_unique<vk::pipelines>(*ctx_);
         weights_ = std::make_unique<gpu_weights>(*ctx_, c_, m.weights());
         allocate();
     }
 
-    const model_core& model() const { return m_; }
-    const session_params& params() const { return p_; }
-    int64_t n_ctx() const { return p_.n_ctx; }
-    int64_t n_past() const { return n_past_; }
-    int64_t n_vocab() const { return c_.n_vocab; }
     const vk::context& context() const { return *ctx_; }
     const vk::pipelines& pipelines() const { return *kernels_; }
 
@@ -104,61 +99,13 @@ public:
         });
     }
 
-    std::span<const float> prefill(std::span<const int32_t> tokens) {
-        check(tokens);
-        if (tokens.empty()) throw error("prefill: no tokens given");
-        for (size_t i = 0; i < tokens.size(); i += size_t(p_.n_batch)) {
-            const auto part = tokens.subspan(i, std::min(tokens.size() - i, size_t(p_.n_batch)));
-            forward(part, false, logits_.data());
-        }
-        return logits_;
-    }
-
-    std::span<const float> decode(int32_t token) { return prefill(std::span<const int32_t>(&token, 1)); }
-
-    void evaluate(std::span<const int32_t> tokens, const std::function<void(int64_t, std::span<const float>)>& fn,
-                  bool batched = true) {
-        check(tokens);
-        const int64_t V = n_vocab(), step = batched ? p_.n_batch : 1;
-        if (all_logits_.empty()) all_logits_.resize(size_t(p_.n_batch * V));
-        for (size_t i = 0; i < tokens.size(); i += size_t(step)) {
-            const auto part = tokens.subspan(i, std::min(tokens.size() - i, size_t(step)));
-            forward(part, true, all_logits_.data());
-            for (size_t t = 0; t < part.size(); ++t)
-                fn(int64_t(i + t), std::span<const float>(all_logits_).subspan(t * size_t(V), size_t(V)));
-        }
-    }
-
-    void rewind(int64_t n_past) {
-        if (n_past < 0 || n_past > n_past_)
-            throw error("rewind to " + std::to_string(n_past) + ": the session holds " + std::to_string(n_past_) + " tokens");
+private:
+    friend session_base;
+    void truncate(int64_t n_past) {
         ctx_->submit([&](VkCommandBuffer cmd) {
             recorder r(*kernels_, cmd);
             ops::kv_truncate(r, *cache_pos_, *ctrl_, uint32_t(c_.n_layer), uint32_t(p_.n_ctx), layout_.kv_len, uint32_t(n_past));
         });
-        n_past_ = n_past;
-    }
-    void reset() { rewind(0); }
-
-private:
-    static session_params resolve(const model_core& m, session_params p) {
-        const int64_t model_ctx = m.config().n_ctx;
-        if (p.n_ctx == 0) p.n_ctx = model_ctx;
-        if (p.n_ctx < 1 || p.n_ctx > model_ctx)
-            throw error("context of " + std::to_string(p.n_ctx) + " tokens: the model supports 1 to " + std::to_string(model_ctx));
-        if (p.n_batch < 1) throw error("batch size must be at least 1, not " + std::to_string(p.n_batch));
-        p.n_batch = std::min<int64_t>({p.n_batch, p.n_ctx, 16384});  // tokens go in through vkCmdUpdateBuffer (64 KiB)
-        return p;
-    }
-
-    void check(std::span<const int32_t> tokens) const {
-        if (int64_t(tokens.size()) > p_.n_ctx - n_past_)
-            throw error(std::to_string(tokens.size()) + " tokens do not fit in the context: " + std::to_string(n_past_) +
-                        " of " + std::to_string(p_.n_ctx) + " positions are used");
-        for (size_t i = 0; i < tokens.size(); ++i)
-            if (tokens[i] < 0 || tokens[i] >= n_vocab())
-                throw error("token " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
-                            " is outside the vocabulary of " + std::to_string(n_vocab()));
     }
 
     void allocate() {
@@ -187,12 +134,11 @@ private:
         rope_->upload(table.sin_at(0), ctx_len * half * 4, ctx_len * half * 4);
 
         ctx_->submit([&](VkCommandBuffer cmd) { vkCmdFillBuffer(cmd, ctrl_->handle(), 0, VK_WHOLE_SIZE, 0); });
-        logits_.resize(size_t(c_.n_vocab));
         tokens_in_.assign(size_t(c_.n_layer), 0);
     }
 
     // One forward pass over tokens (T <= batch) at positions n_past.., one command buffer.
-    void forward(std::span<const int32_t> tokens, bool all_logits, float* out) {
+    void run_batch(std::span<const int32_t> tokens, bool all_logits, float* out) {
         const uint32_t T = uint32_t(tokens.size()), V = uint32_t(c_.n_vocab), D = uint32_t(c_.n_embd);
         const uint32_t first = all_logits ? 0 : T - 1, n_out = T - first;
         ctx_->submit([&](VkCommandBuffer cmd) {
@@ -207,7 +153,6 @@ private:
             vkCmdCopyBuffer(cmd, logits_dev_->handle(), readback_->handle(), 1, &copy);
         });
         readback_->download(out, uint64_t(n_out) * V * 4);
-        n_past_ += T;
         for (auto& n : tokens_in_) n += T;
     }
 
@@ -226,7 +171,7 @@ private:
 
         // Mixture-of-Depths: which tokens enter, their cache rows.
         ops::route(r, *x_, or_dummy(w.mod_router), ctrl, rt,
-                   {D, T, uint32_t(n_past_), l, w.mod_router != nullptr, c_.scale, c_.mod_threshold, layout_.kv_len, layout_.kept});
+                   {D, T, uint32_t(n_past()), l, w.mod_router != nullptr, c_.scale, c_.mod_threshold, layout_.kv_len, layout_.kept});
 
         // h = x + attention(RMSNorm(x))
         ops::rms_norm(r, *x_, *w.attn_norm, *xn_, ctrl, D, c_.norm_eps, T, rt.count(), rt.routed());
@@ -277,9 +222,7 @@ private:
         return v;
     }
 
-    const model_core& m_;
     const model_config& c_;
-    session_params p_;
     std::shared_ptr<vk::context> ctx_;
     uint32_t B_;
     ctrl_layout layout_;
@@ -288,9 +231,7 @@ private:
     std::unique_ptr<buffer> x_, xn_, h_, q_, k_, v_, o_, gate_logits_, up_, gate_, logits_dev_, readback_, ctrl_, dummy_;
     std::unique_ptr<buffer> cache_pos_, rope_;
     std::vector<std::unique_ptr<buffer>> k_cache_, v_cache_;
-    std::vector<float> logits_, all_logits_;
     std::vector<int64_t> tokens_in_;
-    int64_t n_past_ = 0;
 };
 
 }  // namespace ncas::vk
