@@ -239,6 +239,102 @@ grep -q 'context full' "$tmp/out"
 check "chat says when the context is full" $? "$(head -c 300 "$tmp/out")"
 check "chat exits 0 after a full context" "$rc"
 
+# ---- model options shared by the model-running commands -------------------
+for cmd in generate chat perplexity logits bench; do
+    run "$ncas" "$cmd" --help
+    n=0
+    for o in --backend --device --list-devices --expert-budget --expert-policy --direct-io --no-prefetch; do
+        [ "$(grep -c -- "^  $o" "$tmp/out")" = 1 ] && n=$((n + 1))
+    done
+    check "$cmd --help lists the backend and streaming options once each" "$([ "$n" = 7 ] && echo 0 || echo 1)"
+done
+expect "unknown backend" 2 "option --backend: 'nonsense' is not one of cpu\|vulkan" \
+    "$ncas" logits -m "$model" --backend nonsense --ids 1 -o "$tmp/x"
+expect "--device without --backend vulkan" 2 '--device picks a Vulkan device' "$ncas" generate -m "$model" --device 1 -p x
+expect "streaming options without a budget" 2 '--no-prefetch applies to expert streaming' \
+    "$ncas" generate -m "$model" --no-prefetch -p x
+expect "bad expert policy" 2 "'mru' is not one of lru\|lfu_aged\|lfu_distance" \
+    "$ncas" generate -m "$model" --expert-budget min --expert-policy mru -p x
+expect "malformed expert budget" 2 "option --expert-budget: expert budget '12X'" \
+    "$ncas" generate -m "$model" --expert-budget 12X -p x
+
+# ---- expert streaming (--expert-budget): the same tokens as resident experts ----
+gen=("$ncas" generate -m "$model" -t 1 -p "the cat" --temp 0 -n 16)  # as $tmp/greedy1
+expect "generate --expert-budget min --stats" 0 'experts: [0-9]+ slots' "${gen[@]}" --expert-budget min --stats
+cmp -s "$tmp/out" "$tmp/greedy1"
+check "generate --expert-budget min matches resident experts (greedy)" $? "got '$(head -c 100 "$tmp/out")'"
+grep -Eq '^layer +requests +hit-rate' "$tmp/err" && grep -Eq '^ +all +[0-9]+ ' "$tmp/err"
+check "generate --stats prints the expert report" $? "$(err_text)"
+for opts in "--expert-budget 25% --expert-policy lru" "--expert-budget full --expert-policy lfu_aged --no-prefetch" \
+            "--expert-budget 20K --expert-policy lfu_distance"; do
+    # shellcheck disable=SC2086
+    run "${gen[@]}" $opts
+    cmp -s "$tmp/out" "$tmp/greedy1"
+    check "generate $opts matches resident experts" $? "$(err_text)"
+done
+run "${gen[@]}" --expert-budget min --direct-io --stats
+if [ "$rc" != 0 ] && grep -q 'O_DIRECT' "$tmp/err"; then
+    echo "skip --direct-io (the file system of $data does not support O_DIRECT)"
+else
+    cmp -s "$tmp/out" "$tmp/greedy1" && grep -q 'O_DIRECT reads' "$tmp/err"
+    check "generate --expert-budget min --direct-io matches resident experts" $? "$(err_text)"
+fi
+expect "expert budget too small" 1 'expert budget of 1024 bytes is too small: .* need at least [0-9]+ bytes' \
+    "${gen[@]}" --expert-budget 1K
+expect "generate --stats without a budget" 0 'experts: resident' "${gen[@]}" --stats
+run "$ncas" perplexity -m "$model" -t 1 --expert-budget min "$tmp/text.txt"
+check "perplexity --expert-budget min matches resident experts" \
+    "$([ "$rc" = 0 ] && [ "$(sed -n 's/^perplexity: //p' "$tmp/out")" = "$ppl" ] && echo 0 || echo 1)" "$(err_text)"
+run --in "$tmp/chat.txt" "${chat[@]}" --expert-budget min
+check "chat --expert-budget min runs and reports streaming" \
+    "$([ "$rc" = 0 ] && grep -q 'experts: [0-9]* slots' "$tmp/err" && echo 0 || echo 1)" "$(err_text)"
+expect "bench --expert-budget min" 0 '^decode +20 tokens' \
+    "$ncas" bench --model "$data/base_q8_0.gguf" --prompt 20 --gen 20 --expert-budget min --bw-mib 64 -t 1 --json "$tmp/bench.json"
+grep -q '^experts: ' "$tmp/out" && [ "$(json_field "$tmp/bench.json" backend)" = cpu ]
+check "bench --expert-budget min prints the expert report and JSON" $? "$(head -c 300 "$tmp/out")"
+
+# ---- --backend vulkan (Mesa's lavapipe where no GPU driver is chosen) --------
+run "$ncas" logits --list-devices
+lvp=/usr/share/vulkan/icd.d/lvp_icd.x86_64.json
+if grep -q 'built without Vulkan' "$tmp/err"; then
+    echo "skip --backend vulkan: this ncas was built without Vulkan"
+    expect "--backend vulkan without Vulkan" 1 'this ncas was built without Vulkan' \
+        "$ncas" generate -m "$model" --backend vulkan -p x
+elif ! command -v vulkaninfo >/dev/null || { [ -z "${VK_ICD_FILENAMES:-}" ] && [ ! -f "$lvp" ]; }; then
+    echo "skip --backend vulkan: vulkaninfo or the lavapipe ICD ($lvp) is not installed"
+else
+    [ -n "${VK_ICD_FILENAMES:-}" ] || export VK_ICD_FILENAMES=$lvp
+    expect "--list-devices" 0 '^0: ' "$ncas" logits --list-devices
+    for json in "$data"/*.json; do
+        name=$(basename "$json" .json)
+        [ "$name" = index ] && continue
+        ids=$(json_field "$json" tokens) bound=$(json_field "$json" tolerance) V=$(json_field "$json" n_vocab)
+        T=$(echo "$ids" | tr ',' '\n' | wc -l)
+        run "$ncas" logits -m "$data/$name.gguf" --backend vulkan --ids "$ids" -o "$tmp/vk_$name.f32"
+        if [ "$rc" != 0 ]; then fail "logits --backend vulkan $name: exit $rc: $(err_text)"; continue; fi
+        msg=$(compare_logits "$tmp/vk_$name.f32" "$data/$name.logits.f32" "$T" "$V" "$bound" 2>&1)
+        check "logits --backend vulkan $name: within $bound x max|logit| of the reference" $? "$msg"
+    done
+    expect "generate --backend vulkan" 0 'backend: vulkan on ' "${gen[@]}" --backend vulkan
+    cmp -s "$tmp/out" "$tmp/greedy1"
+    check "generate --backend vulkan matches the CPU (greedy)" $? "got '$(head -c 100 "$tmp/out")'"
+    expect "perplexity --backend vulkan" 0 '^perplexity: ' "$ncas" perplexity -m "$model" --backend vulkan "$tmp/text.txt"
+    "$py" -c 'import sys; a, b = map(float, sys.argv[1:]); sys.exit(abs(a - b) > 1e-4 * b)' \
+        "$(sed -n 's/^perplexity: //p' "$tmp/out")" "$ppl"
+    check "perplexity --backend vulkan agrees with the CPU" $?
+    run --in "$tmp/chat.txt" "${chat[@]}" --backend vulkan
+    check "chat --backend vulkan" "$([ "$rc" = 0 ] && grep -q 'conversation reset' "$tmp/out" && echo 0 || echo 1)" "$(err_text)"
+    expect "bench --backend vulkan" 0 '^decode +20 tokens +[0-9.]+ tok/s .* [0-9.]+ GB/s' \
+        "$ncas" bench --model "$data/base_q8_0.gguf" --prompt 20 --gen 20 --backend vulkan --json "$tmp/bench_vk.json"
+    grep -Eq '^device +vulkan: ' "$tmp/out" && ! grep -q '^machine' "$tmp/out" &&
+        [ "$(json_field "$tmp/bench_vk.json" backend)" = vulkan ]
+    check "bench --backend vulkan names the device, not the CPU's figures" $? "$(head -c 300 "$tmp/out")"
+    expect "vulkan device out of range" 1 'Vulkan device 99 does not exist' \
+        "$ncas" logits -m "$model" --backend vulkan --device 99 --ids 1 -o "$tmp/x"
+    expect "--backend vulkan with an expert budget" 2 'CPU backend' \
+        "$ncas" generate -m "$model" --backend vulkan --expert-budget min -p x
+fi
+
 # ---- info --------------------------------------------------------------------
 expect "info on a file" 0 'in the file +45,872' "$ncas" info -m "$model"
 grep -q '64 (full)' "$tmp/out"

@@ -8,7 +8,8 @@
 // to a cache file). Decode is reported as the weight bytes a token really reads
 // (its active experts; layers MoD skipped excluded) times tok/s, against the
 // measured N-thread bandwidth; prefill as model FLOPs (2 × weights multiplied)
-// per second, against the peak rates.
+// per second, against the peak rates. With --backend vulkan the CPU's machine
+// figures do not apply: the device's name and what was measured are printed.
 #include "bench.hpp"
 
 #include <algorithm>
@@ -111,6 +112,20 @@ std::string default_cache_dir() {
     return ".ncas-cache";
 }
 
+// A string for a JSON value (quotes, backslashes, control characters escaped).
+std::string json_escape(std::string_view s) {
+    std::string out;
+    for (const char c : s) {
+        if (c == '"' || c == '\\') out += '\\', out += c;
+        else if (static_cast<unsigned char>(c) < 0x20) {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "\\u%04x", unsigned(static_cast<unsigned char>(c)));
+            out += buf;
+        } else out += c;
+    }
+    return out;
+}
+
 const model_dims* preset_by_name(const std::string& n) {
     if (n == "PI") return &preset_pi::dims;
     if (n == "PI-S") return &preset_pi_s::dims;
@@ -126,10 +141,9 @@ int run_bench(int argc, char** argv) {
     using namespace ncas::cli;
     model_options mo;
     mo.batch = 128;
-    std::string preset, type = "q4_0", arch = "ncas-diffmoe", cache_dir = default_cache_dir(), json_path, isa_name_s,
-                budget, policy = "lfu_distance";
+    std::string preset, type = "q4_0", arch = "ncas-diffmoe", cache_dir = default_cache_dir(), json_path, isa_name_s;
     int64_t prompt = 512, gen = 128, vocab = 32000, bw_mib = 1024;
-    bool direct_io = false, no_prefetch = false, skip_machine = false;
+    bool skip_machine = false;
     progress_mode progress = progress_mode::automatic;
 
     arg_parser p("bench", "[options]",
@@ -144,17 +158,16 @@ int run_bench(int argc, char** argv) {
     p.option("--prompt", prompt, "N", "prefill tokens", bounds<int64_t>{1});
     p.option("--gen", gen, "N", "decode tokens", bounds<int64_t>{1});
     p.option("--bw-mib", bw_mib, "N", "size of the bandwidth test buffer in MiB", bounds<int64_t>{64});
-    p.flag("--skip-machine", skip_machine, "do not measure bandwidth and peak rates");
-    p.option("--isa", isa_name_s, "ISA", "force the kernels: scalar, avx2 or avx512");
-    p.option("--expert-budget", budget, "SIZE", "stream experts within SIZE (e.g. 1G, 25%, min, full)");
-    p.choice("--expert-policy", policy, {"lru", "lfu_aged", "lfu_distance"}, "eviction policy when streaming");
-    p.flag("--direct-io", direct_io, "read expert slabs with O_DIRECT (cold reads)");
-    p.flag("--no-prefetch", no_prefetch, "do not prefetch the next layer's experts");
+    p.flag("--skip-machine", skip_machine, "do not measure bandwidth and peak rates (implied by --backend vulkan)");
+    p.option("--isa", isa_name_s, "ISA", "force the CPU kernels: scalar, avx2 or avx512");
     p.option("--json", json_path, "FILE", "also write the results as JSON");
     add_progress_options(p, progress);
-    if (!p.parse(argc, argv)) return 0;
+    if (!p.parse(argc, argv) || mo.handled(p)) return 0;
     if (!preset.empty() && !mo.path.empty()) throw usage_error("give --model or --preset, not both");
+    if (!isa_name_s.empty() && mo.on_vulkan()) throw usage_error("--isa picks the CPU kernels; not with --backend vulkan");
     if (!isa_name_s.empty()) cpu::force_isa(cpu::parse_isa(isa_name_s));
+    const bool cpu_backend = !mo.on_vulkan();
+    if (!cpu_backend) skip_machine = true;  // the CPU's bandwidth and peak rates say nothing about the device
 
     std::string path = mo.path;
     if (!preset.empty()) {
@@ -164,20 +177,18 @@ int run_bench(int argc, char** argv) {
         path = find_default_model();
     }
 
-    session_params sp = mo.params();
-    sp.n_ctx = prompt + gen + 1;
     const stopwatch load_clock;
-    const model m = model::load(path, {.stream_experts = !budget.empty()});
+    const model m = mo.load_file(path);
     const double load_s = load_clock.seconds();
+    session_params sp = mo.params(m);
+    sp.n_ctx = prompt + gen + 1;
     if (sp.n_ctx > m.config().n_ctx) throw error("--prompt + --gen exceed the model's context of " + std::to_string(m.config().n_ctx));
-    if (!budget.empty()) {
-        sp.expert_budget = expert_arena::parse_budget(budget, m, direct_io);
-        sp.expert_policy = parse_eviction_policy(policy);
-        sp.expert_prefetch = !no_prefetch;
-        sp.expert_direct_io = direct_io;
-    }
-    session s(m, sp);
-    const int threads = s.params().n_threads;
+    const stopwatch session_clock;
+    const std::unique_ptr<any_session> session = mo.make_session(m, sp);
+    any_session& s = *session;
+    const double session_s = session_clock.seconds();  // with --backend vulkan: pipelines and the weights' upload
+    sp = s.params();
+    const int threads = cpu_backend ? sp.n_threads : 0;  // the Vulkan session runs no CPU threads
 
     machine mach;
     if (!skip_machine) {
@@ -218,12 +229,18 @@ int run_bench(int argc, char** argv) {
     const double bytes_per_token = dw.bytes / double(gen), decode_gbs = bytes_per_token * decode_tps / 1e9;
     const bool int_dot = cpu::uses_int_dot(m.weights().layers[0].wq.type);
     double skipped = 0, offered = 0;
-    for (size_t l = 0; l < s.stats().tokens_in.size(); ++l)
-        offered += double(s.stats().tokens_in[l]), skipped += double(s.stats().tokens_in[l] - s.stats().tokens_kept[l]);
+    const run_stats decode_stats = s.stats();  // a copy (read from the device with --backend vulkan)
+    for (size_t l = 0; l < decode_stats.tokens_in.size(); ++l)
+        offered += double(decode_stats.tokens_in[l]), skipped += double(decode_stats.tokens_in[l] - decode_stats.tokens_kept[l]);
 
+    const std::string device = s.device();
     std::printf("model      %s\n", path.c_str());
-    std::printf("kernels    %s, %d threads, batch %lld; loaded in %.2f s%s\n", std::string(cpu::isa_name(cpu::kernels().id)).c_str(),
-                threads, (long long)sp.n_batch, load_s, budget.empty() ? " (mapped)" : " (experts streamed)");
+    if (cpu_backend)
+        std::printf("kernels    %s, %d threads, batch %lld; loaded in %.2f s%s\n", std::string(cpu::isa_name(cpu::kernels().id)).c_str(),
+                    threads, (long long)sp.n_batch, load_s, mo.streams() ? " (experts streamed)" : " (mapped)");
+    else
+        std::printf("device     vulkan: %s, batch %lld; loaded in %.2f s, on the device in %.2f s\n", device.c_str(),
+                    (long long)sp.n_batch, load_s, session_s);
     if (!skip_machine) {
         std::printf("machine    read %.1f GB/s (1 thread), %.1f GB/s (%d threads); peak f32 FMA %.1f GFLOP/s, int16 madd %.1f Gop/s\n",
                     mach.read_gbs_1, mach.read_gbs_n, threads, mach.fma_gflops, mach.madd_gops);
@@ -243,14 +260,16 @@ int run_bench(int argc, char** argv) {
         std::FILE* f = std::fopen(json_path.c_str(), "w");
         if (!f) throw error(json_path + ": cannot open for writing: " + std::strerror(errno));
         std::fprintf(f,
-                     "{\"model\": \"%s\", \"isa\": \"%s\", \"threads\": %d, \"batch\": %lld, \"load_s\": %.3f,\n"
+                     "{\"model\": \"%s\", \"backend\": \"%s\", \"device\": \"%s\", \"isa\": \"%s\", \"threads\": %d,\n"
+                     " \"batch\": %lld, \"load_s\": %.3f, \"session_s\": %.3f,\n"
                      " \"read_gbs_1\": %.3f, \"read_gbs_n\": %.3f, \"peak_fma_gflops\": %.2f, \"peak_madd_gops\": %.2f,\n"
                      " \"prefill_tokens\": %lld, \"prefill_tps\": %.3f, \"prefill_gflops\": %.3f,\n"
                      " \"decode_tokens\": %lld, \"decode_tps\": %.4f, \"decode_bytes_per_token\": %.0f, \"decode_gbs\": %.3f,\n"
                      " \"decode_pct_bandwidth\": %.2f, \"prefill_pct_fma\": %.2f, \"prefill_pct_madd\": %.2f,\n"
                      " \"mod_skip_rate\": %.4f, \"expert_budget\": %lld, \"expert_hit_rate\": %.4f}\n",
-                     path.c_str(), std::string(cpu::isa_name(cpu::kernels().id)).c_str(), threads, (long long)sp.n_batch,
-                     load_s, mach.read_gbs_1, mach.read_gbs_n, mach.fma_gflops, mach.madd_gops, (long long)prompt,
+                     json_escape(path).c_str(), s.backend().c_str(), json_escape(device).c_str(),
+                     cpu_backend ? std::string(cpu::isa_name(cpu::kernels().id)).c_str() : "", threads, (long long)sp.n_batch,
+                     load_s, session_s, mach.read_gbs_1, mach.read_gbs_n, mach.fma_gflops, mach.madd_gops, (long long)prompt,
                      prefill_tps, prefill_gflops, (long long)gen, decode_tps, bytes_per_token, decode_gbs,
                      mach.read_gbs_n > 0 ? 100 * decode_gbs / mach.read_gbs_n : 0.0,
                      mach.fma_gflops > 0 ? 100 * prefill_gflops / mach.fma_gflops : 0.0,

@@ -77,8 +77,9 @@ int run_chat(int argc, char** argv) {
     p.option("--system", system_text, "TEXT", "text that opens the conversation");
     p.flag("--multiline", multiline, "let a reply span lines: it ends at the user prefix instead of a newline");
     p.flag("--no-bos", no_bos, "do not open the conversation with the BOS token");
-    p.flag("-v --verbose", verbose, "after each turn print its speed and the context used, at the end MoD and expert use");
-    if (!p.parse(argc, argv)) return 0;
+    p.flag("-v --verbose", verbose,
+           "after each turn print its speed and the context used, at the end MoD and expert use (and streaming)");
+    if (!p.parse(argc, argv) || mo.handled(p)) return 0;
     sampler smp = so.make(p);
     user_prefix = unescape(user_prefix);
     bot_prefix = unescape(bot_prefix);
@@ -86,7 +87,8 @@ int run_chat(int argc, char** argv) {
 
     const ncas::model m = mo.load();
     const tokenizer& tok = m.tokenizer();
-    session s(m, mo.params());
+    const std::unique_ptr<any_session> session = mo.make_session(m, mo.params(m));
+    any_session& s = *session;
     const bool at_terminal = ::isatty(STDIN_FILENO);
 
     // A reply stops where the next user turn would begin.
@@ -203,7 +205,11 @@ int run_chat(int argc, char** argv) {
                          reply_s > 0 ? double(decoded) / reply_s : 0.0, (long long)s.n_past(), (long long)s.n_ctx());
     }
     if (at_terminal) out("\n");
-    if (verbose) print_run_stats(s.stats(), m.config());
+    if (verbose) {
+        print_backend(s);
+        print_run_stats(s.stats(), m.config());
+        if (const auto es = s.expert_stats()) std::fputs(es->report().c_str(), stderr);
+    }
     return 0;
 }
 

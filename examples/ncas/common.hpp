@@ -1,9 +1,10 @@
 #pragma once
-// What the subcommands share: the model options (--model --threads --ctx
-// --batch --kv-type), finding the default model, reading text and id lists,
+// What the subcommands share: the model options (file, session, backend,
+// expert streaming), finding the default model, reading text and id lists,
 // and printing a run's statistics.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <random>
 #include <cstdio>
@@ -12,10 +13,16 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include <ncas/ncas.hpp>
+#ifdef NCAS_WITH_VULKAN  // defined by the build when Vulkan is found
+#include <ncas/vk/backend.hpp>
+#else
+#include <ncas/backend.hpp>
+#endif
 
 #include "args.hpp"
 
@@ -55,12 +62,27 @@ inline ncas::model load_model(const std::string& path) {
     return ncas::model::load(path.empty() ? find_default_model() : path);
 }
 
+// The model options every model-running subcommand shares: the file and the
+// session (--model --threads --ctx --batch --kv-type), the backend (--backend
+// --device --list-devices) and expert streaming (--expert-budget
+// --expert-policy --direct-io --no-prefetch).
+//
+//   mo.add_to(p);
+//   if (!p.parse(argc, argv) || mo.handled(p)) return 0;
+//   const ncas::model m = mo.load();
+//   auto s = mo.make_session(m, mo.params(m));
 struct model_options {
     std::string path;
     int threads = 0;
     int64_t ctx = 0;
     int64_t batch = 64;
     std::string kv_type = "f32";
+    std::string backend = "cpu";
+    int device = 0;
+    bool list_devices = false;
+    std::string expert_budget;  // empty: experts resident (mapped)
+    std::string expert_policy = "lfu_distance";
+    bool direct_io = false, no_prefetch = false;
 
     void add_to(arg_parser& p) {
         add_model_option(p, path);
@@ -68,14 +90,90 @@ struct model_options {
         p.option("-c --ctx", ctx, "N", "context length in tokens; 0: the model's", bounds<int64_t>{0});
         p.option("-b --batch", batch, "N", "tokens per forward pass in prefill", bounds<int64_t>{1});
         p.choice("--kv-type", kv_type, {"f32", "f16"}, "KV cache element type");
+        p.choice("--backend", backend, backend_names(),
+                 std::string("where the model runs") + (vulkan_compiled ? "" : " (this ncas was built without Vulkan)"));
+        p.option("--device", device, "N", "Vulkan device index (see --list-devices)", bounds<int>{0, 1 << 16});
+        p.flag("--list-devices", list_devices, "print the Vulkan devices and exit");
+        p.option("--expert-budget", expert_budget, "SIZE",
+                 "stream experts from the file within SIZE bytes of memory (e.g. 512M, 1G, 25%, min, full)");
+        p.choice("--expert-policy", expert_policy, {"lru", "lfu_aged", "lfu_distance"}, "eviction policy when streaming");
+        p.flag("--direct-io", direct_io, "read expert slabs with O_DIRECT (cold reads, no page cache)");
+        p.flag("--no-prefetch", no_prefetch, "do not prefetch the next layer's experts");
     }
 
-    ncas::model load() const { return load_model(path); }
+    bool streams() const { return !expert_budget.empty(); }
+    bool on_vulkan() const { return backend == "vulkan"; }
 
-    session_params params() const {
-        return {.n_ctx = ctx, .n_threads = threads, .n_batch = batch, .kv_type = parse_weight_type(kv_type)};
+    // After parsing: rejects options that do not go together and prints the
+    // devices for --list-devices. True when the command has nothing left to do.
+    bool handled(const arg_parser& p) const {
+        if (list_devices) {
+            print_devices();
+            return true;
+        }
+        if (on_vulkan() && !vulkan_compiled) throw error(without_vulkan);
+        if (p.given("--device") && !on_vulkan()) throw usage_error("--device picks a Vulkan device; add --backend vulkan");
+        if (on_vulkan() && streams())
+            throw usage_error("--expert-budget streams experts on the CPU backend; --backend vulkan holds every expert on the device");
+        if (!streams())
+            for (const char* o : {"--expert-policy", "--direct-io", "--no-prefetch"})
+                if (p.given(o)) throw usage_error(std::string(o) + " applies to expert streaming: add --expert-budget SIZE");
+        return false;
+    }
+
+    // The model file (--model, else the default), with its experts left in the file when streaming.
+    ncas::model load() const { return load_file(path.empty() ? find_default_model() : path); }
+    ncas::model load_file(const std::string& file) const {
+        return ncas::model::load(file, {.stream_experts = streams()});
+    }
+
+    // Session parameters; the expert budget is resolved against the model (min, full, 25%).
+    session_params params(const model_core& m) const {
+        session_params sp{.n_ctx = ctx, .n_threads = threads, .n_batch = batch, .kv_type = parse_weight_type(kv_type)};
+        if (streams()) {
+            try {
+                sp.expert_budget = expert_arena::parse_budget(expert_budget, m, direct_io);
+            } catch (const error& e) {
+                throw usage_error(std::string("option --expert-budget: ") + e.what());
+            }
+            std::string policy = expert_policy;  // the library writes lfu-aged, lfu-distance
+            std::replace(policy.begin(), policy.end(), '_', '-');
+            sp.expert_policy = parse_eviction_policy(policy);
+            sp.expert_prefetch = !no_prefetch;
+            sp.expert_direct_io = direct_io;
+        }
+        return sp;
+    }
+
+    std::unique_ptr<any_session> make_session(const model_core& m, const session_params& sp) const {
+        backend_options b{.name = backend};
+#ifdef NCAS_WITH_VULKAN
+        b.vk.device = device;
+#endif
+        return ncas::make_session(m, sp, b);
+    }
+
+    static constexpr const char* without_vulkan =
+        "this ncas was built without Vulkan (rebuild it with the Vulkan headers and loader installed; "
+        "--backend cpu works)";
+
+    // One line per Vulkan device, as --device numbers them.
+    static void print_devices() {
+#ifdef NCAS_WITH_VULKAN
+        const std::vector<vk::device_info> devices = vk::list_devices();
+        if (devices.empty()) throw error("the Vulkan driver reports no devices");
+        for (const auto& d : devices) std::printf("%s\n", vk::summary(d).c_str());
+#else
+        throw error(without_vulkan);
+#endif
     }
 };
+
+// "backend: vulkan on <device>" or "backend: cpu, N CPU threads", on stderr.
+inline void print_backend(const any_session& s) {
+    std::fprintf(stderr, "backend: %s%s%s\n", s.backend().c_str(), s.backend() == "cpu" ? ", " : " on ",
+                 s.device().c_str());
+}
 
 // Sampling options of generate and chat; the seed is random unless given.
 struct sampling_options {

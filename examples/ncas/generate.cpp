@@ -1,6 +1,7 @@
 // `ncas generate`: continues a prompt, printing each token's text as it
-// comes; then the prefill and decode speed, the MoD skip rate and the expert
-// use on stderr (stdout holds only the text).
+// comes; then the backend, the prefill and decode speed, the MoD skip rate and
+// the expert use on stderr (stdout holds only the text); with --stats and
+// --expert-budget also what expert streaming did.
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -15,7 +16,7 @@ int run_generate(int argc, char** argv) {
     sampling_options so;
     std::string prompt;
     int64_t n_predict = 128;
-    bool ignore_eos = false, no_bos = false, no_echo = false;
+    bool ignore_eos = false, no_bos = false, no_echo = false, stats = false;
 
     arg_parser p("generate", "[options]",
                  "Continues a prompt (--prompt, or stdin when not given) and streams the text to stdout;\n"
@@ -29,7 +30,8 @@ int run_generate(int argc, char** argv) {
     p.flag("--ignore-eos", ignore_eos, "keep going after the end-of-text token");
     p.flag("--no-bos", no_bos, "do not start with the BOS token");
     p.flag("--no-echo", no_echo, "print only the generated text, not the prompt");
-    if (!p.parse(argc, argv)) return 0;
+    p.flag("--stats", stats, "with --expert-budget: print what expert streaming did (hit rate, reads, prefetch, stalls)");
+    if (!p.parse(argc, argv) || mo.handled(p)) return 0;
     sampler smp = so.make(p);
     if (!p.given("--prompt")) prompt = read_stdin("the prompt");
 
@@ -37,7 +39,8 @@ int run_generate(int argc, char** argv) {
     const tokenizer& tok = m.tokenizer();
     std::vector<int32_t> tokens = tok.encode(prompt, !no_bos && tok.bos_id() >= 0);
     if (tokens.empty()) throw error("the prompt is empty and the model has no BOS token to start from");
-    session s(m, mo.params());
+    const std::unique_ptr<any_session> session = mo.make_session(m, mo.params(m));
+    any_session& s = *session;
     const int64_t n_prompt = int64_t(tokens.size());
     if (n_prompt >= s.n_ctx())
         throw error("the prompt is " + std::to_string(n_prompt) + " tokens; it must be shorter than the context of " +
@@ -86,9 +89,14 @@ int run_generate(int argc, char** argv) {
 
     std::fprintf(stderr, "\nstopped: %s after %lld generated tokens; seed %llu\n", stop.c_str(),
                  (long long)n_generated, (unsigned long long)smp.params().seed);
+    print_backend(s);
     print_rate("prefill:", n_prompt, prefill_s);
     print_rate("decode:", n_decoded, decode_s);
     print_run_stats(s.stats(), m.config());
+    if (stats) {
+        if (const auto es = s.expert_stats()) std::fputs(es->report().c_str(), stderr);
+        else std::fputs("experts: resident (no --expert-budget), nothing streamed\n", stderr);
+    }
     return 0;
 }
 

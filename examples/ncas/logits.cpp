@@ -34,7 +34,7 @@ int run_logits(int argc, char** argv) {
     p.flag("--batched", batched, "run the tokens in batches of --batch (default)", true);
     p.flag("--one-by-one", batched, "run the tokens one at a time", false);
     add_progress_options(p, progress);
-    if (!p.parse(argc, argv)) return 0;
+    if (!p.parse(argc, argv) || mo.handled(p)) return 0;
     if (out_path.empty()) throw usage_error("--out FILE is required");
     if (p.given("--ids") == p.given("--prompt")) throw usage_error("give exactly one of --ids and --prompt");
     std::vector<int32_t> ids = p.given("--ids") ? parse_ids("option --ids", ids_text) : std::vector<int32_t>{};
@@ -42,7 +42,8 @@ int run_logits(int argc, char** argv) {
     const ncas::model m = mo.load();
     if (p.given("--prompt")) ids = m.tokenizer().encode(prompt, bos);
     if (ids.empty()) throw error("the prompt gives no tokens");
-    session s(m, mo.params());
+    const std::unique_ptr<any_session> session = mo.make_session(m, mo.params(m));
+    any_session& s = *session;
     const int64_t T = int64_t(ids.size()), V = s.n_vocab();
     if (T > s.n_ctx())
         throw error(std::to_string(T) + " tokens do not fit in the context of " + std::to_string(s.n_ctx()) +

@@ -2,7 +2,8 @@
 // evaluated in windows of the context that start every --stride tokens
 // (default: context - 1, so consecutive windows share one token); every token
 // a window predicts that no earlier window predicted is scored, so each token
-// but the first is scored exactly once when stride < context.
+// but the first is scored exactly once when stride < context. The backend,
+// the speed and (with --expert-budget) what expert streaming did go to stderr.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -44,7 +45,7 @@ int run_perplexity(int argc, char** argv) {
     p.option("--limit", limit, "N", "score only the first N tokens of the text; 0: all", bounds<int64_t>{0});
     p.flag("--no-bos", no_bos, "do not start the text with the BOS token");
     add_progress_options(p, progress);
-    if (!p.parse(argc, argv)) return 0;
+    if (!p.parse(argc, argv) || mo.handled(p)) return 0;
     if (file.empty()) throw usage_error("no text FILE given");
 
     const std::string text = read_text(file[0]);
@@ -55,7 +56,8 @@ int run_perplexity(int argc, char** argv) {
     const int64_t N = int64_t(ids.size());
     if (N < 2) throw error(file[0] + ": the text gives " + std::to_string(N) + " token(s); at least 2 are needed");
 
-    session s(m, mo.params());
+    const std::unique_ptr<any_session> session = mo.make_session(m, mo.params(m));
+    any_session& s = *session;
     const int64_t ctx = s.n_ctx();
     if (ctx < 2) throw error("a context of " + std::to_string(ctx) + " token cannot predict anything; use --ctx 2 or more");
     if (stride == 0) stride = ctx - 1;
@@ -92,7 +94,9 @@ int run_perplexity(int argc, char** argv) {
     std::printf("perplexity: %.4f\n", std::exp(nats));
     std::printf("bits/token: %.4f\n", bits);
     std::printf("bits/byte:  %.4f\n", scored_bytes ? nll / std::log(2.0) / double(scored_bytes) : 0.0);
+    print_backend(s);
     print_rate("evaluated:", evaluated, secs);
+    if (const auto es = s.expert_stats()) std::fputs(es->report().c_str(), stderr);
     return 0;
 }
 

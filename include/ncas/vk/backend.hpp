@@ -1,78 +1,17 @@
 #pragma once
-// Choosing a backend at run time (the CLI's --backend cpu|vulkan): one session
-// interface over ncas::session and ncas::vk::session, which share the API.
+// The run-time backend choice (ncas/backend.hpp: any_session, make_session)
+// with its Vulkan branch compiled in: defines NCAS_WITH_VULKAN before
+// including ncas/backend.hpp. Link Vulkan (CMake: Vulkan::Vulkan).
 //
 //   ncas::backend_options b{.name = "vulkan", .vk = {.device = 1}};
 //   std::unique_ptr<ncas::any_session> s = ncas::make_session(model, {.n_ctx = 4096}, b);
-//   auto logits = s->prefill(ids);  logits = s->decode(next);  s->rewind(n);
-#include <memory>
-#include <string>
-#include <string_view>
-#include <vector>
+#ifndef NCAS_WITH_VULKAN
+#define NCAS_WITH_VULKAN 1
+#endif
 
-#include "ncas/session.hpp"
+#include "ncas/backend.hpp"
 #include "ncas/vk/session.hpp"
 
-namespace ncas {
-
-class any_session {
-public:
-    virtual ~any_session() = default;
-    virtual std::span<const float> prefill(std::span<const int32_t> tokens) = 0;
-    virtual std::span<const float> decode(int32_t token) = 0;
-    virtual void evaluate(std::span<const int32_t> tokens, const std::function<void(int64_t, std::span<const float>)>& fn,
-                          bool batched = true) = 0;
-    virtual void rewind(int64_t n_past) = 0;
-    void reset() { rewind(0); }
-    virtual int64_t n_past() const = 0;
-    virtual int64_t n_ctx() const = 0;
-    virtual int64_t n_vocab() const = 0;
-    virtual run_stats stats() const = 0;
-    virtual void reset_stats() = 0;
-    virtual std::string backend() const = 0;  // "cpu" or "vulkan"
-    virtual std::string device() const = 0;   // e.g. "2 threads" or the GPU's name
-};
-
-// Wraps any session type with ncas::session's API.
-template <class S>
-class session_adapter final : public any_session {
-public:
-    template <class... A>
-    explicit session_adapter(std::string backend, A&&... a) : s_(std::forward<A>(a)...), backend_(std::move(backend)) {}
-    S& get() { return s_; }
-    std::span<const float> prefill(std::span<const int32_t> t) override { return s_.prefill(t); }
-    std::span<const float> decode(int32_t t) override { return s_.decode(t); }
-    void evaluate(std::span<const int32_t> t, const std::function<void(int64_t, std::span<const float>)>& fn, bool b) override {
-        s_.evaluate(t, fn, b);
-    }
-    void rewind(int64_t n) override { s_.rewind(n); }
-    int64_t n_past() const override { return s_.n_past(); }
-    int64_t n_ctx() const override { return s_.n_ctx(); }
-    int64_t n_vocab() const override { return s_.n_vocab(); }
-    run_stats stats() const override { return s_.stats(); }
-    void reset_stats() override { s_.reset_stats(); }
-    std::string backend() const override { return backend_; }
-    std::string device() const override {
-        if constexpr (requires { s_.context(); }) return s_.context().info().name;
-        else return std::to_string(s_.params().n_threads) + " CPU threads";
-    }
-
-private:
-    S s_;
-    std::string backend_;
-};
-
-struct backend_options {
-    std::string name = "cpu";     // "cpu" or "vulkan" (also "vk")
-    vk::device_options vk = {};   // device index, validation, pipeline cache, ...
-};
-
-inline std::vector<std::string> backend_names() { return {"cpu", "vulkan"}; }
-
-inline std::unique_ptr<any_session> make_session(const model_core& m, session_params p, const backend_options& b = {}) {
-    if (b.name == "cpu") return std::make_unique<session_adapter<session>>("cpu", m, p);
-    if (b.name == "vulkan" || b.name == "vk") return std::make_unique<session_adapter<vk::session>>("vulkan", m, p, b.vk);
-    throw error("unknown backend '" + b.name + "' (expected cpu or vulkan)");
-}
-
-}  // namespace ncas
+static_assert(ncas::vulkan_compiled,
+              "ncas/backend.hpp was included before ncas/vk/backend.hpp without NCAS_WITH_VULKAN: define "
+              "NCAS_WITH_VULKAN for the whole target, or include ncas/vk/backend.hpp first");
