@@ -1,0 +1,49 @@
+#!/usr/bin/env python3
+"""Plots `ncas bench --json` results: decode GB/s against the measured read
+bandwidth, and prefill GFLOP/s against the peak rates.
+
+    /usr/bin/python3 tools/plot_bench.py docs/bench/*.json -o docs/img/bench.png
+"""
+import argparse
+import json
+import os
+
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+
+def label(r):
+    name = os.path.basename(r["model"]).replace(".gguf", "")
+    budget = f", experts {r['expert_budget'] / 2**30:.2f} GiB" if r.get("expert_budget") else ""
+    return f"{name}\n{r['threads']} thr{budget}"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("files", nargs="+")
+    ap.add_argument("-o", "--out", required=True)
+    a = ap.parse_args()
+    runs = [json.load(open(f)) for f in a.files]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
+    xs = range(len(runs))
+    ax1.bar([x - 0.2 for x in xs], [r["decode_gbs"] for r in runs], 0.4, label="decode: weight bytes read / s")
+    ax1.bar([x + 0.2 for x in xs], [r["read_gbs_n"] for r in runs], 0.4, label="measured read bandwidth", alpha=0.6)
+    ax1.set_ylabel("GB/s")
+    ax1.set_title("Decode")
+    ax2.bar([x - 0.2 for x in xs], [r["prefill_gflops"] for r in runs], 0.4, label="prefill: model GFLOP/s")
+    ax2.bar([x + 0.2 for x in xs], [r["peak_fma_gflops"] for r in runs], 0.4, label="peak f32 FMA", alpha=0.6)
+    ax2.set_ylabel("GFLOP/s")
+    ax2.set_title("Prefill")
+    for ax in (ax1, ax2):
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels([label(r) for r in runs], fontsize=7)
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
+    fig.savefig(a.out, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
