@@ -5,6 +5,8 @@ checked against.
   /usr/bin/python3 tools/eval.py [--ckpt tools/out/final.pt | --gguf models/demo-f32.gguf]
         [--write]        also write models/heldout.txt, models/heldout.ids,
                          tests/data/demo_greedy.json, models/demo_stats.json
+        [--golden PATH]  write this model's greedy golden data to PATH, e.g.
+                         --gguf models/demo-q8_0.gguf --golden tests/data/demo_greedy_q8_0.json
 
 Held-out perplexity protocol (the C++ figure must use the same one):
   ids = tokenizer(models/heldout.txt) with no BOS added (models/heldout.ids holds
@@ -38,7 +40,7 @@ sys.path.insert(0, HERE)
 from model import Config, NCASDiffMoE, rmsnorm, gelu_tanh, rope_tables  # noqa: E402
 from bpe import Tokenizer, EOT  # noqa: E402
 
-PROMPTS = ["It is a truth universally acknowledged",
+PROMPTS = ["It is a truth universally acknowledged,",
            "In the beginning God created",
            "The Lord is my shepherd; I shall not want. He"]
 
@@ -195,12 +197,17 @@ def layer_stats(model, ids, ctx):
 
 
 @torch.no_grad()
-def greedy(model, ids, n):
+def greedy(model, ids, n, gaps=None):
+    """n greedy tokens; gaps (list) receives (top1 - top2) / max|logit| per step."""
     ids = list(ids)
     out = []
     for _ in range(n):
         logits, _ = model(torch.tensor(ids[-model.cfg.ctx:], dtype=torch.long)[None])
-        nxt = int(torch.argmax(logits[0, -1]).item())  # first max = lower id on ties
+        lg = logits[0, -1]
+        nxt = int(torch.argmax(lg).item())  # first max = lower id on ties
+        if gaps is not None:
+            v = torch.topk(lg, 2).values
+            gaps.append(((v[0] - v[1]) / lg.abs().max()).item())
         out.append(nxt)
         ids.append(nxt)
     return out
@@ -248,6 +255,7 @@ def main():
     ap.add_argument("--valid", default="tools/out/valid.bin")
     ap.add_argument("--valid-txt", default="tools/out/corpus/valid.txt")
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--golden", default=None, help="write the greedy golden data of this model here")
     ap.add_argument("--json", default=None, help="also dump the results to this file")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--check-len", type=int, default=48, help="tokens for the SPEC reference check (0: skip)")
@@ -298,9 +306,10 @@ def main():
     golden = []
     for p in PROMPTS:
         pids = [tok.eot] + tok.encode(p)
-        cont = greedy(model, pids, 32)
+        gaps = []
+        cont = greedy(model, pids, 32, gaps)
         golden.append({"prompt": p, "prompt_ids": pids, "continuation_ids": cont,
-                       "continuation": tok.decode(cont)})
+                       "continuation": tok.decode(cont), "min_rel_gap": float("%.3g" % min(gaps))})
         print(repr(p), "->", repr(tok.decode(cont)), flush=True)
     res["greedy"] = golden
     samples = []
@@ -310,17 +319,23 @@ def main():
         print("sample:", samples[-1], flush=True)
     res["samples"] = {"temperature": 0.8, "top_k": 40, "texts": samples}
 
+    golden_path = a.golden or (os.path.join(ROOT, "tests", "data", "demo_greedy.json") if a.write else None)
+    if golden_path:
+        gd = {"model": a.gguf or "models/demo-f32.gguf (PyTorch checkpoint it was exported from)",
+              "bos_prepended": True, "n_predict": 32,
+              "note": ("greedy = argmax, lower token id on ties; prompt_ids include the BOS <|endoftext|>; "
+                       "min_rel_gap = smallest (top1 - top2 logit) / max|logit| over the 32 steps"),
+              "cases": [{k: g[k] for k in ("prompt", "prompt_ids", "continuation_ids", "continuation", "min_rel_gap")}
+                        for g in golden]}
+        os.makedirs(os.path.dirname(golden_path), exist_ok=True)
+        json.dump(gd, open(golden_path, "w"), indent=1)
+        print("wrote", golden_path)
     if a.write:
-        gd = {"model": "models/demo-f32.gguf", "bos_prepended": True, "n_predict": 32,
-              "note": "greedy = argmax, lower token id on ties; prompt_ids include the BOS <|endoftext|>",
-              "cases": [{k: g[k] for k in ("prompt", "prompt_ids", "continuation_ids", "continuation")} for g in golden]}
-        os.makedirs(os.path.join(ROOT, "tests", "data"), exist_ok=True)
-        json.dump(gd, open(os.path.join(ROOT, "tests", "data", "demo_greedy.json"), "w"), indent=1)
         res["heldout_protocol"] = ("tokenize models/heldout.txt without BOS (= models/heldout.ids); consecutive "
                                    f"windows of {cfg.ctx} tokens, each from position 0 with empty caches; predict "
                                    "every token of a window but the first; PPL = exp(mean NLL)")
         json.dump(res, open(os.path.join(ROOT, "models", "demo_stats.json"), "w"), indent=1)
-        print("wrote models/heldout.txt, models/heldout.ids, models/demo_stats.json, tests/data/demo_greedy.json")
+        print("wrote models/heldout.txt, models/heldout.ids, models/demo_stats.json")
     if a.json:
         json.dump(res, open(a.json, "w"), indent=1)
     return res
