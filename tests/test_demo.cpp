@@ -16,22 +16,9 @@ namespace {
 
 std::string models_dir() { return test_golden::data_dir() + "/../../models/"; }
 
-int32_t argmax(std::span<const float> l) {  // ties: the lower id, as the PyTorch side
-    int32_t best = 0;
-    for (int32_t i = 1; i < int32_t(l.size()); ++i)
-        if (l[size_t(i)] > l[size_t(best)]) best = i;
-    return best;
-}
-
 std::vector<int32_t> greedy(const ncas::model& m, const std::vector<int32_t>& prompt, int n) {
     ncas::session s(m, {.n_ctx = int64_t(prompt.size()) + n, .n_threads = 2});
-    std::vector<int32_t> out;
-    auto logits = s.prefill(prompt);
-    for (int i = 0; i < n; ++i) {
-        out.push_back(argmax(logits));
-        if (i + 1 < n) logits = s.decode(out.back());
-    }
-    return out;
+    return test_golden::greedy(s, prompt, n);
 }
 
 const test_json::value& cases(const test_json::value& golden) { return golden["cases"]; }

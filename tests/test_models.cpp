@@ -14,27 +14,15 @@ namespace {
 
 using test_golden::golden;
 
+using test_golden::relative_error;
+
 // Runs the golden tokens through a fresh session and returns [T, V] logits.
 std::vector<float> run(const ncas::model& m, const golden& g, ncas::session_params p, bool batched = true,
                        ncas::session** keep = nullptr) {
     static std::unique_ptr<ncas::session> last;
     last = std::make_unique<ncas::session>(m, p);
-    std::vector<float> out(g.tokens.size() * size_t(g.n_vocab));
-    last->evaluate(g.tokens, [&](int64_t i, std::span<const float> l) {
-        std::copy(l.begin(), l.end(), out.begin() + i * g.n_vocab);
-    }, batched);
     if (keep) *keep = last.get();
-    return out;
-}
-
-// Largest |ours − reference| over all positions, relative to max|reference logit|.
-double relative_error(const std::vector<float>& ours, const golden& g) {
-    double worst = 0;
-    for (size_t i = 0; i < ours.size(); ++i) {
-        if (!std::isfinite(ours[i])) return INFINITY;
-        worst = std::max(worst, std::abs(double(ours[i]) - double(g.logits[i])));
-    }
-    return worst / g.max_abs_logit;
+    return test_golden::evaluate(*last, g, batched);
 }
 
 class tiny_model : public ::testing::TestWithParam<std::string> {
@@ -82,18 +70,7 @@ TEST_P(tiny_model, f16_cache_within_f16_bound) {
 
 TEST_P(tiny_model, rewind_then_decode_reproduces_the_tail) {
     ncas::session s(*m, {.n_threads = 2, .n_batch = 1});
-    std::vector<std::vector<float>> first;
-    for (int32_t t : g.tokens) {
-        auto l = s.decode(t);
-        first.emplace_back(l.begin(), l.end());
-    }
-    const int64_t keep = int64_t(g.tokens.size()) / 2;
-    s.rewind(keep);
-    EXPECT_EQ(s.n_past(), keep);
-    for (size_t i = size_t(keep); i < g.tokens.size(); ++i) {
-        auto l = s.decode(g.tokens[i]);
-        EXPECT_EQ(std::vector<float>(l.begin(), l.end()), first[i]) << "position " << i;
-    }
+    test_golden::expect_rewind_reproduces_tail(s, g);
 }
 
 INSTANTIATE_TEST_SUITE_P(golden, tiny_model, ::testing::ValuesIn(test_golden::all_models()),

@@ -2,8 +2,12 @@
 // The golden data written by tools/make_tiny_models.py from the float64
 // reference: a tiny model, a token sequence, the reference's logits at every
 // position and what its MoD routers and MoE gates decided.
+#include <gtest/gtest.h>
+
+#include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -57,6 +61,56 @@ inline std::vector<std::string> all_models() {
     const test_json::value index = test_json::parse_file(data_dir() + "/tiny/index.json");
     for (const auto& v : index["models"].arr()) names.push_back(v.str());
     return names;
+}
+
+// ---- checks every backend's session runs the same way ----------------------
+
+// Largest |ours − reference| over all positions, relative to max|reference logit|.
+inline double relative_error(const std::vector<float>& ours, const golden& g) {
+    double worst = 0;
+    for (size_t i = 0; i < ours.size(); ++i) {
+        if (!std::isfinite(ours[i])) return INFINITY;
+        worst = std::max(worst, std::abs(double(ours[i]) - double(g.logits[i])));
+    }
+    return worst / g.max_abs_logit;
+}
+
+// The golden tokens through s.evaluate: [T, V] logits.
+template <class Session>
+std::vector<float> evaluate(Session& s, const golden& g, bool batched = true) {
+    std::vector<float> out(g.tokens.size() * size_t(g.n_vocab));
+    s.evaluate(g.tokens, [&](int64_t i, std::span<const float> l) { std::copy(l.begin(), l.end(), out.begin() + i * g.n_vocab); },
+               batched);
+    return out;
+}
+
+// Ties go to the lower id, as in the references.
+inline int32_t argmax(std::span<const float> l) { return int32_t(std::max_element(l.begin(), l.end()) - l.begin()); }
+
+// Greedy decoding: the prompt, then `steps` tokens in all, each fed back.
+template <class Session>
+std::vector<int32_t> greedy(Session& s, std::span<const int32_t> prompt, int steps) {
+    std::vector<int32_t> out{argmax(s.prefill(prompt))};
+    while (int(out.size()) < steps) out.push_back(argmax(s.decode(out.back())));
+    return out;
+}
+
+// Decodes the golden tokens one at a time, rewinds to half, decodes the rest
+// again: the tail's logits must repeat bit for bit.
+template <class Session>
+void expect_rewind_reproduces_tail(Session& s, const golden& g) {
+    std::vector<std::vector<float>> first;
+    for (int32_t t : g.tokens) {
+        auto l = s.decode(t);
+        first.emplace_back(l.begin(), l.end());
+    }
+    const int64_t keep = int64_t(g.tokens.size()) / 2;
+    s.rewind(keep);
+    EXPECT_EQ(s.n_past(), keep);
+    for (size_t i = size_t(keep); i < g.tokens.size(); ++i) {
+        auto l = s.decode(g.tokens[i]);
+        EXPECT_EQ(std::vector<float>(l.begin(), l.end()), first[i]) << "position " << i;
+    }
 }
 
 }  // namespace test_golden

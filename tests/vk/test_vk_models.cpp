@@ -14,32 +14,9 @@ using namespace vk_test;
 using test_golden::golden;
 namespace vk = ncas::vk;
 
-double relative_error(const std::vector<float>& ours, const golden& g) {
-    double worst = 0;
-    for (size_t i = 0; i < ours.size(); ++i) {
-        if (!std::isfinite(ours[i])) return INFINITY;
-        worst = std::max(worst, std::abs(double(ours[i]) - double(g.logits[i])));
-    }
-    return worst / g.max_abs_logit;
-}
-
-template <class S>
-std::vector<float> evaluate(S& s, const golden& g, bool batched = true) {
-    std::vector<float> out(g.tokens.size() * size_t(g.n_vocab));
-    s.evaluate(g.tokens, [&](int64_t i, std::span<const float> l) { std::copy(l.begin(), l.end(), out.begin() + i * g.n_vocab); },
-               batched);
-    return out;
-}
-
-int32_t argmax(std::span<const float> l) { return int32_t(std::max_element(l.begin(), l.end()) - l.begin()); }
-
-// Greedy decoding: the prompt, then `steps` tokens each fed back.
-template <class S>
-std::vector<int32_t> greedy(S& s, std::span<const int32_t> prompt, int steps) {
-    std::vector<int32_t> out{argmax(s.prefill(prompt))};
-    while (int(out.size()) < steps) out.push_back(argmax(s.decode(out.back())));
-    return out;
-}
+using test_golden::evaluate;
+using test_golden::greedy;
+using test_golden::relative_error;
 
 struct model_case {
     std::string model;
@@ -104,18 +81,7 @@ TEST_P(vk_model, same_greedy_tokens_as_cpu_for_32_steps) {
 
 TEST_P(vk_model, rewind_then_decode_reproduces_the_tail) {
     vk::session s(*m, params(1), ctx);
-    std::vector<std::vector<float>> first;
-    for (int32_t t : g.tokens) {
-        auto l = s.decode(t);
-        first.emplace_back(l.begin(), l.end());
-    }
-    const int64_t keep = int64_t(g.tokens.size()) / 2;
-    s.rewind(keep);
-    EXPECT_EQ(s.n_past(), keep);
-    for (size_t i = size_t(keep); i < g.tokens.size(); ++i) {
-        auto l = s.decode(g.tokens[i]);
-        EXPECT_EQ(std::vector<float>(l.begin(), l.end()), first[i]) << "position " << i;
-    }
+    test_golden::expect_rewind_reproduces_tail(s, g);
     for (size_t l = 0; l < g.mod_kept.size(); ++l) EXPECT_EQ(s.cache_rows(int64_t(l)), g.mod_kept[l]) << "layer " << l;
 }
 
