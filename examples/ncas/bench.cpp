@@ -126,13 +126,6 @@ std::string json_escape(std::string_view s) {
     return out;
 }
 
-const model_dims* preset_by_name(const std::string& n) {
-    if (n == "PI") return &preset_pi::dims;
-    if (n == "PI-S") return &preset_pi_s::dims;
-    if (n == "PI-P") return &preset_pi_p::dims;
-    return nullptr;
-}
-
 }  // namespace
 }  // namespace ncas::cli
 
@@ -171,7 +164,7 @@ int run_bench(int argc, char** argv) {
 
     std::string path = mo.path;
     if (!preset.empty()) {
-        synthetic_spec spec{*preset_by_name(preset), preset, parse_weight_type(type), vocab, arch == "llama"};
+        synthetic_spec spec{find_preset(preset).dims, preset, parse_weight_type(type), vocab, arch == "llama"};
         path = write_synthetic(spec, cache_dir, progress);
     } else if (path.empty()) {
         path = find_default_model();

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <random>
 #include <cstdio>
@@ -33,6 +34,26 @@
 namespace ncas::cli {
 
 inline constexpr const char* default_model_name = "demo-q8_0.gguf";
+
+// The paper's presets by name, for info and bench.
+struct preset_row {
+    std::string_view name;
+    model_dims dims;
+    double claimed_params;
+};
+template <preset P>
+constexpr preset_row row_of() {
+    return {P::name, P::dims, P::claimed_params};
+}
+inline constexpr preset_row presets[] = {row_of<preset_pi>(), row_of<preset_pi_s>(), row_of<preset_pi_p>()};
+
+// "PI-P", "pi_p", ... (any case, '_' for '-'); a usage error names the choices.
+inline const preset_row& find_preset(std::string name) {
+    for (char& ch : name) ch = ch == '_' ? '-' : char(std::toupper(static_cast<unsigned char>(ch)));
+    for (const preset_row& r : presets)
+        if (r.name == name) return r;
+    throw usage_error("unknown preset " + in_quotes(name) + " (PI, PI-S or PI-P)");
+}
 
 // Where a model is looked for when --model is not given, in order: $NCAS_MODEL,
 // <prefix>/share/ncas/models next to an installed binary, the source tree's models/.

@@ -17,16 +17,6 @@ namespace ncas::cli {
 
 namespace {
 
-struct preset_row {
-    std::string_view name;
-    model_dims dims;
-    double claimed_params;
-};
-template <preset P>
-constexpr preset_row row_of() {
-    return {P::name, P::dims, P::claimed_params};
-}
-constexpr preset_row presets[] = {row_of<preset_pi>(), row_of<preset_pi_s>(), row_of<preset_pi_p>()};
 
 constexpr weight_type weight_types[] = {weight_type::f32, weight_type::f16, weight_type::q8_0, weight_type::q4_0};
 
@@ -125,11 +115,7 @@ void print_dims(const model_dims& m) {
 }
 
 int info_preset(std::string name, int64_t vocab, const std::string& weight_type_name, int64_t extra_ctx) {
-    for (char& ch : name) ch = ch == '_' ? '-' : char(std::toupper(static_cast<unsigned char>(ch)));
-    const preset_row* p = nullptr;
-    for (const preset_row& r : presets)
-        if (r.name == name) p = &r;
-    if (!p) throw usage_error("unknown preset " + in_quotes(name) + " (PI, PI-S or PI-P)");
+    const preset_row* p = &find_preset(name);
     const weight_type wt = parse_weight_type(weight_type_name);
     model_dims m = p->dims;
     m.n_vocab = vocab;

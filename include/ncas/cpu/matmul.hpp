@@ -26,10 +26,4 @@ inline void matmul(thread_pool& pool, const weight_matrix& w, const float* x, in
     pool.parallel_for(w.rows, [&](int64_t r0, int64_t r1) { k.matmul_rows(w, x, xq, T, y, r0, r1); }, min_rows);
 }
 
-// The reference: weights dequantised to f32, activations left in f32, no SIMD.
-inline void matmul_reference(const weight_matrix& w, const float* x, int64_t T, float* y) {
-    for (int64_t r = 0; r < w.rows; ++r)
-        for (int64_t t = 0; t < T; ++t) y[t * w.rows + r] = dot_row(w.type, w.row(r), x + t * w.cols, w.cols);
-}
-
 }  // namespace ncas::cpu
