@@ -2,7 +2,7 @@
 // Which instruction sets this CPU can run, checked the way the OS requires:
 // CPUID says the CPU has AVX / AVX-512, XGETBV says the OS saves their state
 // (xsimd 8.1's detection skips the second check). The choice can be forced
-// (NCAS_ISA=scalar|avx2|avx512, or force_isa()) so tests and
+// (NCAS_ISA=scalar|avx2|avx512|avx512vnni, or force_isa()) so tests and
 // benchmarks can run every kernel variant this machine has.
 #include <cstdint>
 #include <cstdlib>
@@ -18,22 +18,25 @@
 
 namespace ncas::cpu {
 
-// In increasing order of preference.
-enum class isa { scalar, avx2, avx512 };
+// In increasing order of preference. avx512: F, BW, DQ and VL (Skylake-X and
+// later); avx512vnni adds VBMI and VNNI (Ice Lake, Zen 4 and later).
+enum class isa { scalar, avx2, avx512, avx512vnni };
+inline constexpr isa all_isas[] = {isa::scalar, isa::avx2, isa::avx512, isa::avx512vnni};
 
 constexpr std::string_view isa_name(isa i) {
     switch (i) {
         case isa::scalar: return "scalar";
         case isa::avx2: return "avx2";
         case isa::avx512: return "avx512";
+        case isa::avx512vnni: return "avx512vnni";
     }
     return "?";
 }
 
 inline isa parse_isa(std::string_view s) {
-    for (isa i : {isa::scalar, isa::avx2, isa::avx512})
+    for (isa i : all_isas)
         if (isa_name(i) == s) return i;
-    throw error("unknown instruction set '" + std::string(s) + "' (expected scalar, avx2 or avx512)");
+    throw error("unknown instruction set '" + std::string(s) + "' (expected scalar, avx2, avx512 or avx512vnni)");
 }
 
 // The best instruction set the CPU and OS support.
@@ -51,7 +54,9 @@ inline isa detect_isa() {
                avx512vl = b >> 31 & 1;
     if (!(os_avx && avx2 && fma && f16c)) return isa::scalar;
     if (!(os_avx512 && avx512f && avx512dq && avx512bw && avx512vl)) return isa::avx2;
-    return isa::avx512;
+    const bool avx512vbmi = c >> 1 & 1, avx512vnni = c >> 11 & 1;
+    if (!(avx512vbmi && avx512vnni)) return isa::avx512;
+    return isa::avx512vnni;
 #else
     return isa::scalar;
 #endif

@@ -20,8 +20,8 @@
 namespace ncas::cpu {
 
 // y[t, r] for rows [r0, r1) of w and all T tokens; y is [T, w.rows].
-// x: activations [T, w.cols]; xq: the same quantised to 16-bit blocks (integer weight types only).
-using matmul_rows_fn = void (*)(const weight_matrix& w, const float* x, const act_block* xq, int64_t T, float* y,
+// x: activations [T, w.cols]; xq: the same quantised for w.type (integer weight types only).
+using matmul_rows_fn = void (*)(const weight_matrix& w, const float* x, const act_rows* xq, int64_t T, float* y,
                                 int64_t r0, int64_t r1);
 
 struct kernel_table {
@@ -36,7 +36,7 @@ struct kernel_table {
     double (*madd_ops)(int64_t iters);
 };
 
-// Whether a weight type's kernels take integer (act_block) activations.
+// Whether a weight type's kernels take integer (act_rows) activations.
 constexpr bool uses_int_dot(weight_type t) { return t == weight_type::q8_0 || t == weight_type::q4_0; }
 
 #if defined(NCAS_CPU_MULTI_ARCH)
@@ -50,6 +50,7 @@ namespace detail {
 inline const kernel_table* table_scalar();
 NCAS_KERNEL_LINKAGE const kernel_table* table_avx2();
 NCAS_KERNEL_LINKAGE const kernel_table* table_avx512();
+NCAS_KERNEL_LINKAGE const kernel_table* table_avx512vnni();
 }  // namespace detail
 
 // The table for an instruction set, or null when it is not compiled in.
@@ -58,6 +59,7 @@ inline const kernel_table* table_for(isa i) {
         case isa::scalar: return detail::table_scalar();
         case isa::avx2: return detail::table_avx2();
         case isa::avx512: return detail::table_avx512();
+        case isa::avx512vnni: return detail::table_avx512vnni();
     }
     return nullptr;
 }

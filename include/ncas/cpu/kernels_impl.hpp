@@ -3,19 +3,27 @@
 // The x86 variants call no shared non-template inline function: a multi-arch
 // build compiles them with ISA flags, and an out-of-line copy of a shared
 // helper emitted there could be the one the linker keeps for the whole program.
+// (x86_tag is a template over its instruction set for the same reason.)
 //
-// matmul_rows computes, for each weight row, the dot products with a tile of
-// up to 4 tokens, so a row's weights are loaded and unpacked once per tile:
-//  - F32 / F16 / BF16 rows: f32 FMA on xsimd batches (converting f16/bf16 on load);
-//  - Q8_0 / Q4_0 rows: each weight block widened to 16-bit integers and
-//    multiplied with the token's 16-bit activations (pmaddwd: 32 products into
-//    16 int32 lanes on AVX-512), scaled by the weight block's scale into f32
-//    lane accumulators; the row's activation scale is applied once at the end.
-// Each output is computed by one call in a fixed order, so results do not
-// depend on the thread split, and a token's result does not depend on which
-// other tokens share its tile (prefill and decode agree bit for bit).
+// matmul_rows computes tiles of weight rows × tokens, so a row's weights are
+// loaded and unpacked once per tile:
+//  - F32 / F16 / BF16: one row against up to 4 tokens, f32 FMA on xsimd
+//    batches (converting f16/bf16 on load);
+//  - Q8_0 / Q4_0: tiles of rows × 4 tokens, token tiles outside so a tile's
+//    activations stay in L1 while the thread's rows stream past. Weight blocks
+//    are widened to 16-bit integers and multiplied with the tokens' 16-bit
+//    activations (pmaddwd, or vpdpwssd with AVX-512 VNNI), scaled by the weight
+//    block's scale into f32 lane accumulators; the token's activation scale is
+//    applied once at the end. Q4_0 is read two blocks at a time: their 32 quant
+//    bytes become 32 words whose low and high nibbles are the pair's 64 weights
+//    (see act_quant.hpp for the matching activation order and the −8 offset).
+// Each output is computed by one accumulator in a fixed order, so results do
+// not depend on the thread split, and a token's result does not depend on
+// which other tokens or rows share its tile (prefill and decode agree bit for bit).
 #include <algorithm>
+#include <array>
 #include <cstring>
+#include <type_traits>
 
 #if defined(__AVX2__)
 #include <immintrin.h>
@@ -26,39 +34,67 @@ namespace ncas::cpu::detail {
 
 inline constexpr int max_tile = 4;  // tokens per weight pass
 
-// Calls f(std::integral_constant<int, NT>) for nt in 1..max_tile.
-template <class F>
-inline void with_tile(int nt, F&& f) {
-    switch (nt) {
-        case 1: f(std::integral_constant<int, 1>{}); break;
-        case 2: f(std::integral_constant<int, 2>{}); break;
-        case 3: f(std::integral_constant<int, 3>{}); break;
-        default: f(std::integral_constant<int, 4>{}); break;
-    }
+// Calls f(std::integral_constant<int, n>) for 1 <= n <= N (n > N runs N).
+template <int N, class F>
+inline void with_count(int n, F&& f) {
+    if constexpr (N > 1)
+        if (n < N) return with_count<N - 1>(n, f);
+    f(std::integral_constant<int, N>{});
 }
 
-// The driver shared by every instruction set: rows × token tiles, with
-// Tag::float_tile / Tag::quant_tile doing one row against NT tokens.
+// F32 / F16 / BF16: Tag::float_tile does one row against NT tokens.
 template <class Tag>
-inline void matmul_rows(const weight_matrix& w, const float* x, const act_block* xq, int64_t T, float* y, int64_t r0,
-                        int64_t r1) {
-    const int64_t K = w.cols, nb = K / quant_block;
+inline void float_rows(const weight_matrix& w, const float* x, int64_t T, float* y, int64_t r0, int64_t r1) {
+    const int64_t K = w.cols;
     float out[max_tile];
     for (int64_t r = r0; r < r1; ++r) {
         const std::byte* row = w.row(r);
         for (int64_t t0 = 0; t0 < T; t0 += max_tile) {
             const int nt = int(std::min<int64_t>(max_tile, T - t0));
-            with_tile(nt, [&](auto NT) {
+            with_count<max_tile>(nt, [&](auto NT) {
                 switch (w.type) {
-                    case weight_type::q4_0: Tag::template quant_tile<NT, weight_type::q4_0>(row, nb, xq + t0 * nb, nb, out); break;
-                    case weight_type::q8_0: Tag::template quant_tile<NT, weight_type::q8_0>(row, nb, xq + t0 * nb, nb, out); break;
                     case weight_type::f16: Tag::template float_tile<NT, weight_type::f16>(row, K, x + t0 * K, K, out); break;
                     case weight_type::bf16: Tag::template float_tile<NT, weight_type::bf16>(row, K, x + t0 * K, K, out); break;
-                    case weight_type::f32: Tag::template float_tile<NT, weight_type::f32>(row, K, x + t0 * K, K, out); break;
+                    default: Tag::template float_tile<NT, weight_type::f32>(row, K, x + t0 * K, K, out); break;
                 }
             });
             for (int i = 0; i < nt; ++i) y[(t0 + i) * w.rows + r] = out[i];
         }
+    }
+}
+
+// Q8_0 / Q4_0: Tag::quant_tile<R, NT, type> does R rows (`stride` bytes apart)
+// against NT tokens, writing out[r * NT + i]. Token tiles outside, row tiles
+// inside. A tile's R rows come from R separate parts of the thread's rows, so
+// each is one sequential stream through memory (rows side by side would
+// interleave within a page and defeat the hardware prefetcher: half the speed).
+template <class Tag, weight_type type>
+inline void quant_rows(const weight_matrix& w, const act_rows& xq, int64_t T, float* y, int64_t r0, int64_t r1) {
+    constexpr int R = Tag::tile_rows;
+    const int64_t nb = w.cols / quant_block, part = (r1 - r0) / R;
+    float out[R * max_tile];
+    for (int64_t t0 = 0; t0 < T; t0 += max_tile) {
+        const int nt = int(std::min<int64_t>(max_tile, T - t0));
+        auto tile = [&](int64_t r, int64_t step, auto RR) {
+            with_count<max_tile>(nt, [&](auto NT) {
+                Tag::template quant_tile<RR, NT, type>(w.row(r), step * w.row_stride(), nb, xq, t0, out);
+                for (int j = 0; j < RR; ++j)
+                    for (int i = 0; i < NT; ++i) y[(t0 + i) * w.rows + r + j * step] = out[j * NT + i];
+            });
+        };
+        for (int64_t r = r0; r < r0 + part; ++r) tile(r, part, std::integral_constant<int, R>{});
+        for (int64_t r = r0 + R * part; r < r1; ++r) tile(r, 1, std::integral_constant<int, 1>{});
+    }
+}
+
+// The driver shared by every instruction set.
+template <class Tag>
+inline void matmul_rows(const weight_matrix& w, const float* x, const act_rows* xq, int64_t T, float* y, int64_t r0,
+                        int64_t r1) {
+    switch (w.type) {
+        case weight_type::q4_0: return quant_rows<Tag, weight_type::q4_0>(w, *xq, T, y, r0, r1);
+        case weight_type::q8_0: return quant_rows<Tag, weight_type::q8_0>(w, *xq, T, y, r0, r1);
+        default: return float_rows<Tag>(w, x, T, y, r0, r1);
     }
 }
 
@@ -69,20 +105,24 @@ struct scalar_tag {
     static void float_tile(const std::byte* row, int64_t K, const float* x, int64_t ldx, float* out) {
         for (int i = 0; i < NT; ++i) out[i] = dot_row(t, row, x + i * ldx, K);
     }
-    template <int NT, weight_type t>
-    static void quant_tile(const std::byte* row, int64_t nb, const act_block* xq, int64_t ldx, float* out) {
+    static constexpr int tile_rows = 1;
+    template <int R, int NT, weight_type t>
+    static void quant_tile(const std::byte* row0, int64_t stride, int64_t nb, const act_rows& xq, int64_t t0, float* out) {
         int16_t w[quant_block];
-        float acc[NT] = {};
-        for (int64_t b = 0; b < nb; ++b) {
-            const float dw = widen_block(t, row, b, w);
-            for (int i = 0; i < NT; ++i) {
-                const act_block& xb = xq[i * ldx + b];
-                int32_t dot = 0;
-                for (int j = 0; j < quant_block; ++j) dot += int32_t(w[j]) * xb.q[j];
-                acc[i] += float(dot) * dw;
+        for (int r = 0; r < R; ++r) {
+            float acc[NT] = {};
+            for (int64_t b = 0; b < nb; ++b) {
+                const float dw = widen_block(t, row0 + r * stride, b, w);
+                for (int i = 0; i < NT; ++i) {
+                    const int16_t* q = xq.q(t0 + i);
+                    int32_t dot = 0;
+                    for (int j = 0; j < quant_block; ++j)
+                        dot += int32_t(w[j]) * q[t == weight_type::q4_0 ? q4_position(b, j) : b * quant_block + j];
+                    acc[i] += float(dot) * dw;
+                }
             }
+            for (int i = 0; i < NT; ++i) out[r * NT + i] = acc[i] * xq.d(t0 + i);
         }
-        for (int i = 0; i < NT; ++i) out[i] = acc[i] * xq[i * ldx].d;
     }
 
     // Weight block b of a Q4_0 / Q8_0 row as 32 signed integers; returns its scale.
@@ -150,7 +190,9 @@ inline const kernel_table* table_scalar() {
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 // Simd: the xsimd architecture of the f32 batches (16 lanes on AVX-512, 8 on AVX2).
-template <class Simd>
+// Simd: the xsimd architecture of the f32 batches (16 lanes on AVX-512, 8 on AVX2);
+// Level: the instruction set it is compiled for (avx512 and avx512vnni share Simd).
+template <class Simd, isa Level>
 struct x86_tag {
     using fbatch = xsimd::batch<float, Simd>;
     static constexpr int64_t W = int64_t(fbatch::size);
@@ -208,73 +250,154 @@ struct x86_tag {
         }
     }
 
-    // 32 weights as signed 16-bit integers: one zmm, or two ymm (lo, hi) on AVX2.
-    struct wide {
-        __m256i lo, hi;
-#if defined(__AVX512BW__)
-        __m512i all;
-#endif
-    };
+    // ---- Q8_0 / Q4_0 -------------------------------------------------------------
 
-    template <weight_type t>
-    static wide widen(const std::byte* blk) {
-        wide w;
-        __m128i lo8, hi8;  // elements 0..15 and 16..31 as int8
-        if constexpr (t == weight_type::q4_0) {
-            const auto& b = *reinterpret_cast<const block_q4_0*>(blk);
-            const __m128i qs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs)), m = _mm_set1_epi8(0x0f);
-            lo8 = _mm_sub_epi8(_mm_and_si128(qs, m), _mm_set1_epi8(8));
-            hi8 = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(qs, 4), m), _mm_set1_epi8(8));
-        } else {
-            const auto& b = *reinterpret_cast<const block_q8_0*>(blk);
-            lo8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.q));
-            hi8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.q + 16));
-        }
-#if defined(__AVX512BW__)
+    static constexpr int tile_rows = W == 16 ? 2 : 1;
+
+    template <int R, int NT, weight_type t>
+    static void quant_tile(const std::byte* row0, int64_t stride, int64_t nb, const act_rows& xq, int64_t t0, float* out) {
+        const int16_t* q[NT];
+        const int32_t* c[NT];
+        for (int i = 0; i < NT; ++i) q[i] = xq.q(t0 + i), c[i] = xq.corr(t0 + i);
+        float sums[R][NT];
         if constexpr (W == 16) {
-            w.all = _mm512_cvtepi8_epi16(_mm256_set_m128i(hi8, lo8));
-            return w;
-        }
-#endif
-        w.lo = _mm256_cvtepi8_epi16(lo8);
-        w.hi = _mm256_cvtepi8_epi16(hi8);
-        return w;
-    }
-
-    template <int NT, weight_type t>
-    static void quant_tile(const std::byte* row, int64_t nb, const act_block* xq, int64_t ldx, float* out) {
-        constexpr int64_t bytes = traits_of(t).block_bytes;
-        fbatch acc[2][NT];  // even and odd blocks: two independent chains per token
-#pragma GCC unroll 8
-        for (int i = 0; i < NT; ++i) acc[0][i] = acc[1][i] = fbatch(0.0f);
-        auto block = [&](int64_t b, fbatch* a) {
-            const std::byte* blk = row + b * bytes;
-            const fbatch s(_cvtsh_ss(*reinterpret_cast<const uint16_t*>(blk)));  // both block types start with f16 d
-            const wide w = widen<t>(blk);
-#pragma GCC unroll 8
-            for (int i = 0; i < NT; ++i) {
-                const act_block& xb = xq[i * ldx + b];
-                if constexpr (W == 16) {
 #if defined(__AVX512BW__)
-                    const __m512i dot = _mm512_madd_epi16(w.all, _mm512_loadu_si512(xb.q));
-                    a[i] = xsimd::fma(fbatch(_mm512_cvtepi32_ps(dot)), s, a[i]);
-#endif
-                } else {
-                    const __m256i* xv = reinterpret_cast<const __m256i*>(xb.q);
-                    const __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(w.lo, _mm256_loadu_si256(xv)),
-                                                         _mm256_madd_epi16(w.hi, _mm256_loadu_si256(xv + 1)));
-                    a[i] = xsimd::fma(fbatch(_mm256_cvtepi32_ps(dot)), s, a[i]);
+            __m512 acc[R][NT];
+#pragma GCC unroll 8
+            for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+                for (int i = 0; i < NT; ++i) acc[r][i] = _mm512_setzero_ps();
+            if constexpr (t == weight_type::q4_0) {
+                auto pair = [&](int64_t p, auto both) {
+                    q4_pair w[R];
+#pragma GCC unroll 8
+                    for (int r = 0; r < R; ++r) w[r] = unpack_q4<both>(row0 + r * stride + p * 2 * int64_t(sizeof(block_q4_0)));
+#pragma GCC unroll 8
+                    for (int i = 0; i < NT; ++i) {
+                        const __m512i lo = _mm512_load_si512(q[i] + p * 64), hi = _mm512_load_si512(q[i] + p * 64 + 32),
+                                      ci = _mm512_load_si512(c[i] + p * 16);
+#pragma GCC unroll 8
+                        for (int r = 0; r < R; ++r)
+                            acc[r][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot2(ci, w[r].lo, lo, w[r].hi, hi)), w[r].scale, acc[r][i]);
+                    }
+                };
+                for (int64_t p = 0; p < nb / 2; ++p) pair(p, std::true_type{});
+                if (nb % 2) pair(nb / 2, std::false_type{});
+            } else {
+                for (int64_t b = 0; b < nb; ++b) {
+                    __m512i w[R];
+                    __m512 s[R];
+#pragma GCC unroll 8
+                    for (int r = 0; r < R; ++r) {
+                        const auto& blk = reinterpret_cast<const block_q8_0*>(row0 + r * stride)[b];
+                        w[r] = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.q)));
+                        s[r] = _mm512_set1_ps(_cvtsh_ss(blk.d));
+                    }
+#pragma GCC unroll 8
+                    for (int i = 0; i < NT; ++i) {
+                        const __m512i a = _mm512_load_si512(q[i] + b * quant_block);
+#pragma GCC unroll 8
+                        for (int r = 0; r < R; ++r)
+                            acc[r][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_madd_epi16(w[r], a)), s[r], acc[r][i]);
+                    }
                 }
             }
-        };
-        int64_t b = 0;
-        for (; b + 2 <= nb; b += 2) {
-            block(b, acc[0]);
-            block(b + 1, acc[1]);
+            for (int r = 0; r < R; ++r)
+                for (int i = 0; i < NT; ++i) sums[r][i] = _mm512_reduce_add_ps(acc[r][i]);
+#endif
+        } else {
+            __m256 acc[R][NT];
+#pragma GCC unroll 8
+            for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+                for (int i = 0; i < NT; ++i) acc[r][i] = _mm256_setzero_ps();
+            const __m256i m = _mm256_set1_epi16(0x0f);
+            for (int64_t b = 0; b < nb; ++b) {
+                // One block: its weights as two 16-word halves (elements 0..15, 16..31), and
+                // where they meet the activations (Q4_0: this block's places in its pair).
+                __m256i lo[R], hi[R];
+                __m256 s[R];
+#pragma GCC unroll 8
+                for (int r = 0; r < R; ++r) {
+                    const std::byte* blk = row0 + r * stride + b * traits_of(t).block_bytes;
+                    s[r] = _mm256_set1_ps(_cvtsh_ss(*reinterpret_cast<const uint16_t*>(blk)));
+                    if constexpr (t == weight_type::q4_0) {
+                        const __m256i v = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2)));
+                        lo[r] = _mm256_and_si256(v, m), hi[r] = _mm256_srli_epi16(v, 4);
+                    } else {
+                        const auto* qw = reinterpret_cast<const __m128i*>(blk + 2);
+                        lo[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128(qw)), hi[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128(qw + 1));
+                    }
+                }
+                const int64_t lo_at = t == weight_type::q4_0 ? q4_position(b, 0) : b * quant_block,
+                              hi_at = t == weight_type::q4_0 ? q4_position(b, 16) : b * quant_block + 16;
+#pragma GCC unroll 8
+                for (int i = 0; i < NT; ++i) {
+                    const __m256i al = _mm256_load_si256(reinterpret_cast<const __m256i*>(q[i] + lo_at)),
+                                  ah = _mm256_load_si256(reinterpret_cast<const __m256i*>(q[i] + hi_at));
+#pragma GCC unroll 8
+                    for (int r = 0; r < R; ++r) {
+                        __m256i d = _mm256_add_epi32(_mm256_madd_epi16(lo[r], al), _mm256_madd_epi16(hi[r], ah));
+                        if constexpr (t == weight_type::q4_0)  // the −8 offset: this block's 8 lanes of the pair's corrections
+                            d = _mm256_add_epi32(d, _mm256_load_si256(reinterpret_cast<const __m256i*>(c[i] + (b / 2) * 16 + (b % 2) * 8)));
+                        acc[r][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), s[r], acc[r][i]);
+                    }
+                }
+            }
+            for (int r = 0; r < R; ++r)
+                for (int i = 0; i < NT; ++i) sums[r][i] = xsimd::hadd(fbatch(acc[r][i]));
         }
-        if (b < nb) block(b, acc[0]);
-        for (int i = 0; i < NT; ++i) out[i] = xsimd::hadd(acc[0][i] + acc[1][i]) * xq[i * ldx].d;
+        for (int r = 0; r < R; ++r)
+            for (int i = 0; i < NT; ++i) out[r * NT + i] = sums[r][i] * xq.d(t0 + i);
     }
+
+#if defined(__AVX512BW__)
+    // A Q4_0 pair (or a last, unpaired block) as 32 words of raw nibbles (0..15):
+    // lo holds elements 0..15 of A then of B, hi elements 16..31; scale holds
+    // A's scale in lanes 0..7 and B's (or 0) in lanes 8..15, matching dot2's lanes.
+    struct q4_pair {
+        __m512i lo, hi;
+        __m512 scale;
+    };
+
+    template <bool both>
+    static q4_pair unpack_q4(const std::byte* blk) {
+#if defined(__AVX512VBMI__)
+        // One masked load of the 36 (or 18) bytes; vpermb spreads the quant bytes
+        // into the low byte of each word (the high bytes zeroed by the mask), and
+        // vpermw broadcasts the two f16 scales.
+        static constexpr auto qs_index = [] {
+            std::array<uint8_t, 64> ix{};
+            for (int i = 0; i < 32; ++i) ix[size_t(2 * i)] = uint8_t(i < 16 ? 2 + i : 4 + i);
+            return ix;
+        }();
+        static constexpr auto d_index = [] {
+            std::array<uint16_t, 32> ix{};
+            for (int i = 8; i < 16; ++i) ix[size_t(i)] = sizeof(block_q4_0) / 2;
+            return ix;
+        }();
+        const __m512i v = _mm512_maskz_loadu_epi8(both ? 0xfffffffffull : 0x3ffffull, blk);
+        const __m512i words = _mm512_maskz_permutexvar_epi8(0x5555555555555555ull, _mm512_loadu_si512(qs_index.data()), v);
+        const __m256i d16 = _mm512_castsi512_si256(_mm512_permutexvar_epi16(_mm512_loadu_si512(d_index.data()), v));
+#else
+        const auto* b = reinterpret_cast<const block_q4_0*>(blk);
+        const __m128i qa = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[0].qs)),
+                      qb = both ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[1].qs)) : _mm_setzero_si128();
+        const __m512i words = _mm512_cvtepu8_epi16(_mm256_set_m128i(qb, qa));
+        const __m256i d16 = _mm256_set_m128i(both ? _mm_set1_epi16(short(b[1].d)) : _mm_setzero_si128(), _mm_set1_epi16(short(b[0].d)));
+#endif
+        return {_mm512_and_si512(words, _mm512_set1_epi16(0x0f)), _mm512_srli_epi16(words, 4), _mm512_cvtph_ps(d16)};
+    }
+
+    // c + Σ of the products of both word pairs, per 32-bit lane.
+    static __m512i dot2(__m512i c, __m512i wl, __m512i al, __m512i wh, __m512i ah) {
+#if defined(__AVX512VNNI__)
+        return _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(c, wl, al), wh, ah);
+#else
+        return _mm512_add_epi32(c, _mm512_add_epi32(_mm512_madd_epi16(wl, al), _mm512_madd_epi16(wh, ah)));
+#endif
+    }
+#endif
 
     // ---- machine figures for the benchmark --------------------------------------
 
@@ -302,13 +425,17 @@ struct x86_tag {
         return double(iters) * 8 * W * 2;
     }
 
-    // pmaddwd: 2·W products of 16-bit integers summed pairwise into W int32 lanes.
+    // The 16-bit multiply-add the integer kernels use: 2·W products summed pairwise
+    // into W int32 lanes (pmaddwd), with VNNI also accumulated (vpdpwssd); counted
+    // as 2 operations per product, as model arithmetic is.
     static double madd_ops(int64_t iters) {
         using ibatch = xsimd::batch<int32_t, Simd>;
         const ibatch k(3);
         const ibatch r = independent_chains(iters, ibatch(1), [&](ibatch a) {
             if constexpr (W == 16) {
-#if defined(__AVX512BW__)
+#if defined(__AVX512VNNI__)
+                return ibatch(_mm512_dpwssd_epi32(a, a, k));
+#elif defined(__AVX512BW__)
                 return ibatch(_mm512_madd_epi16(a, k));
 #endif
             } else {
@@ -327,7 +454,7 @@ struct x86_tag {
 #if !defined(NCAS_CPU_MULTI_ARCH) || defined(NCAS_CPU_BUILD_AVX2)
 NCAS_KERNEL_LINKAGE const kernel_table* table_avx2() {
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-    using tag = x86_tag<xsimd::fma3<xsimd::avx2>>;
+    using tag = x86_tag<xsimd::fma3<xsimd::avx2>, isa::avx2>;
     static const kernel_table t{isa::avx2, &matmul_rows<tag>, &tag::read_sum, &tag::fma_ops, &tag::madd_ops};
     return &t;
 #else
@@ -339,8 +466,21 @@ NCAS_KERNEL_LINKAGE const kernel_table* table_avx2() {
 #if !defined(NCAS_CPU_MULTI_ARCH) || defined(NCAS_CPU_BUILD_AVX512)
 NCAS_KERNEL_LINKAGE const kernel_table* table_avx512() {
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__) && defined(__FMA__)
-    using tag = x86_tag<xsimd::avx512bw>;
+    using tag = x86_tag<xsimd::avx512bw, isa::avx512>;
     static const kernel_table t{isa::avx512, &matmul_rows<tag>, &tag::read_sum, &tag::fma_ops, &tag::madd_ops};
+    return &t;
+#else
+    return nullptr;
+#endif
+}
+#endif
+
+#if !defined(NCAS_CPU_MULTI_ARCH) || defined(NCAS_CPU_BUILD_AVX512VNNI)
+NCAS_KERNEL_LINKAGE const kernel_table* table_avx512vnni() {
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__) && defined(__FMA__) && \
+    defined(__AVX512VBMI__) && defined(__AVX512VNNI__)
+    using tag = x86_tag<xsimd::avx512bw, isa::avx512vnni>;
+    static const kernel_table t{isa::avx512vnni, &matmul_rows<tag>, &tag::read_sum, &tag::fma_ops, &tag::madd_ops};
     return &t;
 #else
     return nullptr;

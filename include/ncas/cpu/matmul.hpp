@@ -12,14 +12,12 @@ namespace ncas::cpu {
 // y[t, n] = Σ_k W[n, k] · x[t, k]   for t < T;  x is [T, W.cols], y is [T, W.rows]
 inline void matmul(thread_pool& pool, const weight_matrix& w, const float* x, int64_t T, float* y) {
     const kernel_table& k = kernels();
-    const act_block* xq = nullptr;
+    const act_rows* xq = nullptr;
     if (uses_int_dot(w.type)) {
         // Quantised once by the caller; grows to the largest batch, then never allocates again.
-        thread_local std::vector<act_block> scratch;
-        const size_t need = size_t(T * (w.cols / quant_block));
-        if (scratch.size() < need) scratch.resize(need);
-        for (int64_t t = 0; t < T; ++t) quantize_act(x + t * w.cols, w.cols, scratch.data() + t * (w.cols / quant_block));
-        xq = scratch.data();
+        thread_local act_rows scratch;
+        scratch.quantize(w.type, x, T, w.cols);
+        xq = &scratch;
     }
     // A thread is worth waking for at least ~64K multiply-adds.
     const int64_t min_rows = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, w.cols * T));
