@@ -115,3 +115,7 @@ struct kv_truncate_pc { // per layer: keep the cached rows at positions < n_past
     uint kv_len_at;
     uint n_past;
 };
+
+struct read_sum_pc {  // total += Σ data (uint words, mod 2^32): the bandwidth probe
+    uint n_vec4;      // uvec4s in the binding
+};

@@ -324,11 +324,13 @@ else
     check "perplexity --backend vulkan agrees with the CPU" $?
     run --in "$tmp/chat.txt" "${chat[@]}" --backend vulkan
     check "chat --backend vulkan" "$([ "$rc" = 0 ] && grep -q 'conversation reset' "$tmp/out" && echo 0 || echo 1)" "$(err_text)"
-    expect "bench --backend vulkan" 0 '^decode +20 tokens +[0-9.]+ tok/s .* [0-9.]+ GB/s' \
-        "$ncas" bench --model "$data/base_q8_0.gguf" --prompt 20 --gen 20 --backend vulkan --json "$tmp/bench_vk.json"
-    grep -Eq '^device +vulkan: ' "$tmp/out" && ! grep -q '^machine' "$tmp/out" &&
-        [ "$(json_field "$tmp/bench_vk.json" backend)" = vulkan ]
-    check "bench --backend vulkan names the device, not the CPU's figures" $? "$(head -c 300 "$tmp/out")"
+    expect "bench --backend vulkan" 0 '^decode +20 tokens +[0-9.]+ tok/s .* [0-9.]+ GB/s +[0-9.]+% of measured device bandwidth' \
+        "$ncas" bench --model "$data/base_q8_0.gguf" --prompt 20 --gen 20 --backend vulkan --bw-mib 64 --json "$tmp/bench_vk.json"
+    grep -Eq '^device +vulkan: ' "$tmp/out" && grep -Eq '^machine +device read [0-9.]+ GB/s$' "$tmp/out" &&
+        ! grep -q 'thread' "$tmp/out" && [ "$(json_field "$tmp/bench_vk.json" backend)" = vulkan ] &&
+        "$py" -c 'import sys; sys.exit(not float(sys.argv[1]) > 0 < float(sys.argv[2]))' \
+            "$(json_field "$tmp/bench_vk.json" device_read_gbs)" "$(json_field "$tmp/bench_vk.json" decode_pct_bandwidth)"
+    check "bench --backend vulkan: the device's read bandwidth, decode against it, not the CPU's figures" $? "$(head -c 300 "$tmp/out")"
     expect "vulkan device out of range" 1 'Vulkan device 99 does not exist' \
         "$ncas" logits -m "$model" --backend vulkan --device 99 --ids 1 -o "$tmp/x"
     expect "--backend vulkan with an expert budget" 2 'CPU backend' \

@@ -9,7 +9,8 @@
 // (its active experts; layers MoD skipped excluded) times tok/s, against the
 // measured N-thread bandwidth; prefill as model FLOPs (2 × weights multiplied)
 // per second, against the peak rates. With --backend vulkan the CPU's machine
-// figures do not apply: the device's name and what was measured are printed.
+// figures do not apply: the device's read bandwidth (vk/bandwidth.hpp) is
+// measured instead and decode is set against it.
 #include "bench.hpp"
 
 #include <algorithm>
@@ -151,7 +152,7 @@ int run_bench(int argc, char** argv) {
     p.option("--prompt", prompt, "N", "prefill tokens", bounds<int64_t>{1});
     p.option("--gen", gen, "N", "decode tokens", bounds<int64_t>{1});
     p.option("--bw-mib", bw_mib, "N", "size of the bandwidth test buffer in MiB", bounds<int64_t>{64});
-    p.flag("--skip-machine", skip_machine, "do not measure bandwidth and peak rates (implied by --backend vulkan)");
+    p.flag("--skip-machine", skip_machine, "do not measure bandwidth and peak rates (--backend vulkan: the device's bandwidth)");
     p.option("--isa", isa_name_s, "ISA", "force the CPU kernels: scalar, avx2 or avx512");
     p.option("--json", json_path, "FILE", "also write the results as JSON");
     add_progress_options(p, progress);
@@ -160,7 +161,6 @@ int run_bench(int argc, char** argv) {
     if (!isa_name_s.empty() && mo.on_vulkan()) throw usage_error("--isa picks the CPU kernels; not with --backend vulkan");
     if (!isa_name_s.empty()) cpu::force_isa(cpu::parse_isa(isa_name_s));
     const bool cpu_backend = !mo.on_vulkan();
-    if (!cpu_backend) skip_machine = true;  // the CPU's bandwidth and peak rates say nothing about the device
 
     std::string path = mo.path;
     if (!preset.empty()) {
@@ -184,7 +184,7 @@ int run_bench(int argc, char** argv) {
     const int threads = cpu_backend ? sp.n_threads : 0;  // the Vulkan session runs no CPU threads
 
     machine mach;
-    if (!skip_machine) {
+    if (!skip_machine && cpu_backend) {
         thread_pool pool(threads);
         mach = measure_machine(pool, bw_mib << 20);
     }
@@ -234,18 +234,21 @@ int run_bench(int argc, char** argv) {
     else
         std::printf("device     vulkan: %s, batch %lld; loaded in %.2f s, on the device in %.2f s\n", device.c_str(),
                     (long long)sp.n_batch, load_s, session_s);
-    if (!skip_machine) {
+    const double device_gbs = skip_machine || cpu_backend ? 0 : device_read_gbs(s, bw_mib << 20);
+    if (device_gbs > 0) std::printf("machine    device read %.1f GB/s\n", device_gbs);
+    if (!skip_machine && cpu_backend) {
         std::printf("machine    read %.1f GB/s (1 thread), %.1f GB/s (%d threads); peak f32 FMA %.1f GFLOP/s, int16 madd %.1f Gop/s\n",
                     mach.read_gbs_1, mach.read_gbs_n, threads, mach.fma_gflops, mach.madd_gops);
     }
     std::printf("prefill    %lld tokens  %8.1f tok/s  %7.1f GFLOP/s", (long long)prompt, prefill_tps, prefill_gflops);
-    if (!skip_machine) {
+    if (!skip_machine && cpu_backend) {
         std::printf("  %5.1f%% of peak f32 FMA", 100 * prefill_gflops / mach.fma_gflops);
         if (int_dot) std::printf(", %5.1f%% of peak int16 madd", 100 * prefill_gflops / mach.madd_gops);
     }
     std::printf("\ndecode     %lld tokens  %8.2f tok/s  %7.1f MB/token  %6.2f GB/s", (long long)gen, decode_tps,
                 bytes_per_token / 1e6, decode_gbs);
-    if (!skip_machine) std::printf("  %5.1f%% of measured %d-thread bandwidth", 100 * decode_gbs / mach.read_gbs_n, threads);
+    if (!skip_machine && cpu_backend) std::printf("  %5.1f%% of measured %d-thread bandwidth", 100 * decode_gbs / mach.read_gbs_n, threads);
+    if (device_gbs > 0) std::printf("  %5.1f%% of measured device bandwidth", 100 * decode_gbs / device_gbs);
     std::printf("\nMoD        %.1f%% of layer visits skipped during decode\n", offered ? 100 * skipped / offered : 0.0);
     if (const auto es = s.expert_stats()) std::fputs(es->report().c_str(), stdout);
 
@@ -255,16 +258,16 @@ int run_bench(int argc, char** argv) {
         std::fprintf(f,
                      "{\"model\": \"%s\", \"backend\": \"%s\", \"device\": \"%s\", \"isa\": \"%s\", \"threads\": %d,\n"
                      " \"batch\": %lld, \"load_s\": %.3f, \"session_s\": %.3f,\n"
-                     " \"read_gbs_1\": %.3f, \"read_gbs_n\": %.3f, \"peak_fma_gflops\": %.2f, \"peak_madd_gops\": %.2f,\n"
+                     " \"read_gbs_1\": %.3f, \"read_gbs_n\": %.3f, \"device_read_gbs\": %.3f, \"peak_fma_gflops\": %.2f, \"peak_madd_gops\": %.2f,\n"
                      " \"prefill_tokens\": %lld, \"prefill_tps\": %.3f, \"prefill_gflops\": %.3f,\n"
                      " \"decode_tokens\": %lld, \"decode_tps\": %.4f, \"decode_bytes_per_token\": %.0f, \"decode_gbs\": %.3f,\n"
                      " \"decode_pct_bandwidth\": %.2f, \"prefill_pct_fma\": %.2f, \"prefill_pct_madd\": %.2f,\n"
                      " \"mod_skip_rate\": %.4f, \"expert_budget\": %lld, \"expert_hit_rate\": %.4f}\n",
                      json_escape(path).c_str(), s.backend().c_str(), json_escape(device).c_str(),
                      cpu_backend ? std::string(cpu::isa_name(cpu::kernels().id)).c_str() : "", threads, (long long)sp.n_batch,
-                     load_s, session_s, mach.read_gbs_1, mach.read_gbs_n, mach.fma_gflops, mach.madd_gops, (long long)prompt,
+                     load_s, session_s, mach.read_gbs_1, mach.read_gbs_n, device_gbs, mach.fma_gflops, mach.madd_gops, (long long)prompt,
                      prefill_tps, prefill_gflops, (long long)gen, decode_tps, bytes_per_token, decode_gbs,
-                     mach.read_gbs_n > 0 ? 100 * decode_gbs / mach.read_gbs_n : 0.0,
+                     device_gbs > 0 ? 100 * decode_gbs / device_gbs : mach.read_gbs_n > 0 ? 100 * decode_gbs / mach.read_gbs_n : 0.0,
                      mach.fma_gflops > 0 ? 100 * prefill_gflops / mach.fma_gflops : 0.0,
                      mach.madd_gops > 0 && int_dot ? 100 * prefill_gflops / mach.madd_gops : 0.0,
                      offered ? skipped / offered : 0.0, (long long)sp.expert_budget,

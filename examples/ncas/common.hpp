@@ -21,6 +21,7 @@
 #include <ncas/ncas.hpp>
 #ifdef NCAS_WITH_VULKAN  // defined by the build when Vulkan is found
 #include <ncas/vk/backend.hpp>
+#include <ncas/vk/bandwidth.hpp>
 #else
 #include <ncas/backend.hpp>
 #endif
@@ -189,6 +190,17 @@ struct model_options {
 #endif
     }
 };
+
+// The read bandwidth of the Vulkan device a session runs on, in GB/s, over a
+// buffer of `bytes` (vk/bandwidth.hpp); 0 for a CPU session.
+inline double device_read_gbs(const any_session& s, int64_t bytes) {
+#ifdef NCAS_WITH_VULKAN
+    if (const auto* v = dynamic_cast<const session_adapter<vk::session>*>(&s))
+        return vk::measure_read_bandwidth(v->get().context(), uint64_t(bytes)).gbs;
+#endif
+    (void)s, (void)bytes;
+    return 0;
+}
 
 // "backend: vulkan on <device>" or "backend: cpu, N CPU threads", on stderr.
 inline void print_backend(const any_session& s) {

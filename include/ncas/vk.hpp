@@ -4,5 +4,6 @@
 // Vulkan::Vulkan). The SPIR-V is embedded; no shader compiler is needed.
 #include "ncas/ncas.hpp"
 #include "ncas/vk/backend.hpp"
+#include "ncas/vk/bandwidth.hpp"
 #include "ncas/vk/context.hpp"
 #include "ncas/vk/session.hpp"

@@ -65,6 +65,8 @@ struct device_info {
     bool memory_budget = false;        // VK_EXT_memory_budget
     uint32_t max_storage_range = 0, min_storage_alignment = 0;
     uint64_t max_allocation = 0;
+    float timestamp_period = 0;        // nanoseconds per timestamp tick
+    bool timestamps = false;           // timestamps in compute queues (timestampComputeAndGraphics)
 };
 
 namespace detail {
@@ -97,6 +99,8 @@ inline device_info describe(VkPhysicalDevice pd, int index, uint32_t instance_ap
     d.vendor_id = p.vendorID, d.device_id = p.deviceID, d.driver_version = p.driverVersion, d.api_version = api;
     d.type = p.deviceType;
     d.max_storage_range = p.limits.maxStorageBufferRange;
+    d.timestamp_period = p.limits.timestampPeriod;
+    d.timestamps = p.limits.timestampComputeAndGraphics;
     d.min_storage_alignment = uint32_t(p.limits.minStorageBufferOffsetAlignment);
     d.subgroup_size = sg.subgroupSize;
     d.subgroup_arithmetic = (sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
@@ -299,6 +303,8 @@ public:
     bool use_small_storage() const { return use_small_storage_; }
     uint32_t workgroup_size() const { return wg_; }
     uint32_t required_subgroup_size() const { return required_sg_; }  // 0: not requested
+    // Valid bits of a timestamp written on the compute queue; 0: the queue has no timestamps.
+    uint32_t timestamp_bits() const { return info_.timestamps ? timestamp_bits_ : 0; }
 
     // Validation messages (warning and error) since creation; empty without validation.
     std::vector<std::string> validation_messages() const {
@@ -425,6 +431,7 @@ private:
         ci.ppEnabledExtensionNames = ext.data();
         check(vkCreateDevice(pd_, &ci, nullptr, &device_), "vkCreateDevice");
         vkGetDeviceQueue(device_, family, 0, &queue_);
+        timestamp_bits_ = qf[family].timestampValidBits;
 
         auto pi = make<VkCommandPoolCreateInfo>(VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO);
         pi.flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT;
@@ -443,7 +450,7 @@ private:
     VkCommandPool pool_ = VK_NULL_HANDLE;
     VkFence fence_ = VK_NULL_HANDLE;
     bool use_subgroups_ = false, use_small_storage_ = false, budget_enabled_ = false;
-    uint32_t wg_ = 32, required_sg_ = 0;
+    uint32_t wg_ = 32, required_sg_ = 0, timestamp_bits_ = 0;
 };
 
 }  // namespace ncas::vk

@@ -110,6 +110,9 @@ struct kv_truncate_pc {
     uint32_t kv_len_at = 0;
     uint32_t n_past = 0;
 };
+struct read_sum_pc {
+    uint32_t n_vec4 = 0;
+};
 
 // ---- checks against the generated layout ------------------------------------
 
@@ -200,6 +203,8 @@ NCAS_VK_CHECK_MEMBER(kv_truncate_pc, n_layer);
 NCAS_VK_CHECK_MEMBER(kv_truncate_pc, n_ctx);
 NCAS_VK_CHECK_MEMBER(kv_truncate_pc, kv_len_at);
 NCAS_VK_CHECK_MEMBER(kv_truncate_pc, n_past);
+NCAS_VK_CHECK_SIZE(read_sum_pc);
+NCAS_VK_CHECK_MEMBER(read_sum_pc, n_vec4);
 #undef NCAS_VK_CHECK_MEMBER
 #undef NCAS_VK_CHECK_SIZE
 

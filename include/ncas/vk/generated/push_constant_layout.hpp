@@ -74,6 +74,11 @@ struct moe_route_pc {
     static constexpr std::size_t lambda = 40;
 };
 
+struct read_sum_pc {
+    static constexpr std::size_t size = 4;
+    static constexpr std::size_t n_vec4 = 0;
+};
+
 struct residual_pc {
     static constexpr std::size_t size = 24;
     static constexpr std::size_t n_embd = 0;

@@ -11,6 +11,7 @@
 #include "ncas/vk/generated/spirv_matmul.hpp"
 #include "ncas/vk/generated/spirv_matvec.hpp"
 #include "ncas/vk/generated/spirv_moe_route.hpp"
+#include "ncas/vk/generated/spirv_read_sum.hpp"
 #include "ncas/vk/generated/spirv_residual.hpp"
 #include "ncas/vk/generated/spirv_rms_norm.hpp"
 #include "ncas/vk/generated/spirv_rope_store.hpp"
@@ -39,6 +40,7 @@ inline constexpr shader_code all_shaders[] = {
     {"matvec", true, false, matvec_sg},
     {"matvec", true, true, matvec_sg_ss},
     {"moe_route", false, false, moe_route},
+    {"read_sum", false, false, read_sum},
     {"residual", false, false, residual},
     {"rms_norm", false, false, rms_norm},
     {"rms_norm", true, false, rms_norm_sg},
