@@ -10,16 +10,19 @@
 //
 // The values are stored in the order the weight type's kernels read them:
 //  - Q8_0: natural order, block after block.
-//  - Q4_0: blocks in pairs (A, B), 64 values a pair:
-//      [A 0..15 | B 0..15 | A 16..31 | B 16..31]
-//    A Q4_0 block keeps element j in the low nibble of byte j and element j+16
-//    in the high nibble, so a pair's 32 quant bytes, widened to 16-bit words and
-//    masked / shifted, line up with the first and second halves of this order.
-//    A last, unpaired block fills the A places; its B places are zero.
-//    Each pair also carries 16 int32 corrections, −8·Σ of the four values that
-//    meet in one 32-bit lane of the pair's two multiply-adds, so kernels can
-//    multiply by the raw nibbles (0..15) and start the lane sums from the
-//    correction instead of subtracting 8 from every weight.
+//  - Q4_0: blocks in quads (A, B, C, D), 128 values a quad, as four runs of 32:
+//      run j = [A 8j..8j+7 | B 8j..8j+7 | C 8j..8j+7 | D 8j..8j+7]
+//    A Q4_0 block keeps element e in the low nibble of quant byte e and element
+//    e+16 in the high nibble, so bytes 0..7 of the four blocks, widened to 32
+//    words, give runs 0 (low nibbles) and 2 (high nibbles), and bytes 8..15 give
+//    runs 1 and 3. Multiplying run j by its weights with pmaddwd puts each
+//    block's products in 4 of the 16 int32 lanes, so the four products of a quad
+//    sum per lane without mixing blocks, and one scale multiply serves 4 blocks.
+//    A last, partial quad has zeros in the places of its missing blocks.
+//    Each quad also carries 16 int32 corrections, −8·Σ of the eight values that
+//    meet in one lane, so kernels can multiply by the raw nibbles (0..15) and
+//    start the lane sums from the correction instead of subtracting 8 from every
+//    weight.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -30,10 +33,8 @@
 
 namespace ncas::cpu {
 
-// Position of element j (0..31) of block b in a token's Q4_0-ordered values.
-constexpr int64_t q4_position(int64_t b, int j) {
-    return (b / 2) * 64 + (j / 16) * 32 + (b % 2) * 16 + j % 16;
-}
+// Position of element e (0..31) of block b in a token's Q4_0-ordered values.
+constexpr int64_t q4_position(int64_t b, int e) { return (b / 4) * 128 + (e / 8) * 32 + (b % 4) * 8 + e % 8; }
 
 // T token rows of quantised activations for one weight type; reused across
 // calls, so it allocates only when a larger batch arrives.
@@ -42,9 +43,9 @@ public:
     void quantize(weight_type type, const float* x, int64_t T, int64_t K) {
         type_ = type;
         const int64_t nb = K / quant_block;
-        pairs_ = (nb + 1) / 2;
-        q_stride_ = type == weight_type::q4_0 ? pairs_ * 64 : nb * quant_block;
-        c_stride_ = type == weight_type::q4_0 ? pairs_ * 16 : 0;
+        quads_ = (nb + 3) / 4;
+        q_stride_ = type == weight_type::q4_0 ? quads_ * 128 : nb * quant_block;
+        c_stride_ = type == weight_type::q4_0 ? quads_ * 16 : 0;
         const size_t bytes = size_t(T) * size_t(q_stride_ * 2 + c_stride_ * 4) + 64;
         if (store_.size() < bytes) store_.resize(bytes);
         if (d_.size() < size_t(T)) d_.resize(size_t(T));
@@ -69,13 +70,16 @@ private:
             for (int64_t i = 0; i < nb * quant_block; ++i) q[i] = int16_t(std::nearbyint(x[i] * id));
             return;
         }
-        if (nb % 2) std::memset(q + (pairs_ - 1) * 64, 0, 64 * sizeof(int16_t));  // the unpaired block's B places
+        if (nb % 4) std::memset(q + (quads_ - 1) * 128, 0, 128 * sizeof(int16_t));  // a partial quad's missing blocks
         for (int64_t b = 0; b < nb; ++b)
-            for (int j = 0; j < quant_block; ++j) q[q4_position(b, j)] = int16_t(std::nearbyint(x[b * quant_block + j] * id));
+            for (int e = 0; e < quant_block; ++e) q[q4_position(b, e)] = int16_t(std::nearbyint(x[b * quant_block + e] * id));
         int32_t* c = c_ + t * c_stride_;
-        for (int64_t p = 0; p < pairs_; ++p, q += 64, c += 16)
-            for (int l = 0; l < 16; ++l)  // lane l multiplies words 2l, 2l+1 of both halves
-                c[l] = -8 * (int32_t(q[2 * l]) + q[2 * l + 1] + q[32 + 2 * l] + q[32 + 2 * l + 1]);
+        for (int64_t u = 0; u < quads_; ++u, q += 128, c += 16)
+            for (int l = 0; l < 16; ++l) {  // lane l multiplies words 2l, 2l+1 of every run
+                int32_t sum = 0;
+                for (int j = 0; j < 4; ++j) sum += int32_t(q[32 * j + 2 * l]) + q[32 * j + 2 * l + 1];
+                c[l] = -8 * sum;
+            }
     }
 
     template <class T>
@@ -87,7 +91,7 @@ private:
     std::vector<std::byte> store_;
     std::vector<float> d_;
     weight_type type_ = weight_type::q8_0;
-    int64_t pairs_ = 0, q_stride_ = 0, c_stride_ = 0;
+    int64_t quads_ = 0, q_stride_ = 0, c_stride_ = 0;
     int16_t* q_ = nullptr;
     int32_t* c_ = nullptr;
 };

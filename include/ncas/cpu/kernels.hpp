@@ -24,9 +24,20 @@ namespace ncas::cpu {
 using matmul_rows_fn = void (*)(const weight_matrix& w, const float* x, const act_rows* xq, int64_t T, float* y,
                                 int64_t r0, int64_t r1);
 
+// Attention over one head's cached rows (`rows` rows, `stride` bytes apart, f32 or f16):
+//  attn_scores: scores[m·rows + j] = scale · K_j[m·d .. (m+1)·d) · q[m·d ..]  for the head's `maps` maps
+//               (adjacent in a K row, so one pass over the keys scores them all);
+//  attn_values: o[e] = Σ_j p[j] · V_j[e]  for e < dv.
+using attn_scores_fn = void (*)(weight_type kv, const std::byte* k, int64_t stride, int64_t rows, const float* q,
+                                int64_t maps, int64_t d, float scale, float* scores);
+using attn_values_fn = void (*)(weight_type kv, const std::byte* v, int64_t stride, int64_t rows, const float* p,
+                                int64_t dv, float* o);
+
 struct kernel_table {
     isa id;
     matmul_rows_fn matmul_rows;
+    attn_scores_fn attn_scores;
+    attn_values_fn attn_values;
     // For the benchmark's machine figures: the fastest plain read of n bytes
     // (n a multiple of 256; returns a sum so the loads are not optimised away),
     // and `iters` rounds of independent FMAs / 16-bit multiply-adds (returns the

@@ -68,9 +68,8 @@ inline void float_rows(const weight_matrix& w, const float* x, int64_t T, float*
 // inside. A tile's R rows come from R separate parts of the thread's rows, so
 // each is one sequential stream through memory (rows side by side would
 // interleave within a page and defeat the hardware prefetcher: half the speed).
-template <class Tag, weight_type type>
+template <class Tag, weight_type type, int R>
 inline void quant_rows(const weight_matrix& w, const act_rows& xq, int64_t T, float* y, int64_t r0, int64_t r1) {
-    constexpr int R = Tag::tile_rows;
     const int64_t nb = w.cols / quant_block, part = (r1 - r0) / R;
     float out[R * max_tile];
     for (int64_t t0 = 0; t0 < T; t0 += max_tile) {
@@ -85,6 +84,13 @@ inline void quant_rows(const weight_matrix& w, const act_rows& xq, int64_t T, fl
         for (int64_t r = r0; r < r0 + part; ++r) tile(r, part, std::integral_constant<int, R>{});
         for (int64_t r = r0 + R * part; r < r1; ++r) tile(r, 1, std::integral_constant<int, 1>{});
     }
+}
+
+// One token (decode) takes more rows a tile: more streams in flight, no more registers.
+template <class Tag, weight_type type>
+inline void quant_rows(const weight_matrix& w, const act_rows& xq, int64_t T, float* y, int64_t r0, int64_t r1) {
+    if (T == 1) quant_rows<Tag, type, Tag::decode_rows>(w, xq, T, y, r0, r1);
+    else quant_rows<Tag, type, Tag::tile_rows>(w, xq, T, y, r0, r1);
 }
 
 // The driver shared by every instruction set.
@@ -105,7 +111,7 @@ struct scalar_tag {
     static void float_tile(const std::byte* row, int64_t K, const float* x, int64_t ldx, float* out) {
         for (int i = 0; i < NT; ++i) out[i] = dot_row(t, row, x + i * ldx, K);
     }
-    static constexpr int tile_rows = 1;
+    static constexpr int tile_rows = 1, decode_rows = 1;
     template <int R, int NT, weight_type t>
     static void quant_tile(const std::byte* row0, int64_t stride, int64_t nb, const act_rows& xq, int64_t t0, float* out) {
         int16_t w[quant_block];
@@ -123,6 +129,24 @@ struct scalar_tag {
             }
             for (int i = 0; i < NT; ++i) out[r * NT + i] = acc[i] * xq.d(t0 + i);
         }
+    }
+
+    static void attn_scores(weight_type kv, const std::byte* k, int64_t stride, int64_t rows, const float* q,
+                            int64_t maps, int64_t d, float scale, float* scores) {
+        for (int64_t j = 0; j < rows; ++j)
+            for (int64_t m = 0; m < maps; ++m)
+                scores[m * rows + j] = dot_row(kv, k + j * stride + row_bytes(kv, m * d), q + m * d, d) * scale;
+    }
+    static void attn_values(weight_type kv, const std::byte* v, int64_t stride, int64_t rows, const float* p, int64_t dv,
+                            float* o) {
+        std::fill(o, o + dv, 0.0f);
+        float buf[64];
+        for (int64_t j = 0; j < rows; ++j)
+            for (int64_t e0 = 0; e0 < dv; e0 += 64) {
+                const int64_t n = std::min<int64_t>(64, dv - e0);
+                dequantize_row(kv, v + j * stride + row_bytes(kv, e0), buf, n);
+                for (int64_t e = 0; e < n; ++e) o[e0 + e] += p[j] * buf[e];
+            }
     }
 
     // Weight block b of a Q4_0 / Q8_0 row as 32 signed integers; returns its scale.
@@ -176,7 +200,8 @@ inline double madd_ops_scalar(int64_t iters) {
 }
 
 inline const kernel_table* table_scalar() {
-    static const kernel_table t{isa::scalar, &matmul_rows<scalar_tag>, &read_sum_scalar, &fma_ops_scalar,
+    static const kernel_table t{isa::scalar,           &matmul_rows<scalar_tag>, &scalar_tag::attn_scores,
+                                &scalar_tag::attn_values, &read_sum_scalar,      &fma_ops_scalar,
                                 &madd_ops_scalar};
     return &t;
 }
@@ -250,154 +275,313 @@ struct x86_tag {
         }
     }
 
-    // ---- Q8_0 / Q4_0 -------------------------------------------------------------
+    // ---- attention over the KV cache (f32 or f16) ------------------------------------
 
-    static constexpr int tile_rows = W == 16 ? 2 : 1;
+    template <weight_type t>
+    static float kv_value(const std::byte* row, int64_t e) {
+        if constexpr (t == weight_type::f16) return _cvtsh_ss(reinterpret_cast<const uint16_t*>(row)[e]);
+        else return reinterpret_cast<const float*>(row)[e];
+    }
+
+    template <weight_type t>
+    static void scores_of(const std::byte* k, int64_t stride, int64_t rows, const float* q, int64_t maps, int64_t d,
+                          float scale, float* scores) {
+        constexpr int64_t es = t == weight_type::f16 ? 2 : 4;
+        for (int64_t j = 0; j < rows; ++j) {
+            const std::byte* kj = k + j * stride;
+            for (int64_t m = 0; m < maps; ++m) {
+                const std::byte* km = kj + m * d * es;
+                const float* qm = q + m * d;
+                fbatch acc(0.0f);
+                int64_t e = 0;
+                for (; e + W <= d; e += W) acc = xsimd::fma(load_weights<t>(km + e * es), fbatch::load_unaligned(qm + e), acc);
+                float s = xsimd::hadd(acc);
+                for (; e < d; ++e) s += kv_value<t>(km, e) * qm[e];
+                scores[m * rows + j] = s * scale;
+            }
+        }
+    }
+    static void attn_scores(weight_type kv, const std::byte* k, int64_t stride, int64_t rows, const float* q,
+                            int64_t maps, int64_t d, float scale, float* scores) {
+        if (kv == weight_type::f16) scores_of<weight_type::f16>(k, stride, rows, q, maps, d, scale, scores);
+        else scores_of<weight_type::f32>(k, stride, rows, q, maps, d, scale, scores);
+    }
+
+    template <weight_type t>
+    static void values_of(const std::byte* v, int64_t stride, int64_t rows, const float* p, int64_t dv, float* o) {
+        constexpr int64_t es = t == weight_type::f16 ? 2 : 4;
+        // Columns in chunks of up to 8 batches held in registers across all rows.
+        for (int64_t e0 = 0; e0 < dv; e0 += 8 * W) {
+            const int64_t nbat = std::min<int64_t>(8, (dv - e0) / W);
+            fbatch acc[8];
+#pragma GCC unroll 8
+            for (int b = 0; b < 8; ++b) acc[b] = fbatch(0.0f);
+            for (int64_t j = 0; j < rows; ++j) {
+                const fbatch pj(p[j]);
+                const std::byte* vj = v + j * stride + e0 * es;
+#pragma GCC unroll 8
+                for (int b = 0; b < 8; ++b)
+                    if (b < nbat) acc[b] = xsimd::fma(pj, load_weights<t>(vj + b * W * es), acc[b]);
+            }
+#pragma GCC unroll 8
+            for (int b = 0; b < 8; ++b)
+                if (b < nbat) acc[b].store_unaligned(o + e0 + b * W);
+            if (nbat < 8) {  // the columns after the last whole batch
+                for (int64_t e = e0 + nbat * W; e < std::min(dv, e0 + 8 * W); ++e) {
+                    float s = 0.0f;
+                    for (int64_t j = 0; j < rows; ++j) s += p[j] * kv_value<t>(v + j * stride, e);
+                    o[e] = s;
+                }
+                break;
+            }
+        }
+    }
+    static void attn_values(weight_type kv, const std::byte* v, int64_t stride, int64_t rows, const float* p, int64_t dv,
+                            float* o) {
+        if (kv == weight_type::f16) values_of<weight_type::f16>(v, stride, rows, p, dv, o);
+        else values_of<weight_type::f32>(v, stride, rows, p, dv, o);
+    }
+
+    // ---- Q8_0 / Q4_0 -------------------------------------------------------------
+    // Each (row, token) has one f32 accumulator; blocks are added in row order.
+
+    static constexpr int tile_rows = W == 16 ? 2 : 1, decode_rows = W == 16 ? 4 : 2;
 
     template <int R, int NT, weight_type t>
     static void quant_tile(const std::byte* row0, int64_t stride, int64_t nb, const act_rows& xq, int64_t t0, float* out) {
-        const int16_t* q[NT];
-        const int32_t* c[NT];
-        for (int i = 0; i < NT; ++i) q[i] = xq.q(t0 + i), c[i] = xq.corr(t0 + i);
         float sums[R][NT];
         if constexpr (W == 16) {
 #if defined(__AVX512BW__)
-            __m512 acc[R][NT];
-#pragma GCC unroll 8
-            for (int r = 0; r < R; ++r)
-#pragma GCC unroll 8
-                for (int i = 0; i < NT; ++i) acc[r][i] = _mm512_setzero_ps();
-            if constexpr (t == weight_type::q4_0) {
-                auto pair = [&](int64_t p, auto both) {
-                    q4_pair w[R];
-#pragma GCC unroll 8
-                    for (int r = 0; r < R; ++r) w[r] = unpack_q4<both>(row0 + r * stride + p * 2 * int64_t(sizeof(block_q4_0)));
-#pragma GCC unroll 8
-                    for (int i = 0; i < NT; ++i) {
-                        const __m512i lo = _mm512_load_si512(q[i] + p * 64), hi = _mm512_load_si512(q[i] + p * 64 + 32),
-                                      ci = _mm512_load_si512(c[i] + p * 16);
-#pragma GCC unroll 8
-                        for (int r = 0; r < R; ++r)
-                            acc[r][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot2(ci, w[r].lo, lo, w[r].hi, hi)), w[r].scale, acc[r][i]);
-                    }
-                };
-                for (int64_t p = 0; p < nb / 2; ++p) pair(p, std::true_type{});
-                if (nb % 2) pair(nb / 2, std::false_type{});
-            } else {
-                for (int64_t b = 0; b < nb; ++b) {
-                    __m512i w[R];
-                    __m512 s[R];
-#pragma GCC unroll 8
-                    for (int r = 0; r < R; ++r) {
-                        const auto& blk = reinterpret_cast<const block_q8_0*>(row0 + r * stride)[b];
-                        w[r] = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.q)));
-                        s[r] = _mm512_set1_ps(_cvtsh_ss(blk.d));
-                    }
-#pragma GCC unroll 8
-                    for (int i = 0; i < NT; ++i) {
-                        const __m512i a = _mm512_load_si512(q[i] + b * quant_block);
-#pragma GCC unroll 8
-                        for (int r = 0; r < R; ++r)
-                            acc[r][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_madd_epi16(w[r], a)), s[r], acc[r][i]);
-                    }
-                }
-            }
-            for (int r = 0; r < R; ++r)
-                for (int i = 0; i < NT; ++i) sums[r][i] = _mm512_reduce_add_ps(acc[r][i]);
+            if constexpr (t == weight_type::q4_0) q4_tile_512<R, NT>(row0, stride, nb, xq, t0, sums);
+            else q8_tile_512<R, NT>(row0, stride, nb, xq, t0, sums);
 #endif
         } else {
-            __m256 acc[R][NT];
-#pragma GCC unroll 8
-            for (int r = 0; r < R; ++r)
-#pragma GCC unroll 8
-                for (int i = 0; i < NT; ++i) acc[r][i] = _mm256_setzero_ps();
-            const __m256i m = _mm256_set1_epi16(0x0f);
-            for (int64_t b = 0; b < nb; ++b) {
-                // One block: its weights as two 16-word halves (elements 0..15, 16..31), and
-                // where they meet the activations (Q4_0: this block's places in its pair).
-                __m256i lo[R], hi[R];
-                __m256 s[R];
-#pragma GCC unroll 8
-                for (int r = 0; r < R; ++r) {
-                    const std::byte* blk = row0 + r * stride + b * traits_of(t).block_bytes;
-                    s[r] = _mm256_set1_ps(_cvtsh_ss(*reinterpret_cast<const uint16_t*>(blk)));
-                    if constexpr (t == weight_type::q4_0) {
-                        const __m256i v = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2)));
-                        lo[r] = _mm256_and_si256(v, m), hi[r] = _mm256_srli_epi16(v, 4);
-                    } else {
-                        const auto* qw = reinterpret_cast<const __m128i*>(blk + 2);
-                        lo[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128(qw)), hi[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128(qw + 1));
-                    }
-                }
-                const int64_t lo_at = t == weight_type::q4_0 ? q4_position(b, 0) : b * quant_block,
-                              hi_at = t == weight_type::q4_0 ? q4_position(b, 16) : b * quant_block + 16;
-#pragma GCC unroll 8
-                for (int i = 0; i < NT; ++i) {
-                    const __m256i al = _mm256_load_si256(reinterpret_cast<const __m256i*>(q[i] + lo_at)),
-                                  ah = _mm256_load_si256(reinterpret_cast<const __m256i*>(q[i] + hi_at));
-#pragma GCC unroll 8
-                    for (int r = 0; r < R; ++r) {
-                        __m256i d = _mm256_add_epi32(_mm256_madd_epi16(lo[r], al), _mm256_madd_epi16(hi[r], ah));
-                        if constexpr (t == weight_type::q4_0)  // the −8 offset: this block's 8 lanes of the pair's corrections
-                            d = _mm256_add_epi32(d, _mm256_load_si256(reinterpret_cast<const __m256i*>(c[i] + (b / 2) * 16 + (b % 2) * 8)));
-                        acc[r][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), s[r], acc[r][i]);
-                    }
-                }
-            }
-            for (int r = 0; r < R; ++r)
-                for (int i = 0; i < NT; ++i) sums[r][i] = xsimd::hadd(fbatch(acc[r][i]));
+            if constexpr (t == weight_type::q4_0) q4_tile_256<R, NT>(row0, stride, nb, xq, t0, sums);
+            else q8_tile_256<R, NT>(row0, stride, nb, xq, t0, sums);
         }
         for (int r = 0; r < R; ++r)
             for (int i = 0; i < NT; ++i) out[r * NT + i] = sums[r][i] * xq.d(t0 + i);
     }
 
 #if defined(__AVX512BW__)
-    // A Q4_0 pair (or a last, unpaired block) as 32 words of raw nibbles (0..15):
-    // lo holds elements 0..15 of A then of B, hi elements 16..31; scale holds
-    // A's scale in lanes 0..7 and B's (or 0) in lanes 8..15, matching dot2's lanes.
-    struct q4_pair {
-        __m512i lo, hi;
+    // A Q4_0 quad of blocks (A, B, C, D; fewer at the end of a row) as four
+    // registers of 32 words, w[j] holding elements 8j..8j+7 of each block as raw
+    // nibbles (0..15), and the blocks' scales, each in the 4 lanes its words
+    // reach in dot4 (see act_quant.hpp for the matching activation order).
+    struct q4_quad {
+        __m512i w[4];
         __m512 scale;
     };
 
-    template <bool both>
-    static q4_pair unpack_q4(const std::byte* blk) {
-#if defined(__AVX512VBMI__)
-        // One masked load of the 36 (or 18) bytes; vpermb spreads the quant bytes
-        // into the low byte of each word (the high bytes zeroed by the mask), and
-        // vpermw broadcasts the two f16 scales.
-        static constexpr auto qs_index = [] {
-            std::array<uint8_t, 64> ix{};
-            for (int i = 0; i < 32; ++i) ix[size_t(2 * i)] = uint8_t(i < 16 ? 2 + i : 4 + i);
-            return ix;
-        }();
-        static constexpr auto d_index = [] {
+    // m1, m2: which bytes of blocks A, B and of C, D to load (all 36 of each but at the
+    // end of a row), so the masked loads never touch bytes past the row.
+    static q4_quad unpack_q4(const std::byte* blk, __mmask64 m1, __mmask64 m2) {
+        constexpr int64_t bb = sizeof(block_q4_0);
+        const __m512i v1 = _mm512_maskz_loadu_epi8(m1, blk), v2 = _mm512_maskz_loadu_epi8(m2, blk + 2 * bb);
+        // Word index of quant byte pair / scale of block bq in (v1, v2) for vpermt2w (bit 5: v2).
+        constexpr auto word_of = [](int bq, int w) { return (bq / 2) << 5 | ((bq % 2) * int(bb) / 2 + w); };
+        static constexpr auto scale_index = [=] {
             std::array<uint16_t, 32> ix{};
-            for (int i = 8; i < 16; ++i) ix[size_t(i)] = sizeof(block_q4_0) / 2;
+            for (int k = 0; k < 16; ++k) ix[size_t(k)] = uint16_t(word_of(k / 4, 0));
             return ix;
         }();
-        const __m512i v = _mm512_maskz_loadu_epi8(both ? 0xfffffffffull : 0x3ffffull, blk);
-        const __m512i words = _mm512_maskz_permutexvar_epi8(0x5555555555555555ull, _mm512_loadu_si512(qs_index.data()), v);
-        const __m256i d16 = _mm512_castsi512_si256(_mm512_permutexvar_epi16(_mm512_loadu_si512(d_index.data()), v));
+        const __m256i d16 = _mm512_castsi512_si256(_mm512_permutex2var_epi16(v1, _mm512_loadu_si512(scale_index.data()), v2));
+#if defined(__AVX512VBMI__)
+        // vpermt2b puts quant byte 8h+m of block bq (m < 8) in the low byte of word
+        // 8·bq + m, the high bytes zeroed by the mask.
+        static constexpr auto byte_index = [=] {
+            std::array<std::array<uint8_t, 64>, 2> ix{};
+            for (int h = 0; h < 2; ++h)
+                for (int k = 0; k < 32; ++k) {
+                    const int bq = k / 8, at = (bq % 2) * int(bb) + 2 + 8 * h + k % 8;
+                    ix[size_t(h)][size_t(2 * k)] = uint8_t((bq / 2) << 6 | at);
+                }
+            return ix;
+        }();
+        constexpr uint64_t even = 0x5555555555555555ull;
+        const __m512i x = _mm512_maskz_permutex2var_epi8(even, v1, _mm512_loadu_si512(byte_index[0].data()), v2),
+                      y = _mm512_maskz_permutex2var_epi8(even, v1, _mm512_loadu_si512(byte_index[1].data()), v2);
 #else
-        const auto* b = reinterpret_cast<const block_q4_0*>(blk);
-        const __m128i qa = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[0].qs)),
-                      qb = both ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[1].qs)) : _mm_setzero_si128();
-        const __m512i words = _mm512_cvtepu8_epi16(_mm256_set_m128i(qb, qa));
-        const __m256i d16 = _mm256_set_m128i(both ? _mm_set1_epi16(short(b[1].d)) : _mm_setzero_si128(), _mm_set1_epi16(short(b[0].d)));
+        // vpermt2w gathers the same bytes two at a time (quant bytes start at an even
+        // offset), then they are widened to words.
+        static constexpr auto pair_index = [=] {
+            std::array<std::array<uint16_t, 32>, 2> ix{};
+            for (int h = 0; h < 2; ++h)
+                for (int u = 0; u < 16; ++u) ix[size_t(h)][size_t(u)] = uint16_t(word_of(u / 4, 1 + 4 * h + u % 4));
+            return ix;
+        }();
+        const __m512i x = _mm512_cvtepu8_epi16(
+                          _mm512_castsi512_si256(_mm512_permutex2var_epi16(v1, _mm512_loadu_si512(pair_index[0].data()), v2))),
+                      y = _mm512_cvtepu8_epi16(
+                          _mm512_castsi512_si256(_mm512_permutex2var_epi16(v1, _mm512_loadu_si512(pair_index[1].data()), v2)));
 #endif
-        return {_mm512_and_si512(words, _mm512_set1_epi16(0x0f)), _mm512_srli_epi16(words, 4), _mm512_cvtph_ps(d16)};
+        const __m512i m = _mm512_set1_epi16(0x0f);
+        return {{_mm512_and_si512(x, m), _mm512_and_si512(y, m), _mm512_srli_epi16(x, 4), _mm512_srli_epi16(y, 4)},
+                _mm512_cvtph_ps(d16)};
     }
 
-    // c + Σ of the products of both word pairs, per 32-bit lane.
-    static __m512i dot2(__m512i c, __m512i wl, __m512i al, __m512i wh, __m512i ah) {
+    // c + Σ_j of the products of w[j] and a[j], per 32-bit lane.
+    static __m512i dot4(__m512i c, const __m512i* w, const __m512i* a) {
 #if defined(__AVX512VNNI__)
-        return _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(c, wl, al), wh, ah);
+        c = _mm512_dpwssd_epi32(c, w[0], _mm512_load_si512(a));
+        c = _mm512_dpwssd_epi32(c, w[1], _mm512_load_si512(a + 1));
+        c = _mm512_dpwssd_epi32(c, w[2], _mm512_load_si512(a + 2));
+        return _mm512_dpwssd_epi32(c, w[3], _mm512_load_si512(a + 3));
 #else
-        return _mm512_add_epi32(c, _mm512_add_epi32(_mm512_madd_epi16(wl, al), _mm512_madd_epi16(wh, ah)));
+        const __m512i s01 = _mm512_add_epi32(_mm512_madd_epi16(w[0], _mm512_load_si512(a)),
+                                             _mm512_madd_epi16(w[1], _mm512_load_si512(a + 1))),
+                      s23 = _mm512_add_epi32(_mm512_madd_epi16(w[2], _mm512_load_si512(a + 2)),
+                                             _mm512_madd_epi16(w[3], _mm512_load_si512(a + 3)));
+        return _mm512_add_epi32(c, _mm512_add_epi32(s01, s23));
 #endif
     }
+
+    template <int R, int NT>
+    static void q4_tile_512(const std::byte* row0, int64_t stride, int64_t nb, const act_rows& xq, int64_t t0,
+                            float (&sums)[R][NT]) {
+        __m512 acc[R][NT];
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+            for (int i = 0; i < NT; ++i) acc[r][i] = _mm512_setzero_ps();
+        const int16_t* q[NT];
+        const int32_t* c[NT];
+        for (int i = 0; i < NT; ++i) q[i] = xq.q(t0 + i), c[i] = xq.corr(t0 + i);
+        auto quad = [&](int64_t b, __mmask64 m1, __mmask64 m2) {
+            q4_quad w[R];
+#pragma GCC unroll 8
+            for (int r = 0; r < R; ++r) w[r] = unpack_q4(row0 + r * stride + b * int64_t(sizeof(block_q4_0)), m1, m2);
+#pragma GCC unroll 8
+            for (int i = 0; i < NT; ++i) {
+                const auto* a = reinterpret_cast<const __m512i*>(q[i] + b * quant_block);
+                const __m512i ci = _mm512_load_si512(c[i] + b * 4);
+#pragma GCC unroll 8
+                for (int r = 0; r < R; ++r)
+                    acc[r][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot4(ci, w[r].w, a)), w[r].scale, acc[r][i]);
+            }
+        };
+        auto bytes = [](int64_t blocks) { return __mmask64((uint64_t(1) << (blocks * sizeof(block_q4_0))) - 1); };
+        int64_t b = 0;
+        for (; b + 4 <= nb; b += 4) quad(b, bytes(2), bytes(2));
+        if (b < nb) quad(b, bytes(std::min<int64_t>(nb - b, 2)), bytes(std::max<int64_t>(nb - b - 2, 0)));
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+            for (int i = 0; i < NT; ++i) sums[r][i] = _mm512_reduce_add_ps(acc[r][i]);
+    }
+
+    template <int R, int NT>
+    static void q8_tile_512(const std::byte* row0, int64_t stride, int64_t nb, const act_rows& xq, int64_t t0,
+                            float (&sums)[R][NT]) {
+        __m512 acc[R][NT];
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+            for (int i = 0; i < NT; ++i) acc[r][i] = _mm512_setzero_ps();
+        for (int64_t b = 0; b < nb; ++b) {
+            __m512i w[R];
+            __m512 s[R];
+#pragma GCC unroll 8
+            for (int r = 0; r < R; ++r) {
+                const auto& blk = reinterpret_cast<const block_q8_0*>(row0 + r * stride)[b];
+                w[r] = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.q)));
+                s[r] = _mm512_set1_ps(_cvtsh_ss(blk.d));
+            }
+#pragma GCC unroll 8
+            for (int i = 0; i < NT; ++i) {
+                const __m512i a = _mm512_load_si512(xq.q(t0 + i) + b * quant_block);
+#pragma GCC unroll 8
+                for (int r = 0; r < R; ++r)
+                    acc[r][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_madd_epi16(w[r], a)), s[r], acc[r][i]);
+            }
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+            for (int i = 0; i < NT; ++i) sums[r][i] = _mm512_reduce_add_ps(acc[r][i]);
+    }
 #endif
+
+    // AVX2: a Q4_0 quad as two halves (A, B) and (C, D), each 16 words a register.
+    template <int R, int NT>
+    static void q4_tile_256(const std::byte* row0, int64_t stride, int64_t nb, const act_rows& xq, int64_t t0,
+                            float (&sums)[R][NT]) {
+        __m256 acc[R][NT];
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+            for (int i = 0; i < NT; ++i) acc[r][i] = _mm256_setzero_ps();
+        const __m256i m = _mm256_set1_epi16(0x0f);
+        for (int64_t b = 0; b < nb; b += 2) {
+            const bool both = b + 1 < nb;
+            const int64_t at = (b / 4) * 4 * quant_block + (b % 4 / 2) * 16;  // this half's first place in its quad
+            __m256i w[R][4];
+            __m256 s[R];
+#pragma GCC unroll 8
+            for (int r = 0; r < R; ++r) {
+                const auto* blk = reinterpret_cast<const block_q4_0*>(row0 + r * stride) + b;
+                const __m128i qa = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk[0].qs)),
+                              qb = both ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk[1].qs)) : _mm_setzero_si128();
+                const __m256i x = _mm256_cvtepu8_epi16(_mm_unpacklo_epi64(qa, qb)),
+                              y = _mm256_cvtepu8_epi16(_mm_unpackhi_epi64(qa, qb));
+                w[r][0] = _mm256_and_si256(x, m), w[r][1] = _mm256_and_si256(y, m);
+                w[r][2] = _mm256_srli_epi16(x, 4), w[r][3] = _mm256_srli_epi16(y, 4);
+                s[r] = _mm256_set_m128(_mm_set1_ps(both ? _cvtsh_ss(blk[1].d) : 0.0f), _mm_set1_ps(_cvtsh_ss(blk[0].d)));
+            }
+#pragma GCC unroll 8
+            for (int i = 0; i < NT; ++i) {
+                const int16_t* a = xq.q(t0 + i) + at;
+                const __m256i c = _mm256_load_si256(reinterpret_cast<const __m256i*>(xq.corr(t0 + i) + (b / 4) * 16 + (b % 4 / 2) * 8));
+#pragma GCC unroll 8
+                for (int r = 0; r < R; ++r) {
+                    __m256i d = c;
+#pragma GCC unroll 4
+                    for (int j = 0; j < 4; ++j)
+                        d = _mm256_add_epi32(d, _mm256_madd_epi16(w[r][j], _mm256_load_si256(reinterpret_cast<const __m256i*>(a + 32 * j))));
+                    acc[r][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), s[r], acc[r][i]);
+                }
+            }
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+            for (int i = 0; i < NT; ++i) sums[r][i] = xsimd::hadd(fbatch(acc[r][i]));
+    }
+
+    template <int R, int NT>
+    static void q8_tile_256(const std::byte* row0, int64_t stride, int64_t nb, const act_rows& xq, int64_t t0,
+                            float (&sums)[R][NT]) {
+        __m256 acc[R][NT];
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+            for (int i = 0; i < NT; ++i) acc[r][i] = _mm256_setzero_ps();
+        for (int64_t b = 0; b < nb; ++b) {
+            __m256i lo[R], hi[R];
+            __m256 s[R];
+#pragma GCC unroll 8
+            for (int r = 0; r < R; ++r) {
+                const auto& blk = reinterpret_cast<const block_q8_0*>(row0 + r * stride)[b];
+                const auto* qw = reinterpret_cast<const __m128i*>(blk.q);
+                lo[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128(qw)), hi[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128(qw + 1));
+                s[r] = _mm256_set1_ps(_cvtsh_ss(blk.d));
+            }
+#pragma GCC unroll 8
+            for (int i = 0; i < NT; ++i) {
+                const auto* a = reinterpret_cast<const __m256i*>(xq.q(t0 + i) + b * quant_block);
+                const __m256i al = _mm256_load_si256(a), ah = _mm256_load_si256(a + 1);
+#pragma GCC unroll 8
+                for (int r = 0; r < R; ++r) {
+                    const __m256i d = _mm256_add_epi32(_mm256_madd_epi16(lo[r], al), _mm256_madd_epi16(hi[r], ah));
+                    acc[r][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), s[r], acc[r][i]);
+                }
+            }
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+            for (int i = 0; i < NT; ++i) sums[r][i] = xsimd::hadd(fbatch(acc[r][i]));
+    }
 
     // ---- machine figures for the benchmark --------------------------------------
 
@@ -455,7 +639,8 @@ struct x86_tag {
 NCAS_KERNEL_LINKAGE const kernel_table* table_avx2() {
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
     using tag = x86_tag<xsimd::fma3<xsimd::avx2>, isa::avx2>;
-    static const kernel_table t{isa::avx2, &matmul_rows<tag>, &tag::read_sum, &tag::fma_ops, &tag::madd_ops};
+    static const kernel_table t{isa::avx2,      &matmul_rows<tag>, &tag::attn_scores, &tag::attn_values,
+                                &tag::read_sum, &tag::fma_ops,     &tag::madd_ops};
     return &t;
 #else
     return nullptr;
@@ -467,7 +652,8 @@ NCAS_KERNEL_LINKAGE const kernel_table* table_avx2() {
 NCAS_KERNEL_LINKAGE const kernel_table* table_avx512() {
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__) && defined(__FMA__)
     using tag = x86_tag<xsimd::avx512bw, isa::avx512>;
-    static const kernel_table t{isa::avx512, &matmul_rows<tag>, &tag::read_sum, &tag::fma_ops, &tag::madd_ops};
+    static const kernel_table t{isa::avx512,      &matmul_rows<tag>, &tag::attn_scores, &tag::attn_values,
+                                &tag::read_sum, &tag::fma_ops,     &tag::madd_ops};
     return &t;
 #else
     return nullptr;
@@ -480,7 +666,8 @@ NCAS_KERNEL_LINKAGE const kernel_table* table_avx512vnni() {
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__) && defined(__FMA__) && \
     defined(__AVX512VBMI__) && defined(__AVX512VNNI__)
     using tag = x86_tag<xsimd::avx512bw, isa::avx512vnni>;
-    static const kernel_table t{isa::avx512vnni, &matmul_rows<tag>, &tag::read_sum, &tag::fma_ops, &tag::madd_ops};
+    static const kernel_table t{isa::avx512vnni,      &matmul_rows<tag>, &tag::attn_scores, &tag::attn_values,
+                                &tag::read_sum, &tag::fma_ops,     &tag::madd_ops};
     return &t;
 #else
     return nullptr;

@@ -18,12 +18,12 @@ namespace ncas {
 
 struct attention_buffers {
     std::vector<float> q, k, v, o;       // [B, q_dim], [B, k_dim], [B, v_dim], [B, attn_dim]
-    std::vector<std::vector<float>> tl;  // per thread: scores [M, n_ctx], a value row [dv]
+    std::vector<std::vector<float>> tl;  // per thread: scores [M, n_ctx]
 
     attention_buffers(const model_dims& m, int64_t batch, int64_t n_ctx, int n_threads)
         : q(size_t(batch * m.q_dim())), k(size_t(batch * m.k_dim())), v(size_t(batch * m.v_dim())),
           o(size_t(batch * m.attn_dim())),
-          tl(size_t(n_threads), std::vector<float>(size_t(m.n_maps * n_ctx + m.head_v))) {}
+          tl(size_t(n_threads), std::vector<float>(size_t(m.n_maps * n_ctx))) {}
 };
 
 // xn: [n, D] normalised inputs of the routed tokens, pos: their positions,
@@ -51,31 +51,24 @@ inline void attention(thread_pool& pool, const model_config& c, const layer_weig
 
     const float scale = float(1.0 / std::sqrt(double(d)));
     const weight_type kv_type = cache.type();
+    const int64_t k_stride = row_bytes(kv_type, kd), v_stride = row_bytes(kv_type, vd);
+    const cpu::kernel_table& kern = cpu::kernels();
     // One task per (token, head): each output is written by exactly one thread.
     pool.parallel_for(n * H, [&](int64_t t0, int64_t t1, int thread) {
         float* scores = buf.tl[size_t(thread)].data();  // [M, rows]
-        float* vrow = scores + M * cache.capacity();     // [dv]
         for (int64_t task = t0; task < t1; ++task) {
             const int64_t i = task / H, h = task % H, g = h / group;
             const int64_t rows = rows_before + i + 1;  // causal: cached rows up to this token's own
             // One pass over the cached keys scores both maps: head g's maps are adjacent in a K row.
-            const float* qh = q + i * qd + M * h * d;
-            for (int64_t j = 0; j < rows; ++j) {
-                const std::byte* k_row = cache.k_row(layer, j) + row_bytes(kv_type, M * g * d);
-                for (int64_t m = 0; m < M; ++m)
-                    scores[m * rows + j] = cpu::dot_row(kv_type, k_row + row_bytes(kv_type, m * d), qh + m * d, d) * scale;
-            }
+            kern.attn_scores(kv_type, cache.k_row(layer, 0) + row_bytes(kv_type, M * g * d), k_stride, rows,
+                             q + i * qd + M * h * d, M, d, scale, scores);
             for (int64_t m = 0; m < M; ++m) cpu::softmax(scores + m * rows, rows);
             if (M == 2) {  // fold the two maps: a_0 − λ_t·a_1
                 const float lt = lambda_t[i];
                 for (int64_t j = 0; j < rows; ++j) scores[j] -= lt * scores[rows + j];
             }
             float* o = buf.o.data() + i * c.attn_dim() + h * dv;
-            std::fill(o, o + dv, 0.0f);
-            for (int64_t j = 0; j < rows; ++j) {
-                dequantize_row(kv_type, cache.v_row(layer, j) + row_bytes(kv_type, g * dv), vrow, dv);
-                for (int64_t e = 0; e < dv; ++e) o[e] += scores[j] * vrow[e];
-            }
+            kern.attn_values(kv_type, cache.v_row(layer, 0) + row_bytes(kv_type, g * dv), v_stride, rows, scores, dv, o);
             if (!w.sub_norm.empty()) {
                 cpu::rms_norm(o, w.sub_norm.data(), o, dv, 1e-5f);
                 for (int64_t e = 0; e < dv; ++e) o[e] *= 1.0f - w.lambda_init;
