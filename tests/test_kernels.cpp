@@ -197,3 +197,28 @@ TEST_P(kernels_on, attention_scores_and_values_match_the_reference) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST_P(kernels_on, ffn_activations_match_the_scalar_functions) {
+    const kernel_table& k = *table_for(GetParam());
+    std::vector<float> x, g;
+    for (int i = -2000; i <= 2000; ++i) x.push_back(float(i) / 100.0f), g.push_back(float(i % 97) / 7.0f);
+    x.insert(x.end(), {0.0f, -0.0f, 1e-30f, -1e-30f, 80.0f, -80.0f, 1e5f, -1e5f});
+    g.insert(g.end(), {0.0f, -0.0f, 1e-30f, -1e-30f, 80.0f, -80.0f, 1e5f, -1e5f});
+    std::vector<float> gl = x, up = x;
+    k.gelu(gl.data(), int64_t(gl.size()) - 1);  // an odd length: the tail too
+    k.silu_mul(up.data(), g.data(), int64_t(up.size()) - 1);
+    for (size_t i = 0; i + 1 < x.size(); ++i) {
+        const double xe = x[i], ge = g[i];
+        const double gelu = 0.5 * xe * (1.0 + std::tanh(0.7978845608028654 * (xe + 0.044715 * xe * xe * xe)));
+        const double silu = xe * ge / (1.0 + std::exp(-ge));
+        ASSERT_NEAR(gl[i], gelu, 3e-7 * (std::abs(gelu) + std::abs(xe)))  // 1 + tanh cancels for x ≪ 0: error ~ε·|x|
+            << isa_name(k.id) << " gelu(" << xe << ")";
+        ASSERT_NEAR(up[i], silu, 4e-7 * (std::abs(silu) + 1e-30)) << isa_name(k.id) << " " << xe << "·silu(" << ge << ")";
+    }
+    EXPECT_EQ(gl.back(), x.back()) << "wrote past n";
+    EXPECT_EQ(up.back(), x.back()) << "wrote past n";
+}
+
+}  // namespace

@@ -38,6 +38,9 @@ struct kernel_table {
     matmul_rows_fn matmul_rows;
     attn_scores_fn attn_scores;
     attn_values_fn attn_values;
+    // FFN activations in place: x[i] = gelu_tanh(x[i]);  up[i] *= silu(gate[i]).
+    void (*gelu)(float* x, int64_t n);
+    void (*silu_mul)(float* up, const float* gate, int64_t n);
     // For the benchmark's machine figures: the fastest plain read of n bytes
     // (n a multiple of 256; returns a sum so the loads are not optimised away),
     // and `iters` rounds of independent FMAs / 16-bit multiply-adds (returns the

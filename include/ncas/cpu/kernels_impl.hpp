@@ -149,6 +149,13 @@ struct scalar_tag {
             }
     }
 
+    static void gelu(float* x, int64_t n) {
+        for (int64_t i = 0; i < n; ++i) x[i] = gelu_tanh(x[i]);
+    }
+    static void silu_mul(float* up, const float* gate, int64_t n) {
+        for (int64_t i = 0; i < n; ++i) up[i] *= silu(gate[i]);
+    }
+
     // Weight block b of a Q4_0 / Q8_0 row as 32 signed integers; returns its scale.
     static float widen_block(weight_type t, const std::byte* row, int64_t b, int16_t* w) {
         if (t == weight_type::q4_0) {
@@ -201,8 +208,8 @@ inline double madd_ops_scalar(int64_t iters) {
 
 inline const kernel_table* table_scalar() {
     static const kernel_table t{isa::scalar,           &matmul_rows<scalar_tag>, &scalar_tag::attn_scores,
-                                &scalar_tag::attn_values, &read_sum_scalar,      &fma_ops_scalar,
-                                &madd_ops_scalar};
+                                &scalar_tag::attn_values, &scalar_tag::gelu,     &scalar_tag::silu_mul,
+                                &read_sum_scalar,         &fma_ops_scalar,       &madd_ops_scalar};
     return &t;
 }
 
@@ -273,6 +280,27 @@ struct x86_tag {
             out[i] = xsimd::hadd(acc[0][i] + acc[1][i]);
             for (int64_t j = k; j < K; ++j) out[i] += w[j - k] * x[i * ldx + j];
         }
+    }
+
+    // ---- FFN activations (xsimd's vector tanh and exp) --------------------------------
+
+    static void gelu(float* x, int64_t n) {
+        const fbatch c(0.7978845608028654f), a(0.044715f), half(0.5f), one(1.0f);
+        int64_t i = 0;
+        for (; i + W <= n; i += W) {
+            const fbatch v = fbatch::load_unaligned(x + i);
+            (half * v * (one + xsimd::tanh(c * (v + a * v * v * v)))).store_unaligned(x + i);
+        }
+        for (; i < n; ++i) x[i] = gelu_tanh(x[i]);
+    }
+    static void silu_mul(float* up, const float* gate, int64_t n) {
+        const fbatch one(1.0f);
+        int64_t i = 0;
+        for (; i + W <= n; i += W) {
+            const fbatch g = fbatch::load_unaligned(gate + i);
+            (fbatch::load_unaligned(up + i) * (g / (one + xsimd::exp(-g)))).store_unaligned(up + i);
+        }
+        for (; i < n; ++i) up[i] *= silu(gate[i]);
     }
 
     // ---- attention over the KV cache (f32 or f16) ------------------------------------
@@ -640,7 +668,8 @@ NCAS_KERNEL_LINKAGE const kernel_table* table_avx2() {
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
     using tag = x86_tag<xsimd::fma3<xsimd::avx2>, isa::avx2>;
     static const kernel_table t{isa::avx2,      &matmul_rows<tag>, &tag::attn_scores, &tag::attn_values,
-                                &tag::read_sum, &tag::fma_ops,     &tag::madd_ops};
+                                &tag::gelu,     &tag::silu_mul,    &tag::read_sum,    &tag::fma_ops,
+                                &tag::madd_ops};
     return &t;
 #else
     return nullptr;
@@ -653,7 +682,8 @@ NCAS_KERNEL_LINKAGE const kernel_table* table_avx512() {
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__) && defined(__FMA__)
     using tag = x86_tag<xsimd::avx512bw, isa::avx512>;
     static const kernel_table t{isa::avx512,      &matmul_rows<tag>, &tag::attn_scores, &tag::attn_values,
-                                &tag::read_sum, &tag::fma_ops,     &tag::madd_ops};
+                                &tag::gelu,     &tag::silu_mul,    &tag::read_sum,    &tag::fma_ops,
+                                &tag::madd_ops};
     return &t;
 #else
     return nullptr;
@@ -667,7 +697,8 @@ NCAS_KERNEL_LINKAGE const kernel_table* table_avx512vnni() {
     defined(__AVX512VBMI__) && defined(__AVX512VNNI__)
     using tag = x86_tag<xsimd::avx512bw, isa::avx512vnni>;
     static const kernel_table t{isa::avx512vnni,      &matmul_rows<tag>, &tag::attn_scores, &tag::attn_values,
-                                &tag::read_sum, &tag::fma_ops,     &tag::madd_ops};
+                                &tag::gelu,     &tag::silu_mul,    &tag::read_sum,    &tag::fma_ops,
+                                &tag::madd_ops};
     return &t;
 #else
     return nullptr;

@@ -89,9 +89,9 @@ inline void moe(thread_pool& pool, const model_config& c, const layer_weights& w
         cpu::matmul(pool, w.up.slab(s.up), buf.x.data(), m, buf.up.data());
         if (c.ffn == ffn_kind::swiglu) {
             cpu::matmul(pool, w.gate.slab(s.gate), buf.x.data(), m, buf.gate.data());
-            for (int64_t i = 0; i < m * F; ++i) buf.up[size_t(i)] *= cpu::silu(buf.gate[size_t(i)]);
+            cpu::kernels().silu_mul(buf.up.data(), buf.gate.data(), m * F);
         } else {
-            for (int64_t i = 0; i < m * F; ++i) buf.up[size_t(i)] = cpu::gelu_tanh(buf.up[size_t(i)]);
+            cpu::kernels().gelu(buf.up.data(), m * F);
         }
         cpu::matmul(pool, w.down.slab(s.down), buf.up.data(), m, buf.out.data());
         for (int64_t r = 0; r < m; ++r) {
