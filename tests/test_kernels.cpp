@@ -44,7 +44,7 @@ problem make(weight_type type, int64_t rows, int64_t cols, int64_t T, uint32_t s
 std::vector<float> run(const kernel_table& k, const problem& p) {
     const weight_matrix w{p.type, p.rows, p.cols, p.w.data()};
     act_rows xq;
-    if (uses_int_dot(p.type)) xq.quantize(p.type, p.x.data(), p.T, p.cols);
+    if (uses_int_dot(p.type)) xq.quantize(p.type, p.x.data(), p.T, p.cols, k.quantize_act);
     std::vector<float> y(size_t(p.T * p.rows) + 16, 12345.0f);
     k.matmul_rows(w, p.x.data(), &xq, p.T, y.data(), 0, p.rows);
     for (size_t i = size_t(p.T * p.rows); i < y.size(); ++i) EXPECT_EQ(y[i], 12345.0f) << "write past the output";
@@ -219,6 +219,28 @@ TEST_P(kernels_on, ffn_activations_match_the_scalar_functions) {
     }
     EXPECT_EQ(gl.back(), x.back()) << "wrote past n";
     EXPECT_EQ(up.back(), x.back()) << "wrote past n";
+}
+
+}  // namespace
+
+namespace {
+
+TEST_P(kernels_on, activation_quantisation_gives_the_reference_integers) {
+    const kernel_table& k = *table_for(GetParam());
+    for (weight_type type : {weight_type::q8_0, weight_type::q4_0})
+        for (int64_t cols : {32, 64, 96, 128, 160, 2592}) {
+            const problem p = make(type, 1, cols, 3, uint32_t(cols));
+            act_rows a, b;
+            a.quantize(type, p.x.data(), p.T, cols, k.quantize_act);
+            b.quantize(type, p.x.data(), p.T, cols);
+            const int64_t nb = cols / quant_block, places = type == weight_type::q4_0 ? (nb + 3) / 4 * 128 : cols;
+            for (int64_t t = 0; t < p.T; ++t) {
+                EXPECT_EQ(a.d(t), b.d(t));
+                for (int64_t i = 0; i < places; ++i) ASSERT_EQ(a.q(t)[i], b.q(t)[i]) << type_name(type) << " " << cols << " at " << i;
+                if (type == weight_type::q4_0)
+                    for (int64_t i = 0; i < (nb + 3) / 4 * 16; ++i) ASSERT_EQ(a.corr(t)[i], b.corr(t)[i]) << cols << " lane " << i;
+            }
+        }
 }
 
 }  // namespace

@@ -36,22 +36,48 @@ namespace ncas::cpu {
 // Position of element e (0..31) of block b in a token's Q4_0-ordered values.
 constexpr int64_t q4_position(int64_t b, int e) { return (b / 4) * 128 + (e / 8) * 32 + (b % 4) * 8 + e % 8; }
 
+// Quantises one token row x (nb blocks) in the order of weight type t: its
+// values to q, its scale to *d, and (Q4_0) its lane corrections to corr. This is
+// the reference; the kernel table has a vector one with the same results.
+using quantize_row_fn = void (*)(weight_type t, const float* x, int64_t nb, int16_t* q, int32_t* corr, float* d);
+
+inline void quantize_act_row(weight_type t, const float* x, int64_t nb, int16_t* q, int32_t* corr, float* d_out) {
+    float amax = 0.0f;
+    for (int64_t i = 0; i < nb * quant_block; ++i) amax = std::max(amax, std::abs(x[i]));
+    const float d = amax / 32767.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    *d_out = d;
+    if (t != weight_type::q4_0) {
+        for (int64_t i = 0; i < nb * quant_block; ++i) q[i] = int16_t(std::nearbyint(x[i] * id));
+        return;
+    }
+    const int64_t quads = (nb + 3) / 4;
+    if (nb % 4) std::memset(q + (quads - 1) * 128, 0, 128 * sizeof(int16_t));  // a partial quad's missing blocks
+    for (int64_t b = 0; b < nb; ++b)
+        for (int e = 0; e < quant_block; ++e) q[q4_position(b, e)] = int16_t(std::nearbyint(x[b * quant_block + e] * id));
+    for (int64_t u = 0; u < quads; ++u, q += 128, corr += 16)
+        for (int l = 0; l < 16; ++l) {  // lane l multiplies words 2l, 2l+1 of every run
+            int32_t sum = 0;
+            for (int j = 0; j < 4; ++j) sum += int32_t(q[32 * j + 2 * l]) + q[32 * j + 2 * l + 1];
+            corr[l] = -8 * sum;
+        }
+}
+
 // T token rows of quantised activations for one weight type; reused across
 // calls, so it allocates only when a larger batch arrives.
 class act_rows {
 public:
-    void quantize(weight_type type, const float* x, int64_t T, int64_t K) {
+    void quantize(weight_type type, const float* x, int64_t T, int64_t K, quantize_row_fn row = &quantize_act_row) {
         type_ = type;
-        const int64_t nb = K / quant_block;
-        quads_ = (nb + 3) / 4;
-        q_stride_ = type == weight_type::q4_0 ? quads_ * 128 : nb * quant_block;
-        c_stride_ = type == weight_type::q4_0 ? quads_ * 16 : 0;
+        const int64_t nb = K / quant_block, quads = (nb + 3) / 4;
+        q_stride_ = type == weight_type::q4_0 ? quads * 128 : nb * quant_block;
+        c_stride_ = type == weight_type::q4_0 ? quads * 16 : 0;
         const size_t bytes = size_t(T) * size_t(q_stride_ * 2 + c_stride_ * 4) + 64;
         if (store_.size() < bytes) store_.resize(bytes);
         if (d_.size() < size_t(T)) d_.resize(size_t(T));
-        q_ = aligned<int16_t>(0);
-        c_ = aligned<int32_t>(size_t(T * q_stride_ * 2));
-        for (int64_t t = 0; t < T; ++t) quantize_row(x + t * K, nb, t);
+        const auto base = (reinterpret_cast<uintptr_t>(store_.data()) + 63) / 64 * 64;
+        q_ = reinterpret_cast<int16_t*>(base);
+        c_ = reinterpret_cast<int32_t*>(base + size_t(T * q_stride_ * 2));
+        for (int64_t t = 0; t < T; ++t) row(type, x + t * K, nb, q_ + t * q_stride_, c_ + t * c_stride_, &d_[size_t(t)]);
     }
 
     float d(int64_t t) const { return d_[size_t(t)]; }
@@ -60,38 +86,10 @@ public:
     weight_type type() const { return type_; }
 
 private:
-    void quantize_row(const float* x, int64_t nb, int64_t t) {
-        float amax = 0.0f;
-        for (int64_t i = 0; i < nb * quant_block; ++i) amax = std::max(amax, std::abs(x[i]));
-        const float d = amax / 32767.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-        d_[size_t(t)] = d;
-        int16_t* q = q_ + t * q_stride_;
-        if (type_ != weight_type::q4_0) {
-            for (int64_t i = 0; i < nb * quant_block; ++i) q[i] = int16_t(std::nearbyint(x[i] * id));
-            return;
-        }
-        if (nb % 4) std::memset(q + (quads_ - 1) * 128, 0, 128 * sizeof(int16_t));  // a partial quad's missing blocks
-        for (int64_t b = 0; b < nb; ++b)
-            for (int e = 0; e < quant_block; ++e) q[q4_position(b, e)] = int16_t(std::nearbyint(x[b * quant_block + e] * id));
-        int32_t* c = c_ + t * c_stride_;
-        for (int64_t u = 0; u < quads_; ++u, q += 128, c += 16)
-            for (int l = 0; l < 16; ++l) {  // lane l multiplies words 2l, 2l+1 of every run
-                int32_t sum = 0;
-                for (int j = 0; j < 4; ++j) sum += int32_t(q[32 * j + 2 * l]) + q[32 * j + 2 * l + 1];
-                c[l] = -8 * sum;
-            }
-    }
-
-    template <class T>
-    T* aligned(size_t byte_offset) {
-        auto base = reinterpret_cast<uintptr_t>(store_.data());
-        return reinterpret_cast<T*>((base + 63) / 64 * 64 + byte_offset);
-    }
-
     std::vector<std::byte> store_;
     std::vector<float> d_;
     weight_type type_ = weight_type::q8_0;
-    int64_t quads_ = 0, q_stride_ = 0, c_stride_ = 0;
+    int64_t q_stride_ = 0, c_stride_ = 0;
     int16_t* q_ = nullptr;
     int32_t* c_ = nullptr;
 };

@@ -41,6 +41,7 @@ struct kernel_table {
     // FFN activations in place: x[i] = gelu_tanh(x[i]);  up[i] *= silu(gate[i]).
     void (*gelu)(float* x, int64_t n);
     void (*silu_mul)(float* up, const float* gate, int64_t n);
+    quantize_row_fn quantize_act;  // activations for the Q8_0 / Q4_0 kernels (act_quant.hpp)
     // For the benchmark's machine figures: the fastest plain read of n bytes
     // (n a multiple of 256; returns a sum so the loads are not optimised away),
     // and `iters` rounds of independent FMAs / 16-bit multiply-adds (returns the

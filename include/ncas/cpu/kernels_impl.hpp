@@ -209,7 +209,8 @@ inline double madd_ops_scalar(int64_t iters) {
 inline const kernel_table* table_scalar() {
     static const kernel_table t{isa::scalar,           &matmul_rows<scalar_tag>, &scalar_tag::attn_scores,
                                 &scalar_tag::attn_values, &scalar_tag::gelu,     &scalar_tag::silu_mul,
-                                &read_sum_scalar,         &fma_ops_scalar,       &madd_ops_scalar};
+                                &quantize_act_row,        &read_sum_scalar,      &fma_ops_scalar,
+                                &madd_ops_scalar};
     return &t;
 }
 
@@ -301,6 +302,39 @@ struct x86_tag {
             (fbatch::load_unaligned(up + i) * (g / (one + xsimd::exp(-g)))).store_unaligned(up + i);
         }
         for (; i < n; ++i) up[i] *= silu(gate[i]);
+    }
+
+    // ---- activation quantisation (act_quant.hpp; the same integers as quantize_act_row) ----
+
+    static void quantize_act(weight_type t, const float* x, int64_t nb, int16_t* q, int32_t* corr, float* d_out) {
+        const int64_t n = nb * quant_block;  // a multiple of 32, so of W
+        fbatch m(0.0f);
+        for (int64_t i = 0; i < n; i += W) m = xsimd::max(m, xsimd::abs(fbatch::load_unaligned(x + i)));
+        float lanes[W];
+        m.store_unaligned(lanes);
+        const float amax = *std::max_element(lanes, lanes + W), d = amax / 32767.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        *d_out = d;
+        // 8 values as int16, rounded to nearest even (the default mode, as std::nearbyint).
+        auto store8 = [&](const float* src, int16_t* dst) {
+            const __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(src), _mm256_set1_ps(id)));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1)));
+        };
+        if (t != weight_type::q4_0) {
+            for (int64_t i = 0; i < n; i += 8) store8(x + i, q + i);
+            return;
+        }
+        const int64_t quads = (nb + 3) / 4;
+        if (nb % 4) std::memset(q + (quads - 1) * 128, 0, 128 * sizeof(int16_t));
+        for (int64_t b = 0; b < nb; ++b)
+            for (int r = 0; r < 4; ++r) store8(x + b * quant_block + 8 * r, q + q4_position(b, 8 * r));
+        const __m256i ones = _mm256_set1_epi16(1), m8 = _mm256_set1_epi32(-8);
+        for (int64_t u = 0; u < quads; ++u, q += 128, corr += 16)
+            for (int h = 0; h < 2; ++h) {  // lanes 8h..8h+7: words 16h.. of each run, summed in pairs
+                __m256i s = _mm256_setzero_si256();
+                for (int j = 0; j < 4; ++j)
+                    s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * j + 16 * h)), ones));
+                _mm256_storeu_si256(reinterpret_cast<__m256i*>(corr + 8 * h), _mm256_mullo_epi32(s, m8));
+            }
     }
 
     // ---- attention over the KV cache (f32 or f16) ------------------------------------
@@ -668,8 +702,8 @@ NCAS_KERNEL_LINKAGE const kernel_table* table_avx2() {
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
     using tag = x86_tag<xsimd::fma3<xsimd::avx2>, isa::avx2>;
     static const kernel_table t{isa::avx2,      &matmul_rows<tag>, &tag::attn_scores, &tag::attn_values,
-                                &tag::gelu,     &tag::silu_mul,    &tag::read_sum,    &tag::fma_ops,
-                                &tag::madd_ops};
+                                &tag::gelu,     &tag::silu_mul,    &tag::quantize_act, &tag::read_sum,
+                                &tag::fma_ops,  &tag::madd_ops};
     return &t;
 #else
     return nullptr;
@@ -682,8 +716,8 @@ NCAS_KERNEL_LINKAGE const kernel_table* table_avx512() {
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__) && defined(__FMA__)
     using tag = x86_tag<xsimd::avx512bw, isa::avx512>;
     static const kernel_table t{isa::avx512,      &matmul_rows<tag>, &tag::attn_scores, &tag::attn_values,
-                                &tag::gelu,     &tag::silu_mul,    &tag::read_sum,    &tag::fma_ops,
-                                &tag::madd_ops};
+                                &tag::gelu,     &tag::silu_mul,    &tag::quantize_act, &tag::read_sum,
+                                &tag::fma_ops,  &tag::madd_ops};
     return &t;
 #else
     return nullptr;
@@ -697,8 +731,8 @@ NCAS_KERNEL_LINKAGE const kernel_table* table_avx512vnni() {
     defined(__AVX512VBMI__) && defined(__AVX512VNNI__)
     using tag = x86_tag<xsimd::avx512bw, isa::avx512vnni>;
     static const kernel_table t{isa::avx512vnni,      &matmul_rows<tag>, &tag::attn_scores, &tag::attn_values,
-                                &tag::gelu,     &tag::silu_mul,    &tag::read_sum,    &tag::fma_ops,
-                                &tag::madd_ops};
+                                &tag::gelu,     &tag::silu_mul,    &tag::quantize_act, &tag::read_sum,
+                                &tag::fma_ops,  &tag::madd_ops};
     return &t;
 #else
     return nullptr;

@@ -16,7 +16,7 @@ inline void matmul(thread_pool& pool, const weight_matrix& w, const float* x, in
     if (uses_int_dot(w.type)) {
         // Quantised once by the caller; grows to the largest batch, then never allocates again.
         thread_local act_rows scratch;
-        scratch.quantize(w.type, x, T, w.cols);
+        scratch.quantize(w.type, x, T, w.cols, k.quantize_act);
         xq = &scratch;
     }
     // A thread is worth waking for at least ~64K multiply-adds.
