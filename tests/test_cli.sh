@@ -333,8 +333,15 @@ else
     check "bench --backend vulkan: the device's read bandwidth, decode against it, not the CPU's figures" $? "$(head -c 300 "$tmp/out")"
     expect "vulkan device out of range" 1 'Vulkan device 99 does not exist' \
         "$ncas" logits -m "$model" --backend vulkan --device 99 --ids 1 -o "$tmp/x"
-    expect "--backend vulkan with an expert budget" 2 'CPU backend' \
-        "$ncas" generate -m "$model" --backend vulkan --expert-budget min -p x
+    # expert streaming into device slots: the same tokens as resident experts
+    expect "generate --backend vulkan --expert-budget min --stats" 0 'experts: [0-9]+ slots' \
+        "${gen[@]}" --backend vulkan --expert-budget min --stats
+    cmp -s "$tmp/out" "$tmp/greedy1" && grep -Eq '^ +all +[0-9]+ ' "$tmp/err"
+    check "generate --backend vulkan --expert-budget min matches resident experts, prints the report" $? "$(err_text)"
+    expect "bench --backend vulkan --expert-budget 50%" 0 '^experts: [0-9]+ slots' \
+        "$ncas" bench --model "$data/base_q8_0.gguf" --prompt 20 --gen 20 --backend vulkan --expert-budget 50% --skip-machine
+    expect "--backend vulkan --direct-io" 1 'O_DIRECT expert reads need page-aligned memory' \
+        "${gen[@]}" --backend vulkan --expert-budget min --direct-io
 fi
 
 # ---- info --------------------------------------------------------------------

@@ -119,8 +119,8 @@ struct model_options {
         p.option("--expert-budget", expert_budget, "SIZE",
                  "stream experts from the file within SIZE bytes of memory (e.g. 512M, 1G, 25%, min, full)");
         p.choice("--expert-policy", expert_policy, {"lru", "lfu_aged", "lfu_distance"}, "eviction policy when streaming");
-        p.flag("--direct-io", direct_io, "read expert slabs with O_DIRECT (cold reads, no page cache)");
-        p.flag("--no-prefetch", no_prefetch, "do not prefetch the next layer's experts");
+        p.flag("--direct-io", direct_io, "read expert slabs with O_DIRECT (cold reads, no page cache; CPU backend)");
+        p.flag("--no-prefetch", no_prefetch, "do not prefetch the next layer's experts (the Vulkan backend never does)");
     }
 
     bool streams() const { return !expert_budget.empty(); }
@@ -135,8 +135,6 @@ struct model_options {
         }
         if (on_vulkan() && !vulkan_compiled) throw error(without_vulkan);
         if (p.given("--device") && !on_vulkan()) throw usage_error("--device picks a Vulkan device; add --backend vulkan");
-        if (on_vulkan() && streams())
-            throw usage_error("--expert-budget streams experts on the CPU backend; --backend vulkan holds every expert on the device");
         if (!streams())
             for (const char* o : {"--expert-policy", "--direct-io", "--no-prefetch"})
                 if (p.given(o)) throw usage_error(std::string(o) + " applies to expert streaming: add --expert-budget SIZE");

@@ -48,7 +48,7 @@ public:
     virtual const session_params& params() const = 0;  // as resolved (n_ctx, n_batch; n_threads on the CPU)
     virtual run_stats stats() const = 0;
     virtual void reset_stats() = 0;
-    // What expert streaming did; none without an expert budget (and on backends that do not stream).
+    // What expert streaming did; none without an expert budget.
     virtual std::optional<ncas::expert_stats> expert_stats() const = 0;
     virtual std::string backend() const = 0;  // "cpu" or "vulkan"
     virtual std::string device() const = 0;   // e.g. "2 CPU threads" or the GPU's name
@@ -103,9 +103,6 @@ inline std::unique_ptr<any_session> make_session(const model_core& m, session_pa
     if (b.name == "cpu") return std::make_unique<session_adapter<session>>("cpu", m, p);
     if (b.name == "vulkan" || b.name == "vk") {
 #ifdef NCAS_WITH_VULKAN
-        if (m.streams_experts() || p.expert_budget != 0)
-            throw error(m.path() + ": the Vulkan backend holds every expert on the device; expert streaming "
-                                   "(an expert budget, a model loaded with stream_experts) is CPU only");
         return std::make_unique<session_adapter<vk::session>>("vulkan", m, p, b.vk);
 #else
         throw error("the Vulkan backend is not compiled in (define NCAS_WITH_VULKAN, include ncas/vk/backend.hpp "

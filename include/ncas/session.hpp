@@ -41,11 +41,30 @@ struct session_params {
     bool expert_direct_io = false; // O_DIRECT slab reads (cold: no page cache)
 };
 
+// The expert arena a session's parameters ask for (both backends); null without a
+// budget. The Vulkan backend passes a loader: its slots are on the device.
+inline std::unique_ptr<expert_arena> make_expert_arena(const model_core& m, const session_params& p,
+                                                       expert_arena::slot_loader loader = {}) {
+    if (p.expert_budget < 0) throw error("expert budget must not be negative");
+    if (p.expert_budget == 0) {
+        if (m.streams_experts())
+            throw error(m.path() + ": loaded with streamed experts: set an expert budget (at least " +
+                        std::to_string(expert_arena::min_budget(m, p.expert_direct_io)) + " bytes)");
+        return nullptr;
+    }
+    return std::make_unique<expert_arena>(m,
+                                          expert_arena_options{.budget = p.expert_budget,
+                                                               .policy = p.expert_policy,
+                                                               .prefetch = p.expert_prefetch,
+                                                               .direct_io = p.expert_direct_io},
+                                          std::move(loader));
+}
+
 class session : public session_base<session, session_params> {
 public:
     explicit session(const model_core& m, session_params p = {})
         : session_base(m, with_threads(p), std::numeric_limits<int64_t>::max()), pool_(p_.n_threads), cache_(m.config(), p_.n_ctx, p_.kv_type),
-          arena_(make_arena(m, p_)),
+          arena_(make_expert_arena(m, p_)),
           forward_(m.config(), m.weights(), p_.n_batch, p_.n_ctx, pool_.size(), expert_source(m, arena_.get()),
                    arena_ && p_.expert_prefetch ? expert_prefetch([a = arena_.get()](int64_t l, std::span<const int32_t> e) {
                        a->prefetch(l, e);
@@ -76,19 +95,6 @@ private:
         return p;
     }
 
-    static std::unique_ptr<expert_arena> make_arena(const model_core& m, const session_params& p) {
-        if (p.expert_budget < 0) throw error("expert budget must not be negative");
-        if (p.expert_budget == 0) {
-            if (m.streams_experts())
-                throw error(m.path() + ": loaded with streamed experts: set an expert budget (at least " +
-                            std::to_string(expert_arena::min_budget(m, p.expert_direct_io)) + " bytes)");
-            return nullptr;
-        }
-        return std::make_unique<expert_arena>(m, expert_arena_options{.budget = p.expert_budget,
-                                                                      .policy = p.expert_policy,
-                                                                      .prefetch = p.expert_prefetch,
-                                                                      .direct_io = p.expert_direct_io});
-    }
     static expert_provider expert_source(const model_core& m, expert_arena* a) {
         if (a) return a->provider();
         return [&w = m.weights()](int64_t l, int32_t e) { return resident_expert(w.layers[size_t(l)], e); };

@@ -27,12 +27,20 @@
 // layer (the prefetched one; layer 0 after the last), then the current layer's;
 // within a group the policy (expert_policy.hpp) decides. Slabs being read are
 // never evicted.
+//
+// Slots elsewhere (the Vulkan backend's device buffer): constructed with a
+// slot_loader, the arena allocates no memory and keeps only the bookkeeping
+// (which expert each slot holds, the policy, the statistics). acquire_slot()
+// returns a slot index; a miss calls loader(slot, layer, e) on the caller's
+// thread, which fills the slot (e.g. read_expert() into a staging buffer, then
+// a copy). There is no prefetch: the loader runs where the caller records work.
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -61,9 +69,15 @@ struct expert_arena_options {
 class expert_arena {
 public:
     static constexpr int64_t page = 4096;  // slot alignment, and the O_DIRECT block we read around a slab
+    // Fills slot `slot` with expert e of `layer` (slots held outside the arena).
+    using slot_loader = std::function<void(int32_t slot, int64_t layer, int32_t e)>;
+    // Where an expert's slabs start inside its slot (bytes); -1: the tensor does not exist.
+    struct slot_offsets {
+        int64_t up = -1, gate = -1, down = -1;
+    };
 
-    expert_arena(const model_core& m, expert_arena_options o)
-        : o_(o), c_(m.config()), E_(c_.n_expert), file_(m.path()),
+    expert_arena(const model_core& m, expert_arena_options o, slot_loader loader = {})
+        : o_(with_loader(o, loader)), c_(m.config()), E_(c_.n_expert), file_(m.path()), loader_(std::move(loader)),
           policy_(o.policy, c_.n_layer, c_.n_expert, o.age_every), where_(size_t(c_.n_layer * c_.n_expert), -1),
           stats_(size_t(c_.n_layer)) {
         if (o.direct_io) {
@@ -86,8 +100,10 @@ public:
                         " bytes (slots of " + std::to_string(slot_bytes_) + " bytes)");
         // No more slots than experts: a budget above the model's expert bytes is not allocated.
         const int64_t n = std::min(o.budget / slot_bytes_, c_.n_layer * c_.n_expert);
-        memory_ = aligned_buffer(size_t(n * slot_bytes_), size_t(page));
+        capacity_ = n * slot_bytes_;
         slots_.resize(size_t(n));
+        if (loader_) return;  // the slots live with the loader
+        memory_ = aligned_buffer(size_t(capacity_), size_t(page));
         for (int64_t i = 0; i < n; ++i) slots_[size_t(i)].mem = memory_.data() + i * slot_bytes_;
         io_ = std::make_unique<io_thread>();
     }
@@ -144,7 +160,7 @@ public:
 
     int64_t n_slots() const { return int64_t(slots_.size()); }
     int64_t slot_size() const { return slot_bytes_; }
-    int64_t capacity_bytes() const { return int64_t(memory_.size()); }
+    int64_t capacity_bytes() const { return capacity_; }
 
     expert_provider provider() {
         return [this](int64_t layer, int32_t e) { return acquire(layer, e); };
@@ -152,6 +168,15 @@ public:
 
     // The slabs of expert e of layer `layer`, read from the file when not resident.
     expert_slabs acquire(int64_t layer, int32_t e) {
+        const int32_t i = acquire_slot(layer, e);
+        const slot_offsets o = offsets(layer, e);
+        std::byte* mem = slots_[size_t(i)].mem;  // fixed at construction
+        auto at = [&](int64_t off) -> const std::byte* { return off < 0 ? nullptr : mem + off; };
+        return {at(o.up), at(o.gate), at(o.down)};
+    }
+
+    // The slot holding expert e of `layer` once this returns (loaded on a miss).
+    int32_t acquire_slot(int64_t layer, int32_t e) {
         const int64_t key = layer * E_ + e;
         expert_layer_stats& st = stats_[size_t(layer)];
         std::unique_lock lock(mu_);
@@ -166,7 +191,7 @@ public:
             if (s.key == key && s.state == slot_state::ready) {
                 ++st.hits;
                 st.stall_seconds += seconds_since(t0);
-                return slabs(s, layer);
+                return i;
             }
             if (s.key == key && s.state == slot_state::queued) {  // not started: take it over
                 s.state = slot_state::loading;
@@ -297,24 +322,25 @@ private:
         return best;
     }
 
-    expert_slabs slabs(const slot& s, int64_t layer) const {
+public:
+    // Where expert e of `layer` has its slabs inside a slot (O_DIRECT: shifted by
+    // the slab's offset within its first file block).
+    slot_offsets offsets(int64_t layer, int32_t e) const {
         const layer_parts& p = layers_[size_t(layer)];
-        const int32_t e = int32_t(s.key % E_);
-        std::byte* at = s.mem;
-        auto next = [&](const part& t) -> const std::byte* {
-            if (!t.bytes) return nullptr;
-            const std::byte* slab = at + (o_.direct_io ? int64_t((t.offset + uint64_t(e * t.bytes)) % page) : 0);
+        int64_t at = 0;
+        auto next = [&](const part& t) -> int64_t {
+            if (!t.bytes) return -1;
+            const int64_t slab = at + (o_.direct_io ? int64_t((t.offset + uint64_t(e * t.bytes)) % page) : 0);
             at += part_bytes(t.bytes, o_.direct_io);
             return slab;
         };
-        const std::byte* up = next(p.up);
-        const std::byte* gate = next(p.gate);
-        const std::byte* down = next(p.down);
+        const int64_t up = next(p.up), gate = next(p.gate), down = next(p.down);
         return {up, gate, down};
     }
 
-    // Reads expert e of `layer` into slot memory; throws an error naming the file and tensor.
-    void read_slot(std::byte* mem, int64_t layer, int32_t e) const {
+    // Reads expert e of `layer` into mem (slot_size() bytes, laid out as a slot; page-aligned
+    // with O_DIRECT); throws an error naming the file and tensor.
+    void read_expert(std::byte* mem, int64_t layer, int32_t e) const {
         const layer_parts& p = layers_[size_t(layer)];
         std::byte* at = mem;
         for (const part* t : {&p.up, &p.gate, &p.down}) {
@@ -333,6 +359,12 @@ private:
         }
     }
 
+private:
+    static expert_arena_options with_loader(expert_arena_options o, const slot_loader& loader) {
+        if (loader) o.prefetch = false;
+        return o;
+    }
+
     // O_DIRECT needs block-aligned offset, length and memory: read the aligned range around the slab.
     void read_direct(uint64_t off, int64_t bytes, std::byte* dst) const {
         const uint64_t begin = off / page * page, end = uint64_t(round_up(int64_t(off) + bytes, page));
@@ -347,13 +379,13 @@ private:
     }
 
     // A miss read on the calling thread (slot i already marked loading for this key).
-    expert_slabs load_here(std::unique_lock<std::mutex>& lock, int32_t i, int64_t layer, int32_t e,
-                           clock::time_point t0) {
+    int32_t load_here(std::unique_lock<std::mutex>& lock, int32_t i, int64_t layer, int32_t e, clock::time_point t0) {
         slot& s = slots_[size_t(i)];
         expert_layer_stats& st = stats_[size_t(layer)];
         lock.unlock();
         try {
-            read_slot(s.mem, layer, e);
+            if (loader_) loader_(i, layer, e);
+            else read_expert(s.mem, layer, e);
         } catch (...) {
             lock.lock();
             release(s);
@@ -365,7 +397,7 @@ private:
         st.bytes_read += expert_bytes(layer);
         st.stall_seconds += seconds_since(t0);
         loaded_.notify_all();
-        return slabs(s, layer);
+        return i;
     }
 
     // A prefetch read on the I/O thread; skipped when the slot was taken over or freed meanwhile.
@@ -379,7 +411,7 @@ private:
         const int64_t layer = key / E_;
         bool ok = true;
         try {
-            read_slot(s.mem, layer, int32_t(key % E_));
+            read_expert(s.mem, layer, int32_t(key % E_));
         } catch (const error&) {
             ok = false;  // acquire() reads it again and reports the error
         }
@@ -404,8 +436,9 @@ private:
     int64_t E_;
     file_handle file_;    // buffered reads
     file_handle direct_;  // O_DIRECT reads (direct_io)
+    slot_loader loader_;  // set: slots live elsewhere, memory_ is empty
     std::vector<layer_parts> layers_;
-    int64_t slot_bytes_ = 0;
+    int64_t slot_bytes_ = 0, capacity_ = 0;
     aligned_buffer memory_;  // [slots, slot_bytes]
 
     mutable std::mutex mu_;  // guards everything below

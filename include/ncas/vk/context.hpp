@@ -347,10 +347,27 @@ public:
             VkCommandBuffer cmd;
             ~release() { vkFreeCommandBuffers(c->device_, c->pool_, 1, &cmd); }
         } guard{this, cmd};
+        begin(cmd);
+        fn(cmd);
+        run(cmd);
+    }
+
+    // Inside submit(fn): runs what fn has recorded into cmd so far, waits, and
+    // begins cmd again for the rest. Expert streaming splits a forward pass
+    // this way where the host must see the routing before recording on.
+    void flush(VkCommandBuffer cmd) const {
+        run(cmd);
+        begin(cmd);
+    }
+
+private:
+    static void begin(VkCommandBuffer cmd) {
         auto bi = make<VkCommandBufferBeginInfo>(VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO);
         bi.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
         check(vkBeginCommandBuffer(cmd, &bi), "vkBeginCommandBuffer");
-        fn(cmd);
+    }
+    // Ends cmd, submits it and waits for it.
+    void run(VkCommandBuffer cmd) const {
         auto to_host = make<VkMemoryBarrier>(VK_STRUCTURE_TYPE_MEMORY_BARRIER);  // results become visible to mapped reads
         to_host.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
         to_host.dstAccessMask = VK_ACCESS_HOST_READ_BIT;
@@ -365,7 +382,6 @@ public:
         check(vkWaitForFences(device_, 1, &fence_, VK_TRUE, UINT64_MAX), "vkWaitForFences");
     }
 
-private:
     void choose_features() {
         const device_info& d = info_;
         use_subgroups_ = opt_.allow_subgroups && d.subgroup_arithmetic;

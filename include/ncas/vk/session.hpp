@@ -5,11 +5,19 @@
 // Only the token ids go in and the logits come out; every data-dependent
 // decision (MoD routes, KV lengths, expert lists) stays in the control buffer.
 //
+// The one exception is expert streaming (session_params::expert_budget, or a
+// model loaded with stream_experts): the experts live in device slots
+// (vk/expert_slots.hpp) and the host decides which slot each runs from, so the
+// command buffer is run up to each MoE layer's routing, the layer's per-expert
+// token counts (E words) are read back, missing experts are uploaded, and
+// recording goes on. Without a budget nothing round-trips.
+//
 //   auto m = ncas::model::load("model.gguf");
 //   ncas::vk::session s(m, {.n_ctx = 2048}, {.device = 0});
 //   std::span<const float> logits = s.prefill(prompt_ids);
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -18,6 +26,7 @@
 #include "ncas/model/transformer.hpp"
 #include "ncas/session.hpp"
 #include "ncas/session_base.hpp"
+#include "ncas/vk/expert_slots.hpp"
 #include "ncas/vk/weights.hpp"
 
 namespace ncas::vk {
@@ -46,16 +55,23 @@ inline uint64_t session_bytes(const model_dims& m, int64_t n_ctx, int64_t B, wei
     return kv + act + uint64_t(n_ctx) * uint64_t(m.head_k) * 4 + uint64_t(ctrl_layout(m, uint32_t(B)).words) * 4;
 }
 
-// The memory budget: weights, cache and activations against `available` bytes of
-// the device; a clear error (what is needed, what is there, what to change) when they do not fit.
+// Whether a session with these parameters streams its experts.
+inline bool streams_experts(const model_core& m, const session_params& p) { return p.expert_budget != 0 || m.streams_experts(); }
+
+// The memory budget: weights (streaming: the expert slots instead of the expert
+// tensors), cache and activations against `available` bytes of the device; a
+// clear error (what is needed, what is there, what to change) when they do not fit.
 inline void check_memory(const device_info& d, uint64_t available, const model_core& m, const session_params& p) {
     const model_config& c = m.config();
-    const uint64_t w = weight_upload_bytes(c, m.weights()), s = session_bytes(c, p.n_ctx, p.n_batch, p.kv_type);
+    const bool stream = streams_experts(m, p);
+    const uint64_t w = weight_upload_bytes(c, m.weights(), !stream) + (stream ? expert_slots::device_bytes(m, p) : 0);
+    const uint64_t s = session_bytes(c, p.n_ctx, p.n_batch, p.kv_type);
     if (w + s > available)
         throw error("model '" + m.path() + "' does not fit on Vulkan device '" + d.name + "': it needs " +
                     std::to_string((w + s) >> 20) + " MiB (weights " + std::to_string(w >> 20) + " MiB, cache and buffers " +
                     std::to_string(s >> 20) + " MiB for " + std::to_string(p.n_ctx) + " positions), the device has " +
-                    std::to_string(available >> 20) + " MiB; use a smaller context, an f16 cache or a smaller weight type");
+                    std::to_string(available >> 20) + " MiB; use a smaller context, an f16 cache, a smaller weight type or " +
+                    (stream ? "a smaller expert budget" : "an expert budget (streaming)"));
     const uint64_t k_bytes = uint64_t(p.n_ctx) * uint64_t(c.k_dim()) * uint64_t(traits_of(p.kv_type).block_bytes);
     if (k_bytes > d.max_storage_range)
         throw error("Vulkan device '" + d.name + "' cannot bind a " + std::to_string(k_bytes >> 20) +
@@ -71,8 +87,9 @@ public:
         // tokens go in through vkCmdUpdateBuffer (64 KiB): at most 16384 a pass
         : session_base(m, p, 16384), c_(m.config()), ctx_(std::move(ctx)), B_(uint32_t(p_.n_batch)), layout_(c_, B_) {
         check_memory(ctx_->info(), ctx_->memory_available(), m, p_);
+        if (streams_experts(m, p_)) experts_ = std::make_unique<expert_slots>(*ctx_, m, p_);
         kernels_ = std::make_unique<vk::pipelines>(*ctx_);
-        weights_ = std::make_unique<gpu_weights>(*ctx_, c_, m.weights());
+        weights_ = std::make_unique<gpu_weights>(*ctx_, c_, m.weights(), !experts_);
         allocate();
     }
 
@@ -92,7 +109,12 @@ public:
         s.expert_use.assign(use.begin(), use.end());
         return s;
     }
+    // What expert streaming did (hit rate, bytes read per layer); none without a budget.
+    std::optional<ncas::expert_stats> expert_stats() const {
+        return experts_ ? std::optional(experts_->stats()) : std::nullopt;
+    }
     void reset_stats() {
+        if (experts_) experts_->reset_stats();
         std::fill(tokens_in_.begin(), tokens_in_.end(), 0);
         ctx_->submit([&](VkCommandBuffer cmd) {
             vkCmdFillBuffer(cmd, ctrl_->handle(), uint64_t(layout_.kept) * 4, uint64_t(layout_.tokens - layout_.kept) * 4, 0);
@@ -160,7 +182,7 @@ private:
     void layer(recorder& r, uint32_t l, uint32_t T) {
         const gpu_layer& w = weights_->layers[l];
         const layer_weights& cw = m_.weights().layers[l];
-        const uint32_t D = uint32_t(c_.n_embd), F = uint32_t(c_.n_ff), E = uint32_t(c_.n_expert);
+        const uint32_t D = uint32_t(c_.n_embd), E = uint32_t(c_.n_expert);
         const ops::route_record& rt = layout_.route;
         const ops::moe_record& moe = layout_.moe;
         const buffer_view ctrl = *ctrl_, dummy = *dummy_;
@@ -199,21 +221,36 @@ private:
         if (has_gate) ops::matmul(r, w.gate_inp, *xn_, *gate_logits_, ctrl, routed);
         ops::moe_route(r, *gate_logits_, dummy, ctrl, moe,
                        {T, rt.count(), c_.expert_weights_norm, has_gate, false, layout_.use + l * E, 0.0f});
-        const bool swiglu = c_.ffn == ffn_kind::swiglu;
-        for (uint32_t e = 0; e < E; ++e) {  // an expert no token chose: every workgroup leaves at once
-            const slots in{.n_max = T, .count_at = moe.count(e), .x_index_at = moe.rows(e)};
-            r.independent([&] {
-                ops::matmul(r, w.up.slabs[e], *xn_, *up_, ctrl, in);
-                if (swiglu) ops::matmul(r, w.gate.slabs[e], *xn_, *gate_, ctrl, in);
-            });
-            ops::ffn_act(r, *up_, swiglu ? buffer_view(*gate_) : dummy, ctrl, F, swiglu, T, moe.count(e));
-            ops::matmul(r, w.down.slabs[e], *up_, *h_, ctrl,
-                        {.n_max = T, .count_at = moe.count(e), .y_index_at = moe.rows(e), .scale_at = moe.scale(e),
-                         .accumulate = true});
+        if (!experts_) {
+            for (uint32_t e = 0; e < E; ++e)  // an expert no token chose: every workgroup leaves at once
+                expert_ffn(r, {w.up.slabs[e], c_.ffn == ffn_kind::swiglu ? w.gate.slabs[e] : gpu_matrix{}, w.down.slabs[e]}, e, T);
+        } else {  // streaming: the host learns which experts run, then binds them from their slots
+            ctx_->flush(r.command_buffer());
+            experts_->begin_layer();
+            const std::vector<uint32_t> count = read_ctrl(moe.count(0), E);
+            for (uint32_t e = 0; e < E; ++e)
+                if (count[e]) expert_ffn(r, experts_->acquire(r, l, int32_t(e)), e, T);
         }
 
         // x = x + s·(y − x); without a router (or mod.scale none) x = y.
         ops::scatter_residual(r, *x_, *h_, ctrl, rt, D, T, w.mod_router && c_.scale != mod_scale::none);
+    }
+
+    // h[rows(e)] += scale(e) · FFN_e(xn[rows(e)]) over the tokens routed to expert e.
+    void expert_ffn(recorder& r, const expert_slots::expert& x, uint32_t e, uint32_t T) {
+        const ops::moe_record& moe = layout_.moe;
+        const buffer_view ctrl = *ctrl_;
+        const bool swiglu = x.gate.rows > 0;
+        const slots in{.n_max = T, .count_at = moe.count(e), .x_index_at = moe.rows(e)};
+        r.independent([&] {
+            ops::matmul(r, x.up, *xn_, *up_, ctrl, in);
+            if (swiglu) ops::matmul(r, x.gate, *xn_, *gate_, ctrl, in);
+        });
+        ops::ffn_act(r, *up_, swiglu ? buffer_view(*gate_) : buffer_view(*dummy_), ctrl, uint32_t(c_.n_ff), swiglu, T,
+                     moe.count(e));
+        ops::matmul(r, x.down, *up_, *h_, ctrl,
+                    {.n_max = T, .count_at = moe.count(e), .y_index_at = moe.rows(e), .scale_at = moe.scale(e),
+                     .accumulate = true});
     }
 
     std::vector<uint32_t> read_ctrl(uint32_t at, uint32_t n) const {
@@ -232,6 +269,7 @@ private:
     std::unique_ptr<buffer> cache_pos_, rope_;
     std::vector<std::unique_ptr<buffer>> k_cache_, v_cache_;
     std::vector<int64_t> tokens_in_;
+    std::unique_ptr<expert_slots> experts_;  // expert streaming; null: every expert resident
 };
 
 }  // namespace ncas::vk

@@ -2,7 +2,8 @@
 // The model's weights on the device: every matrix uploaded as stored (ggml
 // layouts, no repacking), one buffer per tensor; an expert tensor is one
 // buffer and each expert a view of its slab, so a kernel binds only the
-// experts it runs. Vectors (norms, routers, λ_exp) are f32 buffers.
+// experts it runs. Vectors (norms, routers, λ_exp) are f32 buffers. With expert
+// streaming the expert tensors stay in the file (vk/expert_slots.hpp holds them).
 #include <map>
 #include <memory>
 #include <vector>
@@ -23,8 +24,31 @@ struct gpu_layer {
     gpu_expert_tensor up, gate, down;
 };
 
-// Bytes the device will hold for the weights (what gpu_weights uploads).
-inline uint64_t weight_upload_bytes(const model_config& c, const model_weights& w) {
+// The binding of `bytes` at `offset` of b: a view starting at the device's storage-offset
+// alignment below offset, and in `rest` the bytes from there to offset (a kernel's w_offset).
+inline buffer_view bind_range(const context& ctx, const buffer& b, uint64_t offset, uint64_t bytes, uint32_t& rest,
+                              const std::string& name) {
+    const uint64_t align = std::max<uint64_t>(ctx.info().min_storage_alignment, 4);
+    const uint64_t start = offset / align * align;
+    rest = uint32_t(offset - start);
+    const uint64_t range = std::min<uint64_t>((rest + bytes + 3) & ~uint64_t(3), b.size() - start);
+    if (range > ctx.info().max_storage_range)
+        throw error("Vulkan backend: tensor '" + name + "' needs a binding of " + std::to_string(range >> 20) +
+                    " MiB; device '" + ctx.info().name + "' binds at most " +
+                    std::to_string(ctx.info().max_storage_range >> 20) + " MiB (use a smaller weight type)");
+    return {b.handle(), start, range};
+}
+
+// The kernels' constraint on a weight row: a multiple of 4 values (of 32 when quantised).
+inline void check_row_shape(weight_type t, int64_t cols, const std::string& name) {
+    if (cols % 4 || (traits_of(t).block_values > 1 && cols % quant_block))
+        throw error("Vulkan backend: tensor '" + name + "' has rows of " + std::to_string(cols) +
+                    " values; the kernels need a multiple of 4 (of 32 for quantised types)");
+}
+
+// Bytes the device will hold for the weights (what gpu_weights uploads; the
+// expert tensors only when they are resident).
+inline uint64_t weight_upload_bytes(const model_config& c, const model_weights& w, bool experts = true) {
     auto mat = [](const cpu::weight_matrix& m) { return m.data ? uint64_t(m.bytes()) : 0; };
     auto vec = [](const std::vector<float>& v) { return uint64_t(v.size()) * 4; };
     uint64_t n = mat(w.token_embd) + (w.output.data == w.token_embd.data ? 0 : mat(w.output)) + vec(w.output_norm);
@@ -32,14 +56,16 @@ inline uint64_t weight_upload_bytes(const model_config& c, const model_weights& 
         n += mat(l.wq) + mat(l.wk) + mat(l.wv) + mat(l.wo) + mat(l.gate_inp);
         n += vec(l.attn_norm) + vec(l.ffn_norm) + vec(l.sub_norm) + vec(l.lambda_exp) + vec(l.mod_router);
         for (const expert_tensor* t : {&l.up, &l.gate, &l.down})
-            if (t->rows) n += uint64_t(t->slab_bytes()) * uint64_t(c.n_expert);
+            if (t->rows && experts) n += uint64_t(t->slab_bytes()) * uint64_t(c.n_expert);
     }
     return n;
 }
 
 class gpu_weights {
 public:
-    gpu_weights(const context& ctx, const model_config& c, const model_weights& w) : ctx_(ctx) {
+    // resident_experts false: the expert tensors are checked, not uploaded (streaming).
+    gpu_weights(const context& ctx, const model_config& c, const model_weights& w, bool resident_experts = true)
+        : ctx_(ctx), resident_experts_(resident_experts) {
         token_embd = matrix(w.token_embd, "token_embd");
         output = w.output.data == w.token_embd.data ? token_embd : matrix(w.output, "output");
         output_norm = vector(w.output_norm);
@@ -64,29 +90,13 @@ public:
     std::vector<gpu_layer> layers;
 
 private:
-    void check_shape(weight_type t, int64_t cols, const std::string& name) const {
-        if (cols % 4 || (traits_of(t).block_values > 1 && cols % quant_block))
-            throw error("Vulkan backend: tensor '" + name + "' has rows of " + std::to_string(cols) +
-                        " values; the kernels need a multiple of 4 (of 32 for quantised types)");
-    }
-    buffer_view view_of(const buffer& b, uint64_t offset, uint64_t bytes, uint32_t& rest, const std::string& name) const {
-        const uint64_t align = std::max<uint64_t>(ctx_.info().min_storage_alignment, 4);
-        const uint64_t start = offset / align * align;
-        rest = uint32_t(offset - start);
-        const uint64_t range = std::min<uint64_t>((rest + bytes + 3) & ~uint64_t(3), b.size() - start);
-        if (range > ctx_.info().max_storage_range)
-            throw error("Vulkan backend: tensor '" + name + "' needs a binding of " + std::to_string(range >> 20) +
-                        " MiB; device '" + ctx_.info().name + "' binds at most " +
-                        std::to_string(ctx_.info().max_storage_range >> 20) + " MiB (use a smaller weight type)");
-        return {b.handle(), start, range};
-    }
     gpu_matrix matrix(const cpu::weight_matrix& m, const std::string& name) {
-        check_shape(m.type, m.cols, name);
+        check_row_shape(m.type, m.cols, name);
         auto b = std::make_shared<buffer>(ctx_, uint64_t(m.bytes()));
         b->upload(m.data, uint64_t(m.bytes()));
         owned_.push_back(b);
         gpu_matrix g{m.type, m.rows, m.cols, {}, 0};
-        g.view = view_of(*b, 0, uint64_t(m.bytes()), g.offset, name);
+        g.view = bind_range(ctx_, *b, 0, uint64_t(m.bytes()), g.offset, name);
         return g;
     }
     std::shared_ptr<buffer> vector(const std::vector<float>& v) {
@@ -96,20 +106,22 @@ private:
         return b;
     }
     gpu_expert_tensor experts(const expert_tensor& t, int64_t E, const std::string& name) {
-        if (!t.data) throw error("Vulkan backend: tensor '" + name + "' is not resident (expert streaming runs on the CPU backend)");
-        check_shape(t.type, t.cols, name);
+        check_row_shape(t.type, t.cols, name);
+        if (!resident_experts_) return {};
+        if (!t.data) throw error("Vulkan backend: tensor '" + name + "' is not resident (the model streams its experts: set an expert budget)");
         const uint64_t slab = uint64_t(t.slab_bytes());
         gpu_expert_tensor g{std::make_shared<buffer>(ctx_, slab * uint64_t(E)), {}};
         g.storage->upload(t.data, slab * uint64_t(E));
         for (int64_t e = 0; e < E; ++e) {
             gpu_matrix m{t.type, t.rows, t.cols, {}, 0};
-            m.view = view_of(*g.storage, slab * uint64_t(e), slab, m.offset, name + "[" + std::to_string(e) + "]");
+            m.view = bind_range(ctx_, *g.storage, slab * uint64_t(e), slab, m.offset, name + "[" + std::to_string(e) + "]");
             g.slabs.push_back(m);
         }
         return g;
     }
 
     const context& ctx_;
+    bool resident_experts_;
     std::vector<std::shared_ptr<buffer>> owned_;
 };
 
