@@ -51,7 +51,7 @@ public:
         // Spin briefly (chunks are balanced), then sleep: on a busy machine a
         // worker may wait for a time slice, and spinning would only steal it.
         for (int spin = 0; pending_.load(std::memory_order_acquire) != 0; ++spin)
-            if (spin > 20000) {
+            if (spin > spin_limit) {
                 const int left = pending_.load(std::memory_order_acquire);
                 if (left != 0) pending_.wait(left, std::memory_order_acquire);
             }
@@ -63,6 +63,11 @@ public:
     }
 
 private:
+    // Polls of the counter before sleeping on it (about 0.5 ms): decode runs a few
+    // hundred short jobs a token with serial work between them, and a futex wake
+    // per job measured 5% slower decode than spinning through those gaps.
+    static constexpr int spin_limit = 400000;
+
     struct job {
         void* fn = nullptr;
         void (*call)(void*, int64_t, int64_t, int) = nullptr;
@@ -80,7 +85,7 @@ private:
         for (;;) {
             // Spin briefly (decode issues many small jobs back to back), then sleep.
             uint64_t g = generation_.load(std::memory_order_acquire);
-            for (int spin = 0; g == seen && spin < 20000; ++spin) g = generation_.load(std::memory_order_acquire);
+            for (int spin = 0; g == seen && spin < spin_limit; ++spin) g = generation_.load(std::memory_order_acquire);
             if (g == seen) { generation_.wait(seen, std::memory_order_acquire); continue; }
             seen = g;
             if (stop_.load(std::memory_order_relaxed)) return;
