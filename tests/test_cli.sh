@@ -243,10 +243,10 @@ check "chat exits 0 after a full context" "$rc"
 for cmd in generate chat perplexity logits bench; do
     run "$ncas" "$cmd" --help
     n=0
-    for o in --backend --device --list-devices --expert-budget --expert-policy --direct-io --no-prefetch; do
-        [ "$(grep -c -- "^  $o" "$tmp/out")" = 1 ] && n=$((n + 1))
+    for o in --backend --device --list-devices --expert-budget --expert-policy --direct-io --prefetch --no-prefetch; do
+        [ "$(grep -c -- "^  $o " "$tmp/out")" = 1 ] && n=$((n + 1))
     done
-    check "$cmd --help lists the backend and streaming options once each" "$([ "$n" = 7 ] && echo 0 || echo 1)"
+    check "$cmd --help lists the backend and streaming options once each" "$([ "$n" = 8 ] && echo 0 || echo 1)"
 done
 expect "unknown backend" 2 "option --backend: 'nonsense' is not one of cpu\|vulkan" \
     "$ncas" logits -m "$model" --backend nonsense --ids 1 -o "$tmp/x"
@@ -272,6 +272,12 @@ for opts in "--expert-budget 25% --expert-policy lru" "--expert-budget full --ex
     cmp -s "$tmp/out" "$tmp/greedy1"
     check "generate $opts matches resident experts" $? "$(err_text)"
 done
+for p in on off; do
+    run "${gen[@]}" --expert-budget 25% --prefetch $p --stats
+    cmp -s "$tmp/out" "$tmp/greedy1" && grep -q "prefetch $p" "$tmp/err"
+    check "generate --prefetch $p: prefetch $p in the report, same tokens" $? "$(err_text)"
+done
+expect "bad --prefetch" 2 "'sometimes' is not one of auto\|on\|off" "${gen[@]}" --expert-budget min --prefetch sometimes
 run "${gen[@]}" --expert-budget min --direct-io --stats
 if [ "$rc" != 0 ] && grep -q 'O_DIRECT' "$tmp/err"; then
     echo "skip --direct-io (the file system of $data does not support O_DIRECT)"

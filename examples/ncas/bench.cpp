@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "common.hpp"
+#include "ncas/memory/page_cache.hpp"
 #include "synthetic.hpp"
 
 namespace ncas::cli {
@@ -254,6 +255,17 @@ int run_bench(int argc, char** argv) {
     if (device_gbs > 0) std::printf("  %5.1f%% of measured device bandwidth", 100 * decode_gbs / device_gbs);
     std::printf("\nMoD        %.1f%% of layer visits skipped during decode\n", offered ? 100 * skipped / offered : 0.0);
     if (const auto es = s.expert_stats()) std::fputs(es->report().c_str(), stdout);
+    // Cold reads: the disk's sequential rate bounds streamed decode at
+    // (expert bytes read per token) / (that rate) seconds a token.
+    double disk_gbs = 0, stream_limit_tps = 0;
+    if (const auto es = s.expert_stats(); es && mo.direct_io && !skip_machine) {
+        disk_gbs = direct_read_gbs(path);
+        const double read_per_token = double(es->total().bytes_read) / double(gen);
+        stream_limit_tps = read_per_token > 0 ? disk_gbs * 1e9 / read_per_token : 0;
+        std::printf("disk       sequential O_DIRECT read %.2f GB/s; %.1f MB of experts read a token: limit %.2f tok/s, "
+                    "decode at %.2f× of it\n",
+                    disk_gbs, read_per_token / 1e6, stream_limit_tps, stream_limit_tps > 0 ? decode_tps / stream_limit_tps : 0.0);
+    }
 
     if (!json_path.empty()) {
         std::FILE* f = std::fopen(json_path.c_str(), "w");
@@ -265,7 +277,8 @@ int run_bench(int argc, char** argv) {
                      " \"prefill_tokens\": %lld, \"prefill_tps\": %.3f, \"prefill_gflops\": %.3f,\n"
                      " \"decode_tokens\": %lld, \"decode_tps\": %.4f, \"decode_bytes_per_token\": %.0f, \"decode_gbs\": %.3f,\n"
                      " \"decode_pct_bandwidth\": %.2f, \"prefill_pct_fma\": %.2f, \"prefill_pct_madd\": %.2f,\n"
-                     " \"mod_skip_rate\": %.4f, \"expert_budget\": %lld, \"expert_hit_rate\": %.4f}\n",
+                     " \"mod_skip_rate\": %.4f, \"expert_budget\": %lld, \"expert_hit_rate\": %.4f,\n"
+                     " \"direct_io\": %s, \"disk_read_gbs\": %.3f, \"stream_limit_tps\": %.4f}\n",
                      json_escape(path).c_str(), s.backend().c_str(), json_escape(device).c_str(),
                      cpu_backend ? std::string(cpu::isa_name(cpu::kernels().id)).c_str() : "", threads, (long long)sp.n_batch,
                      load_s, session_s, mach.read_gbs_1, mach.read_gbs_n, device_gbs, mach.fma_gflops, mach.madd_gops, (long long)prompt,
@@ -274,7 +287,8 @@ int run_bench(int argc, char** argv) {
                      mach.fma_gflops > 0 ? 100 * prefill_gflops / mach.fma_gflops : 0.0,
                      mach.madd_gops > 0 && int_dot ? 100 * prefill_gflops / mach.madd_gops : 0.0,
                      offered ? skipped / offered : 0.0, (long long)sp.expert_budget,
-                     s.expert_stats() ? s.expert_stats()->hit_rate() : 1.0);
+                     s.expert_stats() ? s.expert_stats()->hit_rate() : 1.0, mo.direct_io ? "true" : "false", disk_gbs,
+                     stream_limit_tps);
         std::fclose(f);
     }
     return 0;

@@ -16,6 +16,7 @@
 #include <iterator>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <ncas/ncas.hpp>
@@ -104,7 +105,9 @@ struct model_options {
     bool list_devices = false;
     std::string expert_budget;  // empty: experts resident (mapped)
     std::string expert_policy = "lfu_distance";
-    bool direct_io = false, no_prefetch = false;
+    bool direct_io = false;
+    std::string prefetch = "auto";
+    bool no_prefetch_flag = false;
 
     void add_to(arg_parser& p) {
         add_model_option(p, path);
@@ -120,7 +123,10 @@ struct model_options {
                  "stream experts from the file within SIZE bytes of memory (e.g. 512M, 1G, 25%, min, full)");
         p.choice("--expert-policy", expert_policy, {"lru", "lfu_aged", "lfu_distance"}, "eviction policy when streaming");
         p.flag("--direct-io", direct_io, "read expert slabs with O_DIRECT (cold reads, no page cache; CPU backend)");
-        p.flag("--no-prefetch", no_prefetch, "do not prefetch the next layer's experts (the Vulkan backend never does)");
+        p.choice("--prefetch", prefetch, {"auto", "on", "off"},
+                 "prefetch the next layer's experts on an I/O thread; auto: when the compute threads leave a core "
+                 "for it (the Vulkan backend never prefetches)");
+        p.flag("--no-prefetch", no_prefetch_flag, "the same as --prefetch off");
     }
 
     bool streams() const { return !expert_budget.empty(); }
@@ -136,7 +142,7 @@ struct model_options {
         if (on_vulkan() && !vulkan_compiled) throw error(without_vulkan);
         if (p.given("--device") && !on_vulkan()) throw usage_error("--device picks a Vulkan device; add --backend vulkan");
         if (!streams())
-            for (const char* o : {"--expert-policy", "--direct-io", "--no-prefetch"})
+            for (const char* o : {"--expert-policy", "--direct-io", "--prefetch", "--no-prefetch"})
                 if (p.given(o)) throw usage_error(std::string(o) + " applies to expert streaming: add --expert-budget SIZE");
         return false;
     }
@@ -159,7 +165,13 @@ struct model_options {
             std::string policy = expert_policy;  // the library writes lfu-aged, lfu-distance
             std::replace(policy.begin(), policy.end(), '_', '-');
             sp.expert_policy = parse_eviction_policy(policy);
-            sp.expert_prefetch = !no_prefetch;
+            // The I/O thread's copies from the page cache are CPU work: with every core
+            // computing, it slows the compute threads more than its guesses save (PI-P at
+            // 25% on 2 cores: 8.5 tok/s with prefetch, 13.2 without; docs/benchmarks.md).
+            const int cores = int(std::max(1u, std::thread::hardware_concurrency()));
+            sp.expert_prefetch = no_prefetch_flag || prefetch == "off" ? false
+                                 : prefetch == "on"                    ? true
+                                                                       : (threads > 0 ? threads : cores) < cores;
             sp.expert_direct_io = direct_io;
         }
         return sp;

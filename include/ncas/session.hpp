@@ -44,7 +44,8 @@ struct session_params {
 // The expert arena a session's parameters ask for (both backends); null without a
 // budget. The Vulkan backend passes a loader: its slots are on the device.
 inline std::unique_ptr<expert_arena> make_expert_arena(const model_core& m, const session_params& p,
-                                                       expert_arena::slot_loader loader = {}) {
+                                                       expert_arena::slot_loader loader = {},
+                                                       thread_pool* pool = nullptr) {
     if (p.expert_budget < 0) throw error("expert budget must not be negative");
     if (p.expert_budget == 0) {
         if (m.streams_experts())
@@ -56,7 +57,8 @@ inline std::unique_ptr<expert_arena> make_expert_arena(const model_core& m, cons
                                           expert_arena_options{.budget = p.expert_budget,
                                                                .policy = p.expert_policy,
                                                                .prefetch = p.expert_prefetch,
-                                                               .direct_io = p.expert_direct_io},
+                                                               .direct_io = p.expert_direct_io,
+                                                               .pool = pool},
                                           std::move(loader));
 }
 
@@ -64,7 +66,7 @@ class session : public session_base<session, session_params> {
 public:
     explicit session(const model_core& m, session_params p = {})
         : session_base(m, with_threads(p), std::numeric_limits<int64_t>::max()), pool_(p_.n_threads), cache_(m.config(), p_.n_ctx, p_.kv_type),
-          arena_(make_expert_arena(m, p_)),
+          arena_(make_expert_arena(m, p_, {}, &pool_)),
           forward_(m.config(), m.weights(), p_.n_batch, p_.n_ctx, pool_.size(), expert_source(m, arena_.get()),
                    arena_ && p_.expert_prefetch ? expert_prefetch([a = arena_.get()](int64_t l, std::span<const int32_t> e) {
                        a->prefetch(l, e);

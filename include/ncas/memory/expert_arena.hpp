@@ -51,6 +51,7 @@
 #include "ncas/memory/aligned_buffer.hpp"
 #include "ncas/memory/expert_policy.hpp"
 #include "ncas/memory/expert_stats.hpp"
+#include "ncas/cpu/thread_pool.hpp"
 #include "ncas/memory/io_thread.hpp"
 #include "ncas/memory/mapped_file.hpp"
 #include "ncas/model/model.hpp"
@@ -64,6 +65,10 @@ struct expert_arena_options {
     bool prefetch = true;                               // accept prefetch() guesses (false: demand only)
     bool direct_io = false;                             // O_DIRECT reads: bypass the page cache (cold reads)
     int64_t age_every = 0;                              // lfu policies: uses between halvings; 0: 4·(L·E)
+    // The compute threads, idle while the caller waits on a miss: a demand read is
+    // split across them (copying from the page cache is CPU-bound; two readers
+    // halve a miss). Null: the calling thread reads alone.
+    thread_pool* pool = nullptr;
 };
 
 class expert_arena {
@@ -339,16 +344,15 @@ public:
     }
 
     // Reads expert e of `layer` into mem (slot_size() bytes, laid out as a slot; page-aligned
-    // with O_DIRECT); throws an error naming the file and tensor.
-    void read_expert(std::byte* mem, int64_t layer, int32_t e) const {
+    // with O_DIRECT), split across `pool` when given; throws an error naming the file and tensor.
+    void read_expert(std::byte* mem, int64_t layer, int32_t e, thread_pool* pool = nullptr) const {
         const layer_parts& p = layers_[size_t(layer)];
         std::byte* at = mem;
         for (const part* t : {&p.up, &p.gate, &p.down}) {
             if (!t->bytes) continue;
             const uint64_t off = t->offset + uint64_t(e * t->bytes);
             try {
-                if (o_.direct_io) read_direct(off, t->bytes, at);
-                else file_.read_at(off, {at, size_t(t->bytes)});
+                read_part(off, t->bytes, at, pool);
             } catch (const error& err) {
                 std::string why = err.what();
                 if (why.starts_with(file_.path() + ": ")) why.erase(0, file_.path().size() + 2);
@@ -365,17 +369,37 @@ private:
         return o;
     }
 
-    // O_DIRECT needs block-aligned offset, length and memory: read the aligned range around the slab.
-    void read_direct(uint64_t off, int64_t bytes, std::byte* dst) const {
-        const uint64_t begin = off / page * page, end = uint64_t(round_up(int64_t(off) + bytes, page));
-        uint64_t done = 0;
-        while (begin + done < off + uint64_t(bytes)) {
-            const ssize_t n = ::pread(direct_.fd(), dst + done, size_t(end - begin - done), off_t(begin + done));
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0) throw error("O_DIRECT read failed at offset " + std::to_string(begin + done) + ": " +
-                                    (n == 0 ? std::string("unexpected end of file") : errno_text()));
-            done += uint64_t(n);
-        }
+    // One slab: the bytes [off, off + bytes) of the file at dst. O_DIRECT needs block-aligned
+    // offset, length and memory: it reads the aligned range around the slab, dst at its start.
+    // With a pool the range is split into page-aligned pieces, one per thread.
+    void read_part(uint64_t off, int64_t bytes, std::byte* dst, thread_pool* pool) const {
+        const uint64_t begin = o_.direct_io ? off / page * page : off;
+        const uint64_t end = o_.direct_io ? uint64_t(round_up(int64_t(off) + bytes, page)) : off + uint64_t(bytes);
+        auto piece = [&](uint64_t b, uint64_t e) {
+            if (!o_.direct_io) return file_.read_at(b, {dst + (b - begin), size_t(e - b)});
+            uint64_t done = 0;  // the last block may end past the end of the file: stop once the slab is in
+            while (b + done < std::min(e, off + uint64_t(bytes))) {
+                const ssize_t n = ::pread(direct_.fd(), dst + (b - begin) + done, size_t(e - b - done), off_t(b + done));
+                if (n < 0 && errno == EINTR) continue;
+                if (n <= 0) throw error("O_DIRECT read failed at offset " + std::to_string(b + done) + ": " +
+                                        (n == 0 ? std::string("unexpected end of file") : errno_text()));
+                done += uint64_t(n);
+            }
+        };
+        const int parts = pool && end - begin >= (uint64_t(1) << 20) ? pool->size() : 1;
+        if (parts == 1) return piece(begin, end);
+        const uint64_t step = uint64_t(round_up(int64_t(end - begin + uint64_t(parts) - 1) / parts, page));
+        std::vector<std::exception_ptr> failed(static_cast<size_t>(parts));
+        pool->parallel_for(parts, [&](int64_t p0, int64_t p1) {
+            for (int64_t p = p0; p < p1; ++p) try {
+                    const uint64_t b = begin + uint64_t(p) * step;
+                    if (b < end) piece(b, std::min(end, b + step));
+                } catch (...) {
+                    failed[size_t(p)] = std::current_exception();
+                }
+        });
+        for (const auto& f : failed)
+            if (f) std::rethrow_exception(f);
     }
 
     // A miss read on the calling thread (slot i already marked loading for this key).
@@ -385,7 +409,7 @@ private:
         lock.unlock();
         try {
             if (loader_) loader_(i, layer, e);
-            else read_expert(s.mem, layer, e);
+            else read_expert(s.mem, layer, e, o_.pool);
         } catch (...) {
             lock.lock();
             release(s);

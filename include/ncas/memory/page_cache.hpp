@@ -2,11 +2,16 @@
 // The kernel's page cache for a weights file, for benchmarks that compare warm
 // reads (pages cached by an earlier run) with cold ones: drop_page_cache asks
 // the kernel to forget the file's clean pages, cached_fraction says how much
-// of the file is cached now (mincore over a temporary mapping that touches nothing).
+// of the file is cached now (mincore over a temporary mapping that touches
+// nothing), and direct_read_gbs measures the disk's sequential read rate for the
+// file (O_DIRECT, so no page of it comes from the cache).
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <cstdlib>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -34,6 +39,26 @@ inline double cached_fraction(const std::string& path) {
     size_t cached = 0;
     for (unsigned char c : in) cached += c & 1;
     return double(cached) / double(pages);
+}
+
+// Sequential O_DIRECT reads of up to `bytes` from the start of the file, in 4 MiB
+// requests; bytes per second / 1e9.
+inline double direct_read_gbs(const std::string& path, int64_t bytes = int64_t(1) << 30) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
+    if (fd < 0) throw error(path + ": cannot open with O_DIRECT: " + errno_text());
+    const struct closer { int fd; ~closer() { ::close(fd); } } close_fd{fd};
+    constexpr size_t chunk = size_t(4) << 20;
+    void* raw = nullptr;
+    if (::posix_memalign(&raw, 4096, chunk) != 0) throw error("out of memory for a 4 MiB read buffer");
+    const std::unique_ptr<void, decltype(&std::free)> buf(raw, &std::free);
+    const int64_t size = int64_t(::lseek(fd, 0, SEEK_END));
+    const int64_t want = std::min(bytes, size / int64_t(chunk) * int64_t(chunk));
+    if (want <= 0) throw error(path + ": too small to measure a sequential read (under 4 MiB)");
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int64_t off = 0; off < want; off += int64_t(chunk))
+        if (::pread(fd, buf.get(), chunk, off) != ssize_t(chunk)) throw error(path + ": O_DIRECT read failed: " + errno_text());
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return double(want) / s / 1e9;
 }
 
 }  // namespace ncas
