@@ -9,6 +9,9 @@
 
 #include "ncas/ncas.hpp"
 #include "support/golden.hpp"
+#include "support/errors.hpp"
+
+using test_errors::error_of;
 
 namespace {
 
@@ -79,16 +82,6 @@ INSTANTIATE_TEST_SUITE_P(golden, tiny_model, ::testing::ValuesIn(test_golden::al
 // ---- API errors --------------------------------------------------------------
 
 std::string base_path() { return test_golden::data_dir() + "/tiny/base_f32.gguf"; }
-
-template <class F>
-std::string error_of(F&& f) {
-    try {
-        f();
-    } catch (const ncas::error& e) {
-        return e.what();
-    }
-    return "(no error)";
-}
 
 TEST(session_errors, prompt_longer_than_context_is_refused) {
     const auto m = ncas::model::load(base_path());

@@ -15,23 +15,13 @@
 #include "ncas/format/gguf_writer.hpp"
 #include "ncas/ncas.hpp"
 #include "support/golden.hpp"
+#include "support/errors.hpp"
+
+using test_errors::error_of;
 
 namespace {
 
 using namespace ncas;
-
-template <class F>
-std::string error_of(F&& f) {
-    try {
-        f();
-    } catch (const ncas::error& e) {
-        return e.what();
-    }
-    return "(no error)";
-}
-
-#define EXPECT_HAS(msg, text) \
-    do { const std::string m_ = (msg); EXPECT_NE(m_.find(text), std::string::npos) << "message was: " << m_; } while (0)
 
 // A scratch file per test, removed at the end.
 struct temp_file {

@@ -22,6 +22,9 @@
 #include <vector>
 
 #include "ncas/text/tokenizer.hpp"
+#include "support/errors.hpp"
+
+using test_errors::error_of;
 
 namespace {
 
@@ -326,18 +329,6 @@ std::vector<std::string> byte_symbols(std::string_view piece) {
         w.push_back(s);
     }
     return w;
-}
-
-template <typename F>
-std::string error_of(F&& f) {
-    try {
-        f();
-    } catch (const ncas::error& e) {
-        return e.what();
-    } catch (const std::exception& e) {
-        return std::string("WRONG EXCEPTION TYPE: ") + e.what();
-    }
-    return "NO EXCEPTION";
 }
 
 // A small vocabulary built from byte-level tokens.

@@ -7,6 +7,9 @@
 
 #include "support/golden.hpp"
 #include "vk_support.hpp"
+#include "support/errors.hpp"
+
+using test_errors::error_of;
 
 namespace {
 
@@ -102,16 +105,6 @@ INSTANTIATE_TEST_SUITE_P(golden, vk_model, ::testing::ValuesIn(cases()), [](cons
 // ---- API, devices, memory, pipeline cache, backend hook ----------------------------
 
 std::string base_path() { return test_golden::data_dir() + "/tiny/base_f32.gguf"; }
-
-template <class F>
-std::string error_of(F&& f) {
-    try {
-        f();
-    } catch (const ncas::error& e) {
-        return e.what();
-    }
-    return "(no error)";
-}
 
 class vk_api : public vk_fixture {};
 

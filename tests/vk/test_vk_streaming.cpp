@@ -8,6 +8,9 @@
 
 #include "support/golden.hpp"
 #include "vk_support.hpp"
+#include "support/errors.hpp"
+
+using test_errors::error_of;
 
 namespace {
 
@@ -15,19 +18,6 @@ using namespace vk_test;
 namespace vk = ncas::vk;
 using ncas::eviction_policy;
 using ncas::expert_arena;
-
-template <class F>
-std::string error_of(F&& f) {
-    try {
-        f();
-    } catch (const ncas::error& e) {
-        return e.what();
-    }
-    return "(no error)";
-}
-
-#define EXPECT_HAS(msg, text) \
-    do { const std::string m_ = (msg); EXPECT_NE(m_.find(text), std::string::npos) << "message was: " << m_; } while (0)
 
 // The golden tokens batched (n_batch 4), then again token by token after a rewind
 // to 0 (the slots stay warm): both logits [T, V], and the streaming statistics.

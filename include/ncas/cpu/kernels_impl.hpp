@@ -704,14 +704,19 @@ struct x86_tag {
 #pragma GCC diagnostic pop
 #endif
 
+// A tag's kernel table (one static table per tag).
+template <class Tag, isa Id>
+inline const kernel_table* table_of() {
+    static const kernel_table t{Id,           &matmul_rows<Tag>,  &Tag::attn_scores, &Tag::attn_values,
+                                &Tag::gelu,   &Tag::silu_mul,     &Tag::quantize_act, &Tag::read_sum,
+                                &Tag::fma_ops, &Tag::madd_ops};
+    return &t;
+}
+
 #if !defined(NCAS_CPU_MULTI_ARCH) || defined(NCAS_CPU_BUILD_AVX2)
 NCAS_KERNEL_LINKAGE const kernel_table* table_avx2() {
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-    using tag = x86_tag<xsimd::fma3<xsimd::avx2>, isa::avx2>;
-    static const kernel_table t{isa::avx2,      &matmul_rows<tag>, &tag::attn_scores, &tag::attn_values,
-                                &tag::gelu,     &tag::silu_mul,    &tag::quantize_act, &tag::read_sum,
-                                &tag::fma_ops,  &tag::madd_ops};
-    return &t;
+    return table_of<x86_tag<xsimd::fma3<xsimd::avx2>, isa::avx2>, isa::avx2>();
 #else
     return nullptr;
 #endif
@@ -721,11 +726,7 @@ NCAS_KERNEL_LINKAGE const kernel_table* table_avx2() {
 #if !defined(NCAS_CPU_MULTI_ARCH) || defined(NCAS_CPU_BUILD_AVX512)
 NCAS_KERNEL_LINKAGE const kernel_table* table_avx512() {
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__) && defined(__FMA__)
-    using tag = x86_tag<xsimd::avx512bw, isa::avx512>;
-    static const kernel_table t{isa::avx512,      &matmul_rows<tag>, &tag::attn_scores, &tag::attn_values,
-                                &tag::gelu,     &tag::silu_mul,    &tag::quantize_act, &tag::read_sum,
-                                &tag::fma_ops,  &tag::madd_ops};
-    return &t;
+    return table_of<x86_tag<xsimd::avx512bw, isa::avx512>, isa::avx512>();
 #else
     return nullptr;
 #endif
@@ -736,11 +737,7 @@ NCAS_KERNEL_LINKAGE const kernel_table* table_avx512() {
 NCAS_KERNEL_LINKAGE const kernel_table* table_avx512vnni() {
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__) && defined(__FMA__) && \
     defined(__AVX512VBMI__) && defined(__AVX512VNNI__)
-    using tag = x86_tag<xsimd::avx512bw, isa::avx512vnni>;
-    static const kernel_table t{isa::avx512vnni,      &matmul_rows<tag>, &tag::attn_scores, &tag::attn_values,
-                                &tag::gelu,     &tag::silu_mul,    &tag::quantize_act, &tag::read_sum,
-                                &tag::fma_ops,  &tag::madd_ops};
-    return &t;
+    return table_of<x86_tag<xsimd::avx512bw, isa::avx512vnni>, isa::avx512vnni>();
 #else
     return nullptr;
 #endif
