@@ -12,16 +12,7 @@ namespace {
 using namespace vk_test;
 namespace vk = ncas::vk;
 
-class bandwidth : public vk_fixture, public ::testing::WithParamInterface<config> {
-protected:
-    void SetUp() override {
-        vk_fixture::SetUp();
-        if (IsSkipped()) return;
-        ctx = context_for(GetParam());
-        if (!ctx) GTEST_SKIP() << "device cannot run configuration " << config_name(GetParam());
-    }
-    std::shared_ptr<vk::context> ctx;
-};
+class bandwidth : public config_fixture {};
 
 TEST_P(bandwidth, read_sum_reads_every_word_once) {
     std::mt19937 rng(7);

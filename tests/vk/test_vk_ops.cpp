@@ -14,16 +14,7 @@ using namespace vk_test;
 namespace vk = ncas::vk;
 using ncas::weight_type;
 
-class ops : public vk_fixture, public ::testing::WithParamInterface<config> {
-protected:
-    void SetUp() override {
-        vk_fixture::SetUp();
-        if (IsSkipped()) return;
-        ctx = context_for(GetParam());
-        if (!ctx) GTEST_SKIP() << "device cannot run configuration " << config_name(GetParam());
-    }
-    std::shared_ptr<vk::context> ctx;
-};
+class ops : public config_fixture {};
 
 // Quantised random matrix [rows, cols] of type t, as bytes.
 std::vector<std::byte> random_matrix(weight_type t, int64_t rows, int64_t cols, uint32_t seed) {

@@ -83,6 +83,19 @@ protected:
     }
 };
 
+// A test run once per device configuration: ctx is that configuration's context
+// (skipped where the device cannot run it).
+class config_fixture : public vk_fixture, public ::testing::WithParamInterface<config> {
+protected:
+    void SetUp() override {
+        vk_fixture::SetUp();
+        if (IsSkipped()) return;
+        ctx = context_for(GetParam());
+        if (!ctx) GTEST_SKIP() << "device cannot run configuration " << config_name(GetParam());
+    }
+    std::shared_ptr<ncas::vk::context> ctx;
+};
+
 // ---- parity ----------------------------------------------------------------------
 
 struct parity {
