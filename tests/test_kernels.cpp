@@ -244,3 +244,49 @@ TEST_P(kernels_on, activation_quantisation_gives_the_reference_integers) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST_P(kernels_on, rms_norm_and_softmax_match_double) {
+    const kernel_table& k = *table_for(GetParam());
+    std::mt19937 rng(11);
+    std::normal_distribution<float> n(0.0f, 1.0f);
+    for (int64_t len : {1, 7, 16, 33, 64, 100, 2592, 10007}) {
+        std::vector<float> x(static_cast<size_t>(len)), w(x.size());
+        for (auto& v : x) v = n(rng) * 3.0f;
+        for (auto& v : w) v = 1.0f + 0.1f * n(rng);
+        std::vector<float> y(x.size() + 1, 12345.0f);
+        k.rms_norm(x.data(), w.data(), y.data(), len, 1e-5f);
+        double ss = 0;
+        for (float v : x) ss += double(v) * v;
+        const double scale = 1.0 / std::sqrt(ss / double(len) + 1e-5);
+        for (int64_t i = 0; i < len; ++i) {
+            const double want = x[size_t(i)] * scale * w[size_t(i)];
+            ASSERT_NEAR(y[size_t(i)], want, 4e-6 * std::abs(want) + 1e-30) << isa_name(k.id) << " rms_norm n " << len << " at " << i;
+        }
+        EXPECT_EQ(y.back(), 12345.0f) << "rms_norm wrote past n";
+
+        std::vector<float> s = x;
+        s.push_back(12345.0f);
+        if (len > 3) s[1] = -std::numeric_limits<float>::infinity();  // a masked score
+        std::vector<double> e(x.size());
+        double m = -1e300, sum = 0;
+        for (int64_t i = 0; i < len; ++i) m = std::max(m, double(s[size_t(i)]));
+        for (int64_t i = 0; i < len; ++i) sum += e[size_t(i)] = std::exp(double(s[size_t(i)]) - m);
+        const std::vector<float> in = s;
+        k.softmax(s.data(), len);
+        double total = 0;
+        for (int64_t i = 0; i < len; ++i) {
+            // exp(x − m) in f32: the argument's rounding gives a relative error of ε·|x − m|;
+            // the f32 sum of n terms adds at most n·u (u = 2⁻²⁴) relative.
+            const double want = e[size_t(i)] / sum, arg = std::abs(double(in[size_t(i)]) - m);
+            ASSERT_NEAR(s[size_t(i)], want, (2.4e-7 * (std::isfinite(arg) ? arg + 4 : 0) + 0x1p-24 * double(len)) * want + 1e-37)
+                << isa_name(k.id) << " softmax n " << len << " at " << i;
+            total += s[size_t(i)];
+        }
+        EXPECT_NEAR(total, 1.0, 1e-5) << isa_name(k.id) << " softmax n " << len;
+        EXPECT_EQ(s.back(), 12345.0f) << "softmax wrote past n";
+    }
+}
+
+}  // namespace

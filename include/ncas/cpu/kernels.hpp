@@ -42,6 +42,9 @@ struct kernel_table {
     void (*gelu)(float* x, int64_t n);
     void (*silu_mul)(float* up, const float* gate, int64_t n);
     quantize_row_fn quantize_act;  // activations for the Q8_0 / Q4_0 kernels (act_quant.hpp)
+    // y = x / sqrt(mean(x²) + eps) · w;  x = softmax(x) in place (ops.hpp has the scalar definitions).
+    void (*rms_norm)(const float* x, const float* w, float* y, int64_t n, float eps);
+    void (*softmax)(float* x, int64_t n);
     // For the benchmark's machine figures: the fastest plain read of n bytes
     // (n a multiple of 256; returns a sum so the loads are not optimised away),
     // and `iters` rounds of independent FMAs / 16-bit multiply-adds (returns the

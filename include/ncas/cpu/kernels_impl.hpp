@@ -209,8 +209,8 @@ inline double madd_ops_scalar(int64_t iters) {
 inline const kernel_table* table_scalar() {
     static const kernel_table t{isa::scalar,           &matmul_rows<scalar_tag>, &scalar_tag::attn_scores,
                                 &scalar_tag::attn_values, &scalar_tag::gelu,     &scalar_tag::silu_mul,
-                                &quantize_act_row,        &read_sum_scalar,      &fma_ops_scalar,
-                                &madd_ops_scalar};
+                                &quantize_act_row,        &cpu::rms_norm,        &cpu::softmax,
+                                &read_sum_scalar,         &fma_ops_scalar,       &madd_ops_scalar};
     return &t;
 }
 
@@ -302,6 +302,54 @@ struct x86_tag {
             (fbatch::load_unaligned(up + i) * (g / (one + xsimd::exp(-g)))).store_unaligned(up + i);
         }
         for (; i < n; ++i) up[i] *= silu(gate[i]);
+    }
+
+    // ---- RMSNorm and softmax ----------------------------------------------------------
+
+    // Σx² in four f32 lane accumulators (the reference sums in double: 1e-6 apart at n = 10⁴).
+    static void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps) {
+        fbatch a[4] = {fbatch(0.0f), fbatch(0.0f), fbatch(0.0f), fbatch(0.0f)};
+        int64_t i = 0;
+        for (; i + 4 * W <= n; i += 4 * W)
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; ++j) {
+                const fbatch v = fbatch::load_unaligned(x + i + j * W);
+                a[j] = xsimd::fma(v, v, a[j]);
+            }
+        for (; i + W <= n; i += W) {
+            const fbatch v = fbatch::load_unaligned(x + i);
+            a[0] = xsimd::fma(v, v, a[0]);
+        }
+        double ss = double(xsimd::hadd((a[0] + a[1]) + (a[2] + a[3])));
+        for (; i < n; ++i) ss += double(x[i]) * x[i];
+        const float scale = float(1.0 / std::sqrt(ss / double(n) + double(eps)));
+        const fbatch vs(scale);
+        for (i = 0; i + W <= n; i += W)
+            (fbatch::load_unaligned(x + i) * vs * fbatch::load_unaligned(w + i)).store_unaligned(y + i);
+        for (; i < n; ++i) y[i] = x[i] * scale * w[i];
+    }
+
+    static void softmax(float* x, int64_t n) {
+        fbatch mv(-std::numeric_limits<float>::infinity());
+        int64_t i = 0;
+        for (; i + W <= n; i += W) mv = xsimd::max(mv, fbatch::load_unaligned(x + i));
+        float lanes[W];
+        mv.store_unaligned(lanes);
+        float m = *std::max_element(lanes, lanes + W);
+        for (; i < n; ++i) m = std::max(m, x[i]);
+        const fbatch vm(m);
+        fbatch sv(0.0f);
+        for (i = 0; i + W <= n; i += W) {
+            const fbatch e = xsimd::exp(fbatch::load_unaligned(x + i) - vm);
+            e.store_unaligned(x + i);
+            sv += e;
+        }
+        float s = xsimd::hadd(sv);
+        for (; i < n; ++i) s += (x[i] = std::exp(x[i] - m));
+        const float inv = 1.0f / s;
+        const fbatch vi(inv);
+        for (i = 0; i + W <= n; i += W) (fbatch::load_unaligned(x + i) * vi).store_unaligned(x + i);
+        for (; i < n; ++i) x[i] *= inv;
     }
 
     // ---- activation quantisation (act_quant.hpp; the same integers as quantize_act_row) ----
@@ -708,8 +756,8 @@ struct x86_tag {
 template <class Tag, isa Id>
 inline const kernel_table* table_of() {
     static const kernel_table t{Id,           &matmul_rows<Tag>,  &Tag::attn_scores, &Tag::attn_values,
-                                &Tag::gelu,   &Tag::silu_mul,     &Tag::quantize_act, &Tag::read_sum,
-                                &Tag::fma_ops, &Tag::madd_ops};
+                                &Tag::gelu,   &Tag::silu_mul,     &Tag::quantize_act, &Tag::rms_norm,
+                                &Tag::softmax, &Tag::read_sum,    &Tag::fma_ops,      &Tag::madd_ops};
     return &t;
 }
 

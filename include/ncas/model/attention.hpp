@@ -62,7 +62,7 @@ inline void attention(thread_pool& pool, const model_config& c, const layer_weig
             // One pass over the cached keys scores both maps: head g's maps are adjacent in a K row.
             kern.attn_scores(kv_type, cache.k_row(layer, 0) + row_bytes(kv_type, M * g * d), k_stride, rows,
                              q + i * qd + M * h * d, M, d, scale, scores);
-            for (int64_t m = 0; m < M; ++m) cpu::softmax(scores + m * rows, rows);
+            for (int64_t m = 0; m < M; ++m) kern.softmax(scores + m * rows, rows);
             if (M == 2) {  // fold the two maps: a_0 − λ_t·a_1
                 const float lt = lambda_t[i];
                 for (int64_t j = 0; j < rows; ++j) scores[j] -= lt * scores[rows + j];
@@ -70,7 +70,7 @@ inline void attention(thread_pool& pool, const model_config& c, const layer_weig
             float* o = buf.o.data() + i * c.attn_dim() + h * dv;
             kern.attn_values(kv_type, cache.v_row(layer, 0) + row_bytes(kv_type, g * dv), v_stride, rows, scores, dv, o);
             if (!w.sub_norm.empty()) {
-                cpu::rms_norm(o, w.sub_norm.data(), o, dv, 1e-5f);
+                kern.rms_norm(o, w.sub_norm.data(), o, dv, 1e-5f);
                 for (int64_t e = 0; e < dv; ++e) o[e] *= 1.0f - w.lambda_init;
             }
         }

@@ -57,7 +57,7 @@ public:
 
         const int64_t first = all_logits ? 0 : T - 1;
         for (int64_t t = first; t < T; ++t)
-            cpu::rms_norm(x_.data() + t * D, w_.output_norm.data(), xn_.data() + (t - first) * D, D, c_.norm_eps);
+            cpu::kernels().rms_norm(x_.data() + t * D, w_.output_norm.data(), xn_.data() + (t - first) * D, D, c_.norm_eps);
         cpu::matmul(pool, w_.output, xn_.data(), T - first, logits);
     }
 
@@ -86,7 +86,7 @@ private:
 
         // h = x + attention(RMSNorm(x))
         for (int64_t i = 0; i < n; ++i)
-            cpu::rms_norm(xr_.data() + i * D, w.attn_norm.data(), xn_.data() + i * D, D, c_.norm_eps);
+            cpu::kernels().rms_norm(xr_.data() + i * D, w.attn_norm.data(), xn_.data() + i * D, D, c_.norm_eps);
         for (int64_t i = 0; i < n; ++i) lambda_t_[size_t(i)] = w.lambda;
         if (!w.lambda_exp.empty()) {  // expert-conditional λ: the layer's gate on the attention input
             moe_route(pool, c_, w, xn_.data(), n, true, moe_);
@@ -103,7 +103,7 @@ private:
 
         // y = h + moe(RMSNorm(h))
         for (int64_t i = 0; i < n; ++i)
-            cpu::rms_norm(h_.data() + i * D, w.ffn_norm.data(), xn_.data() + i * D, D, c_.norm_eps);
+            cpu::kernels().rms_norm(h_.data() + i * D, w.ffn_norm.data(), xn_.data() + i * D, D, c_.norm_eps);
         moe(pool, c_, w, l, xn_.data(), n, h_.data(), experts_, moe_, stats_.expert_use.data() + l * c_.n_expert);
 
         // x = x + s·(y − x); without a router s = 1 and x = y exactly.
@@ -125,7 +125,7 @@ private:
         for (int64_t i = 0; i < n; ++i) {
             const float* h = h_.data() + i * D;
             if (!w.mod_router.empty() && cpu::dot(w.mod_router.data(), h, D) <= c_.mod_threshold) continue;
-            cpu::rms_norm(h, w.ffn_norm.data(), guess_.data() + m++ * D, D, c_.norm_eps);
+            cpu::kernels().rms_norm(h, w.ffn_norm.data(), guess_.data() + m++ * D, D, c_.norm_eps);
         }
         if (m == 0) return;
         moe_route(pool, c_, w, guess_.data(), m, true, moe_);
