@@ -290,3 +290,31 @@ TEST_P(kernels_on, rms_norm_and_softmax_match_double) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST_P(kernels_on, rope_matches_double) {
+    const kernel_table& k = *table_for(GetParam());
+    std::mt19937 rng(13);
+    std::normal_distribution<float> n(0.0f, 1.0f);
+    std::uniform_real_distribution<float> angle(-3.2f, 3.2f);
+    for (int64_t d : {2, 6, 8, 16, 24, 72, 128, 130}) {
+        std::vector<float> v(static_cast<size_t>(d) + 1, 12345.0f), c(static_cast<size_t>(d / 2)), s(c.size());
+        for (int64_t i = 0; i < d; ++i) v[size_t(i)] = n(rng);
+        for (size_t i = 0; i < c.size(); ++i) {
+            const float a = angle(rng);
+            c[i] = std::cos(a), s[i] = std::sin(a);
+        }
+        const std::vector<float> in = v;
+        k.rope(v.data(), c.data(), s.data(), d);
+        for (int64_t i = 0; i < d / 2; ++i) {
+            const double a = in[size_t(2 * i)], b = in[size_t(2 * i + 1)], ci = c[size_t(i)], si = s[size_t(i)];
+            const double tol = 2.4e-7 * (std::abs(a) + std::abs(b));
+            ASSERT_NEAR(v[size_t(2 * i)], a * ci - b * si, tol) << isa_name(k.id) << " d " << d << " pair " << i;
+            ASSERT_NEAR(v[size_t(2 * i + 1)], a * si + b * ci, tol) << isa_name(k.id) << " d " << d << " pair " << i;
+        }
+        EXPECT_EQ(v.back(), 12345.0f) << "rope wrote past d";
+    }
+}
+
+}  // namespace

@@ -45,6 +45,8 @@ struct kernel_table {
     // y = x / sqrt(mean(x²) + eps) · w;  x = softmax(x) in place (ops.hpp has the scalar definitions).
     void (*rms_norm)(const float* x, const float* w, float* y, int64_t n, float eps);
     void (*softmax)(float* x, int64_t n);
+    // Rotates the interleaved pairs (2i, 2i+1) of a d-wide head by the angles of cos_t/sin_t (d/2 each).
+    void (*rope)(float* v, const float* cos_t, const float* sin_t, int64_t d);
     // For the benchmark's machine figures: the fastest plain read of n bytes
     // (n a multiple of 256; returns a sum so the loads are not optimised away),
     // and `iters` rounds of independent FMAs / 16-bit multiply-adds (returns the

@@ -210,7 +210,8 @@ inline const kernel_table* table_scalar() {
     static const kernel_table t{isa::scalar,           &matmul_rows<scalar_tag>, &scalar_tag::attn_scores,
                                 &scalar_tag::attn_values, &scalar_tag::gelu,     &scalar_tag::silu_mul,
                                 &quantize_act_row,        &cpu::rms_norm,        &cpu::softmax,
-                                &read_sum_scalar,         &fma_ops_scalar,       &madd_ops_scalar};
+                                &cpu::rope,               &read_sum_scalar,      &fma_ops_scalar,
+                                &madd_ops_scalar};
     return &t;
 }
 
@@ -350,6 +351,36 @@ struct x86_tag {
         const fbatch vi(inv);
         for (i = 0; i + W <= n; i += W) (fbatch::load_unaligned(x + i) * vi).store_unaligned(x + i);
         for (; i < n; ++i) x[i] *= inv;
+    }
+
+    // W/2 pairs at a time: even lanes a·cos − b·sin, odd lanes b·cos + a·sin (fmaddsub on
+    // the pairs swapped and multiplied by sin), each angle's cos/sin repeated for its pair.
+    static void rope(float* v, const float* cos_t, const float* sin_t, int64_t d) {
+        int64_t i = 0;  // pair index
+        if constexpr (W == 16) {
+#if defined(__AVX512F__)
+            const __m512i dup = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+            for (; 2 * i + 16 <= d; i += 8) {
+                const __m512 x = _mm512_loadu_ps(v + 2 * i);
+                const __m512 c = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_loadu_ps(cos_t + i)));
+                const __m512 sn = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_loadu_ps(sin_t + i)));
+                _mm512_storeu_ps(v + 2 * i, _mm512_fmaddsub_ps(x, c, _mm512_mul_ps(_mm512_permute_ps(x, 0xb1), sn)));
+            }
+#endif
+        } else {
+            const __m256i dup = _mm256_set_epi32(3, 3, 2, 2, 1, 1, 0, 0);
+            for (; 2 * i + 8 <= d; i += 4) {
+                const __m256 x = _mm256_loadu_ps(v + 2 * i);
+                const __m256 c = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(cos_t + i)), dup);
+                const __m256 sn = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(sin_t + i)), dup);
+                _mm256_storeu_ps(v + 2 * i, _mm256_fmaddsub_ps(x, c, _mm256_mul_ps(_mm256_permute_ps(x, 0xb1), sn)));
+            }
+        }
+        for (; i < d / 2; ++i) {
+            const float a = v[2 * i], b = v[2 * i + 1];
+            v[2 * i] = a * cos_t[i] - b * sin_t[i];
+            v[2 * i + 1] = a * sin_t[i] + b * cos_t[i];
+        }
     }
 
     // ---- activation quantisation (act_quant.hpp; the same integers as quantize_act_row) ----
@@ -757,7 +788,8 @@ template <class Tag, isa Id>
 inline const kernel_table* table_of() {
     static const kernel_table t{Id,           &matmul_rows<Tag>,  &Tag::attn_scores, &Tag::attn_values,
                                 &Tag::gelu,   &Tag::silu_mul,     &Tag::quantize_act, &Tag::rms_norm,
-                                &Tag::softmax, &Tag::read_sum,    &Tag::fma_ops,      &Tag::madd_ops};
+                                &Tag::softmax, &Tag::rope,        &Tag::read_sum,     &Tag::fma_ops,
+                                &Tag::madd_ops};
     return &t;
 }
 

@@ -41,18 +41,18 @@ inline void attention(thread_pool& pool, const model_config& c, const layer_weig
     cpu::matmul(pool, w.wk, xn, n, k);
     cpu::matmul(pool, w.wv, xn, n, v);
 
+    const cpu::kernel_table& kern = cpu::kernels();
     const int64_t rows_before = cache.rows(layer);
     for (int64_t i = 0; i < n; ++i) {
         const float *cs = rope.cos_at(pos[i]), *sn = rope.sin_at(pos[i]);
-        for (int64_t m = 0; m < qd / d; ++m) cpu::rope(q + i * qd + m * d, cs, sn, d);
-        for (int64_t m = 0; m < kd / d; ++m) cpu::rope(k + i * kd + m * d, cs, sn, d);
+        for (int64_t m = 0; m < qd / d; ++m) kern.rope(q + i * qd + m * d, cs, sn, d);
+        for (int64_t m = 0; m < kd / d; ++m) kern.rope(k + i * kd + m * d, cs, sn, d);
         cache.append(layer, k + i * kd, v + i * vd, pos[i]);
     }
 
     const float scale = float(1.0 / std::sqrt(double(d)));
     const weight_type kv_type = cache.type();
     const int64_t k_stride = row_bytes(kv_type, kd), v_stride = row_bytes(kv_type, vd);
-    const cpu::kernel_table& kern = cpu::kernels();
     // One task per (token, head): each output is written by exactly one thread.
     pool.parallel_for(n * H, [&](int64_t t0, int64_t t1, int thread) {
         float* scores = buf.tl[size_t(thread)].data();  // [M, rows]
