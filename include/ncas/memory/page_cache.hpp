@@ -41,24 +41,29 @@ inline double cached_fraction(const std::string& path) {
     return double(cached) / double(pages);
 }
 
-// Sequential O_DIRECT reads of up to `bytes` from the start of the file, in 4 MiB
-// requests; bytes per second / 1e9.
-inline double direct_read_gbs(const std::string& path, int64_t bytes = int64_t(1) << 30) {
+// Sequential O_DIRECT reads of up to `bytes` of the file in 4 MiB requests,
+// starting at `start` (rounded down to 4 MiB) and wrapping around the end;
+// bytes per second / 1e9. A virtual disk may cache what was read recently on
+// the host, so a caller measuring repeatedly should vary `start`.
+inline double direct_read_gbs(const std::string& path, int64_t bytes = int64_t(1) << 30, int64_t start = 0) {
     const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
     if (fd < 0) throw error(path + ": cannot open with O_DIRECT: " + errno_text());
     const struct closer { int fd; ~closer() { ::close(fd); } } close_fd{fd};
-    constexpr size_t chunk = size_t(4) << 20;
+    constexpr int64_t chunk = int64_t(4) << 20;
     void* raw = nullptr;
-    if (::posix_memalign(&raw, 4096, chunk) != 0) throw error("out of memory for a 4 MiB read buffer");
+    if (::posix_memalign(&raw, 4096, size_t(chunk)) != 0) throw error("out of memory for a 4 MiB read buffer");
     const std::unique_ptr<void, decltype(&std::free)> buf(raw, &std::free);
-    const int64_t size = int64_t(::lseek(fd, 0, SEEK_END));
-    const int64_t want = std::min(bytes, size / int64_t(chunk) * int64_t(chunk));
-    if (want <= 0) throw error(path + ": too small to measure a sequential read (under 4 MiB)");
+    const int64_t chunks = int64_t(::lseek(fd, 0, SEEK_END)) / chunk, n = std::min(bytes / chunk, chunks);
+    if (n <= 0) throw error(path + ": too small to measure a sequential read (under 4 MiB)");
+    const int64_t first = (start / chunk) % chunks;
     const auto t0 = std::chrono::steady_clock::now();
-    for (int64_t off = 0; off < want; off += int64_t(chunk))
-        if (::pread(fd, buf.get(), chunk, off) != ssize_t(chunk)) throw error(path + ": O_DIRECT read failed: " + errno_text());
+    for (int64_t i = 0; i < n; ++i) {
+        const int64_t off = (first + i) % chunks * chunk;
+        if (::pread(fd, buf.get(), size_t(chunk), off_t(off)) != ssize_t(chunk))
+            throw error(path + ": O_DIRECT read failed: " + errno_text());
+    }
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    return double(want) / s / 1e9;
+    return double(n * chunk) / s / 1e9;
 }
 
 }  // namespace ncas
