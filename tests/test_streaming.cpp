@@ -421,4 +421,34 @@ TEST(streaming_memory, peak_resident_memory_stays_within_the_budget) {
     }
 }
 
+// Slabs of a MiB and more are read by all the session's threads at once, in
+// page-aligned pieces (buffered and O_DIRECT); the bytes must land where one
+// reader would put them.
+TEST(streaming_reads, slabs_split_across_threads_give_the_resident_bits) {
+    temp_file f;
+    const synthetic_dims d{.D = 512, .L = 2, .E = 4, .k = 2, .F = 1536, .V = 64};  // 3 MiB slabs: 3 pieces of 1 MiB
+    write_synthetic(f.path, d);
+    const std::vector<int32_t> tokens = some_tokens(12, d.V);
+    const auto mapped = model::load(f.path);
+    const auto want = run(mapped, tokens, {.n_ctx = 64, .n_threads = 3, .n_batch = 4});
+    const auto m = model::load(f.path, {.stream_experts = true});
+    for (bool direct : {false, true}) {
+        const int64_t min = expert_arena::min_budget(m, direct);
+        std::optional<expert_stats> st;
+        std::vector<float> got;
+        try {
+            got = run(m, tokens, {.n_ctx = 64, .n_threads = 3, .n_batch = 4, .expert_budget = min,
+                                  .expert_prefetch = false, .expert_direct_io = direct}, true, &st);
+        } catch (const ncas::error& e) {
+            if (direct && std::string(e.what()).find("O_DIRECT") != std::string::npos) {
+                std::printf("skip O_DIRECT: %s\n", e.what());
+                continue;
+            }
+            throw;
+        }
+        EXPECT_EQ(got, want) << (direct ? "O_DIRECT" : "buffered");
+        EXPECT_GT(st->total().bytes_read, min) << "it streamed";
+    }
+}
+
 }  // namespace
