@@ -14,9 +14,12 @@
 //    are widened to 16-bit integers and multiplied with the tokens' 16-bit
 //    activations (pmaddwd, or vpdpwssd with AVX-512 VNNI), scaled by the weight
 //    block's scale into f32 lane accumulators; the token's activation scale is
-//    applied once at the end. Q4_0 is read two blocks at a time: their 32 quant
-//    bytes become 32 words whose low and high nibbles are the pair's 64 weights
-//    (see act_quant.hpp for the matching activation order and the −8 offset).
+//    applied once at the end. Q4_0 is read four blocks (a quad) at a time: their
+//    quant bytes become four runs of 32 words, each block's products landing in
+//    4 lanes of its own (see act_quant.hpp for the matching activation order and
+//    the −8 offset; docs/architecture.md for the measurements behind the tiling).
+//  - the other kernels of the table (attention, softmax, RMSNorm, RoPE, FFN
+//    activations, activation quantisation): xsimd batches, scalar tails.
 // Each output is computed by one accumulator in a fixed order, so results do
 // not depend on the thread split, and a token's result does not depend on
 // which other tokens or rows share its tile (prefill and decode agree bit for bit).
