@@ -237,8 +237,9 @@ TEST_P(kernels_on, activation_quantisation_gives_the_reference_integers) {
             for (int64_t t = 0; t < p.T; ++t) {
                 EXPECT_EQ(a.d(t), b.d(t));
                 for (int64_t i = 0; i < places; ++i) ASSERT_EQ(a.q(t)[i], b.q(t)[i]) << type_name(type) << " " << cols << " at " << i;
-                if (type == weight_type::q4_0)
+                if (type == weight_type::q4_0) {
                     for (int64_t i = 0; i < (nb + 3) / 4 * 16; ++i) ASSERT_EQ(a.corr(t)[i], b.corr(t)[i]) << cols << " lane " << i;
+                }
             }
         }
 }

@@ -222,9 +222,12 @@ inline const kernel_table* table_scalar() {
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 
-// GCC 12's own AVX-512 intrinsic headers trip -Wmaybe-uninitialized (_mm512_undefined_*).
+// GCC 12's own AVX-512 intrinsic headers trip -Wmaybe-uninitialized and, at -O1,
+// -Wuninitialized (the `__Y = __Y` of _mm256_undefined_*, reached through casts and
+// extracts).
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 // Simd: the xsimd architecture of the f32 batches (16 lanes on AVX-512, 8 on AVX2).
 // Simd: the xsimd architecture of the f32 batches (16 lanes on AVX-512, 8 on AVX2);
