@@ -81,6 +81,7 @@ public:
     }
 
     float d(int64_t t) const { return d_[size_t(t)]; }
+    const float* scales() const { return d_.data(); }  // d(t) for every t
     const int16_t* q(int64_t t) const { return q_ + t * q_stride_; }
     const int32_t* corr(int64_t t) const { return c_ + t * c_stride_; }
     weight_type type() const { return type_; }

@@ -232,6 +232,10 @@ inline const kernel_table* table_scalar() {
 // Simd: the xsimd architecture of the f32 batches (16 lanes on AVX-512, 8 on AVX2).
 // Simd: the xsimd architecture of the f32 batches (16 lanes on AVX-512, 8 on AVX2);
 // Level: the instruction set it is compiled for (avx512 and avx512vnni share Simd).
+// Its scalar tails spell out their float arithmetic (expf/tanhf from libm, no
+// ops.hpp helper, no std::max on floats, no act_rows accessor returning a float):
+// those would be inline functions shared with the scalar variant, and an
+// unoptimised build emits them, VEX-encoded, as the one copy the linker keeps.
 template <class Simd, isa Level>
 struct x86_tag {
     using fbatch = xsimd::batch<float, Simd>;
@@ -252,6 +256,15 @@ struct x86_tag {
         } else {
             return fbatch::load_unaligned(reinterpret_cast<const float*>(p));
         }
+    }
+
+    // Element e of an F32 / F16 / BF16 row.
+    template <weight_type t>
+    static float element(const std::byte* row, int64_t e) {
+        if constexpr (t == weight_type::f16) return _cvtsh_ss(reinterpret_cast<const uint16_t*>(row)[e]);
+        else if constexpr (t == weight_type::bf16)
+            return std::bit_cast<float>(uint32_t(reinterpret_cast<const uint16_t*>(row)[e]) << 16);
+        else return reinterpret_cast<const float*>(row)[e];
     }
 
     // Two accumulators per token (even and odd steps) so one token's sum is not a
@@ -280,14 +293,18 @@ struct x86_tag {
             k += W;
         }
         float w[W];  // the tail, when K is not a multiple of W (small tensors only)
-        for (int64_t j = k; j < K; ++j)
-            w[j - k] = t == weight_type::f32   ? reinterpret_cast<const float*>(row)[j]
-                       : t == weight_type::f16 ? _cvtsh_ss(reinterpret_cast<const uint16_t*>(row)[j])
-                                               : std::bit_cast<float>(uint32_t(reinterpret_cast<const uint16_t*>(row)[j]) << 16);
+        for (int64_t j = k; j < K; ++j) w[j - k] = element<t>(row, j);
         for (int i = 0; i < NT; ++i) {
             out[i] = xsimd::hadd(acc[0][i] + acc[1][i]);
             for (int64_t j = k; j < K; ++j) out[i] += w[j - k] * x[i * ldx + j];
         }
+    }
+
+    // The largest of n floats (the tag's own loop: see the note above x86_tag).
+    static float max_of(const float* v, int64_t n) {
+        float m = v[0];
+        for (int64_t j = 1; j < n; ++j) m = v[j] > m ? v[j] : m;
+        return m;
     }
 
     // ---- FFN activations (xsimd's vector tanh and exp) --------------------------------
@@ -299,7 +316,7 @@ struct x86_tag {
             const fbatch v = fbatch::load_unaligned(x + i);
             (half * v * (one + xsimd::tanh(c * (v + a * v * v * v)))).store_unaligned(x + i);
         }
-        for (; i < n; ++i) x[i] = gelu_tanh(x[i]);
+        for (; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + tanhf(0.7978845608028654f * (x[i] + 0.044715f * x[i] * x[i] * x[i])));
     }
     static void silu_mul(float* up, const float* gate, int64_t n) {
         const fbatch one(1.0f);
@@ -308,7 +325,7 @@ struct x86_tag {
             const fbatch g = fbatch::load_unaligned(gate + i);
             (fbatch::load_unaligned(up + i) * (g / (one + xsimd::exp(-g)))).store_unaligned(up + i);
         }
-        for (; i < n; ++i) up[i] *= silu(gate[i]);
+        for (; i < n; ++i) up[i] *= gate[i] / (1.0f + expf(-gate[i]));
     }
 
     // ---- RMSNorm and softmax ----------------------------------------------------------
@@ -337,13 +354,13 @@ struct x86_tag {
     }
 
     static void softmax(float* x, int64_t n) {
-        fbatch mv(-std::numeric_limits<float>::infinity());
+        fbatch mv(-__builtin_huge_valf());
         int64_t i = 0;
         for (; i + W <= n; i += W) mv = xsimd::max(mv, fbatch::load_unaligned(x + i));
         float lanes[W];
         mv.store_unaligned(lanes);
-        float m = *std::max_element(lanes, lanes + W);
-        for (; i < n; ++i) m = std::max(m, x[i]);
+        float m = max_of(lanes, W);
+        for (; i < n; ++i) m = x[i] > m ? x[i] : m;
         const fbatch vm(m);
         fbatch sv(0.0f);
         for (i = 0; i + W <= n; i += W) {
@@ -352,7 +369,7 @@ struct x86_tag {
             sv += e;
         }
         float s = xsimd::hadd(sv);
-        for (; i < n; ++i) s += (x[i] = std::exp(x[i] - m));
+        for (; i < n; ++i) s += (x[i] = expf(x[i] - m));
         const float inv = 1.0f / s;
         const fbatch vi(inv);
         for (i = 0; i + W <= n; i += W) (fbatch::load_unaligned(x + i) * vi).store_unaligned(x + i);
@@ -397,7 +414,7 @@ struct x86_tag {
         for (int64_t i = 0; i < n; i += W) m = xsimd::max(m, xsimd::abs(fbatch::load_unaligned(x + i)));
         float lanes[W];
         m.store_unaligned(lanes);
-        const float amax = *std::max_element(lanes, lanes + W), d = amax / 32767.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        const float amax = max_of(lanes, W), d = amax / 32767.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
         *d_out = d;
         // 8 values as int16, rounded to nearest even (the default mode, as std::nearbyint).
         auto store8 = [&](const float* src, int16_t* dst) {
@@ -425,12 +442,6 @@ struct x86_tag {
     // ---- attention over the KV cache (f32 or f16) ------------------------------------
 
     template <weight_type t>
-    static float kv_value(const std::byte* row, int64_t e) {
-        if constexpr (t == weight_type::f16) return _cvtsh_ss(reinterpret_cast<const uint16_t*>(row)[e]);
-        else return reinterpret_cast<const float*>(row)[e];
-    }
-
-    template <weight_type t>
     static void scores_of(const std::byte* k, int64_t stride, int64_t rows, const float* q, int64_t maps, int64_t d,
                           float scale, float* scores) {
         constexpr int64_t es = t == weight_type::f16 ? 2 : 4;
@@ -443,7 +454,7 @@ struct x86_tag {
                 int64_t e = 0;
                 for (; e + W <= d; e += W) acc = xsimd::fma(load_weights<t>(km + e * es), fbatch::load_unaligned(qm + e), acc);
                 float s = xsimd::hadd(acc);
-                for (; e < d; ++e) s += kv_value<t>(km, e) * qm[e];
+                for (; e < d; ++e) s += element<t>(km, e) * qm[e];
                 scores[m * rows + j] = s * scale;
             }
         }
@@ -476,7 +487,7 @@ struct x86_tag {
             if (nbat < 8) {  // the columns after the last whole batch
                 for (int64_t e = e0 + nbat * W; e < std::min(dv, e0 + 8 * W); ++e) {
                     float s = 0.0f;
-                    for (int64_t j = 0; j < rows; ++j) s += p[j] * kv_value<t>(v + j * stride, e);
+                    for (int64_t j = 0; j < rows; ++j) s += p[j] * element<t>(v + j * stride, e);
                     o[e] = s;
                 }
                 break;
@@ -510,7 +521,7 @@ struct x86_tag {
             else q8_tile_256<R, NT>(row0, stride, nb, xq, t0, sums);
         }
         for (int r = 0; r < R; ++r)
-            for (int i = 0; i < NT; ++i) out[r * NT + i] = sums[r][i] * xq.d(t0 + i);
+            for (int i = 0; i < NT; ++i) out[r * NT + i] = sums[r][i] * xq.scales()[t0 + i];
     }
 
 #if defined(__AVX512BW__)
