@@ -13,9 +13,10 @@
 #include <random>
 
 #include "ncas/format/gguf_writer.hpp"
+#include "ncas/memory/page_cache.hpp"
 #include "ncas/ncas.hpp"
-#include "support/golden.hpp"
 #include "support/errors.hpp"
+#include "support/golden.hpp"
 
 using test_errors::error_of;
 
@@ -449,6 +450,18 @@ TEST(streaming_reads, slabs_split_across_threads_give_the_resident_bits) {
         EXPECT_EQ(got, want) << (direct ? "O_DIRECT" : "buffered");
         EXPECT_GT(st->total().bytes_read, min) << "it streamed";
     }
+}
+
+TEST(disk_probe, a_file_under_one_request_is_refused_by_name) {
+    temp_file f;
+    {
+        std::ofstream out(f.path, std::ios::binary);
+        out << std::string(4096, 'x');
+    }
+    const std::string msg = error_of([&] { direct_read_gbs(f.path); });
+    EXPECT_HAS(msg, f.path);
+    EXPECT_TRUE(msg.find("too small to measure") != std::string::npos || msg.find("O_DIRECT") != std::string::npos) << msg;
+    EXPECT_HAS(error_of([&] { direct_read_gbs(f.path + ".missing"); }), ".missing");
 }
 
 }  // namespace

@@ -48,10 +48,10 @@
 #include <string_view>
 #include <vector>
 
+#include "ncas/cpu/thread_pool.hpp"
 #include "ncas/memory/aligned_buffer.hpp"
 #include "ncas/memory/expert_policy.hpp"
 #include "ncas/memory/expert_stats.hpp"
-#include "ncas/cpu/thread_pool.hpp"
 #include "ncas/memory/io_thread.hpp"
 #include "ncas/memory/mapped_file.hpp"
 #include "ncas/model/model.hpp"
