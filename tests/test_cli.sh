@@ -298,6 +298,12 @@ expect "bench --expert-budget min" 0 '^decode +20 tokens' \
     "$ncas" bench --model "$data/base_q8_0.gguf" --prompt 20 --gen 20 --expert-budget min --bw-mib 64 -t 1 --json "$tmp/bench.json"
 grep -q '^experts: ' "$tmp/out" && [ "$(json_field "$tmp/bench.json" backend)" = cpu ]
 check "bench --expert-budget min prints the expert report and JSON" $? "$(head -c 300 "$tmp/out")"
+grep -qE '^paired +decode at [0-9.]+% \(median of 8 chunks; [0-9.]+–[0-9.]+%\)' "$tmp/out" &&
+    [ "$(json_field "$tmp/bench.json" paired_chunks)" = 8 ] &&
+    "$py" -c 'import json, sys; j = json.load(open(sys.argv[1])); sys.exit(not (j["decode_pct_paired"] > 0 and 0 < j["paired_read_gbs_min"] <= j["paired_read_gbs_max"]))' "$tmp/bench.json"
+check "bench sets each of 8 decode chunks against the read bandwidth measured around it" $? "$(head -c 600 "$tmp/out")"
+expect "bench --gen 3: as many chunks as tokens" 0 '^paired +decode at [0-9.]+% \(median of 3 chunks' \
+    "$ncas" bench --model "$data/base_q8_0.gguf" --prompt 4 --gen 3 --bw-mib 64 -t 1
 
 # ---- --backend vulkan (Mesa's lavapipe where no GPU driver is chosen) --------
 run "$ncas" logits --list-devices

@@ -45,24 +45,41 @@ double best_seconds(int reps, F&& f) {
     return best;
 }
 
-machine measure_machine(thread_pool& pool, int64_t bytes) {
-    const cpu::kernel_table& k = cpu::kernels();
-    bytes = bytes / 4096 * 4096;
-    std::unique_ptr<std::byte[]> buf(new std::byte[size_t(bytes)]);
-    pool.parallel_for(bytes, [&](int64_t b, int64_t e) { std::fill(buf.get() + b, buf.get() + e, std::byte{1}); });
-    volatile uint64_t sink = 0;
-    machine m;
-    const double one = best_seconds(5, [&] { sink = sink + k.read_sum(buf.get(), size_t(bytes)); });
-    const double all = best_seconds(5, [&] {
-        pool.parallel_for(pool.size(), [&](int64_t b, int64_t e) {
+// A buffer far larger than the caches, read by the kernel table's plain read loop.
+class read_probe {
+public:
+    read_probe(thread_pool& pool, int64_t bytes) : pool_(pool), bytes_(bytes / 4096 * 4096), buf_(new std::byte[size_t(bytes_)]) {
+        pool.parallel_for(bytes_, [&](int64_t b, int64_t e) { std::fill(buf_.get() + b, buf_.get() + e, std::byte{1}); });
+    }
+    // Seconds to read the buffer once on the calling thread, or split across the pool.
+    double one_thread() {
+        const stopwatch t;
+        sink_ = sink_ + cpu::kernels().read_sum(buf_.get(), size_t(bytes_));
+        return t.seconds();
+    }
+    double all_threads() {
+        const stopwatch t;
+        pool_.parallel_for(pool_.size(), [&](int64_t b, int64_t e) {
             for (int64_t i = b; i < e; ++i) {
-                const auto [lo, hi] = thread_pool::chunk(bytes / 256, pool.size(), int(i));
-                sink = sink + k.read_sum(buf.get() + lo * 256, size_t(hi - lo) * 256);
+                const auto [lo, hi] = thread_pool::chunk(bytes_ / 256, pool_.size(), int(i));
+                sink_ = sink_ + cpu::kernels().read_sum(buf_.get() + lo * 256, size_t(hi - lo) * 256);
             }
         });
-    });
-    m.read_gbs_1 = double(bytes) / one / 1e9;
-    m.read_gbs_n = double(bytes) / all / 1e9;
+        return t.seconds();
+    }
+    double gbs(double seconds) const { return double(bytes_) / seconds / 1e9; }
+
+private:
+    thread_pool& pool_;
+    int64_t bytes_;
+    std::unique_ptr<std::byte[]> buf_;
+    volatile uint64_t sink_ = 0;
+};
+
+machine measure_machine(thread_pool& pool, read_probe& probe) {
+    machine m;
+    m.read_gbs_1 = probe.gbs(best_seconds(5, [&] { probe.one_thread(); }));
+    m.read_gbs_n = probe.gbs(best_seconds(5, [&] { probe.all_threads(); }));
     const int64_t iters = 20'000'000;
     auto peak = [&](double (*ops)(int64_t)) {
         std::vector<double> done(size_t(pool.size()));
@@ -75,8 +92,8 @@ machine measure_machine(thread_pool& pool, int64_t bytes) {
         for (double d : done) total += d;
         return total / s / 1e9;
     };
-    m.fma_gflops = peak(k.fma_ops);
-    m.madd_gops = peak(k.madd_ops);
+    m.fma_gflops = peak(cpu::kernels().fma_ops);
+    m.madd_gops = peak(cpu::kernels().madd_ops);
     return m;
 }
 
@@ -186,9 +203,12 @@ int run_bench(int argc, char** argv) {
     const int threads = cpu_backend ? sp.n_threads : 0;  // the Vulkan session runs no CPU threads
 
     machine mach;
+    std::unique_ptr<thread_pool> probe_pool;
+    std::unique_ptr<read_probe> probe;
     if (!skip_machine && cpu_backend) {
-        thread_pool pool(threads);
-        mach = measure_machine(pool, bw_mib << 20);
+        probe_pool = std::make_unique<thread_pool>(threads);
+        probe = std::make_unique<read_probe>(*probe_pool, bw_mib << 20);
+        mach = measure_machine(*probe_pool, *probe);
     }
 
     std::mt19937 rng(42);
@@ -214,12 +234,39 @@ int run_bench(int argc, char** argv) {
     s.reset();
     std::span<const float> logits = s.decode(ids.front());
     s.reset_stats();
-    const stopwatch td;
-    for (int64_t i = 0; i < gen; ++i) {
-        const int32_t next = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
-        logits = s.decode(next);
+    // The host's memory bandwidth moves within seconds (this VM: 29 to 56 GB/s within
+    // an hour), so with the machine figures on, decode runs in chunks with the
+    // N-thread read measured before the first and after each one: every chunk is
+    // set against the bandwidth of its own minute (the mean of the reads either
+    // side), and the median chunk is reported beside the start-of-run figure.
+    const int64_t chunks = probe ? std::min<int64_t>(gen, 8) : 1;
+    std::vector<double> paired;  // a chunk's weight GB/s / the read GB/s around it
+    double read_lo = 1e30, read_hi = 0, decode_s = 0;
+    auto read_now = [&] {
+        const double g = probe->gbs(probe->all_threads());
+        read_lo = std::min(read_lo, g), read_hi = std::max(read_hi, g);
+        return g;
+    };
+    double read_before = probe ? read_now() : 0;
+    for (int64_t c = 0; c < chunks; ++c) {
+        const int64_t n = gen * (c + 1) / chunks - gen * c / chunks;
+        const run_stats before = s.stats();
+        const stopwatch td;
+        for (int64_t i = 0; i < n; ++i) {
+            const int32_t next = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+            logits = s.decode(next);
+        }
+        const double chunk_s = td.seconds();
+        decode_s += chunk_s;
+        if (!probe) continue;
+        const double read_after = read_now();
+        const double chunk_bytes = account(m, s.stats(), gen * (c + 1) / chunks).bytes - account(m, before, gen * c / chunks).bytes;
+        paired.push_back(chunk_bytes / chunk_s / 1e9 / ((read_before + read_after) / 2));
+        read_before = read_after;
     }
-    const double decode_s = td.seconds();
+    std::sort(paired.begin(), paired.end());
+    const double paired_median = paired.empty() ? 0 : paired.size() % 2 ? paired[paired.size() / 2]
+                                                                          : (paired[paired.size() / 2 - 1] + paired[paired.size() / 2]) / 2;
     const work dw = account(m, s.stats(), gen);
 
     const double prefill_tps = double(prompt) / prefill_s, decode_tps = double(gen) / decode_s;
@@ -253,6 +300,10 @@ int run_bench(int argc, char** argv) {
     std::printf("\ndecode     %lld tokens  %8.2f tok/s  %7.1f MB/token  %6.2f GB/s", (long long)gen, decode_tps,
                 bytes_per_token / 1e6, decode_gbs);
     if (!skip_machine && cpu_backend) std::printf("  %5.1f%% of measured %d-thread bandwidth", 100 * decode_gbs / mach.read_gbs_n, threads);
+    if (!paired.empty())
+        std::printf("\npaired     decode at %.1f%% (median of %zu chunks; %.1f–%.1f%%) of the %d-thread read measured around each "
+                    "chunk (%.1f–%.1f GB/s)",
+                    100 * paired_median, paired.size(), 100 * paired.front(), 100 * paired.back(), threads, read_lo, read_hi);
     if (device_gbs > 0) std::printf("  %5.1f%% of measured device bandwidth", 100 * decode_gbs / device_gbs);
     std::printf("\nMoD        %.1f%% of layer visits skipped during decode\n", offered ? 100 * skipped / offered : 0.0);
     if (const auto es = s.expert_stats()) std::fputs(es->report().c_str(), stdout);
@@ -282,7 +333,8 @@ int run_bench(int argc, char** argv) {
                      " \"decode_tokens\": %lld, \"decode_tps\": %.4f, \"decode_bytes_per_token\": %.0f, \"decode_gbs\": %.3f,\n"
                      " \"decode_pct_bandwidth\": %.2f, \"prefill_pct_fma\": %.2f, \"prefill_pct_madd\": %.2f,\n"
                      " \"mod_skip_rate\": %.4f, \"expert_budget\": %lld, \"expert_hit_rate\": %.4f,\n"
-                     " \"direct_io\": %s, \"disk_read_gbs\": %.3f, \"stream_limit_tps\": %.4f}\n",
+                     " \"direct_io\": %s, \"disk_read_gbs\": %.3f, \"stream_limit_tps\": %.4f,\n"
+                     " \"decode_pct_paired\": %.2f, \"paired_chunks\": %zu, \"paired_read_gbs_min\": %.3f, \"paired_read_gbs_max\": %.3f}\n",
                      json_escape(path).c_str(), s.backend().c_str(), json_escape(device).c_str(),
                      cpu_backend ? std::string(cpu::isa_name(cpu::kernels().id)).c_str() : "", threads, (long long)sp.n_batch,
                      load_s, session_s, mach.read_gbs_1, mach.read_gbs_n, device_gbs, mach.fma_gflops, mach.madd_gops, (long long)prompt,
@@ -292,7 +344,7 @@ int run_bench(int argc, char** argv) {
                      mach.madd_gops > 0 && int_dot ? 100 * prefill_gflops / mach.madd_gops : 0.0,
                      offered ? skipped / offered : 0.0, (long long)sp.expert_budget,
                      s.expert_stats() ? s.expert_stats()->hit_rate() : 1.0, mo.direct_io ? "true" : "false", disk_gbs,
-                     stream_limit_tps);
+                     stream_limit_tps, 100 * paired_median, paired.size(), paired.empty() ? 0.0 : read_lo, read_hi);
         std::fclose(f);
     }
     return 0;
