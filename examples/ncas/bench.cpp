@@ -237,7 +237,7 @@ int run_bench(int argc, char** argv) {
     // The host's memory bandwidth moves within seconds (this VM: 29 to 56 GB/s within
     // an hour), so with the machine figures on, decode runs in chunks with the
     // N-thread read measured before the first and after each one: every chunk is
-    // set against the bandwidth of its own minute (the mean of the reads either
+    // set against the bandwidth of the seconds around it (the mean of the reads either
     // side), and the median chunk is reported beside the start-of-run figure.
     const int64_t chunks = probe ? std::min<int64_t>(gen, 8) : 1;
     std::vector<double> paired;  // a chunk's weight GB/s / the read GB/s around it
