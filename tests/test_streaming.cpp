@@ -362,6 +362,51 @@ TEST(expert_prefetch, never_evicts_the_current_or_next_layers_slabs) {
     EXPECT_EQ(replay(a, {0, 1}), (std::vector<bool>{true, true}));  // layer 0 still all there
 }
 
+// ---- read-ahead within a routed layer ----------------------------------------------
+
+TEST(expert_read_ahead, a_layers_later_misses_are_read_ahead_and_still_count_as_misses) {
+    small_arena_model s;
+    expert_arena a = s.arena(6, eviction_policy::lru);
+    const int64_t slab = expert_arena::slot_bytes(*s.m, false);
+    a.acquire(0, 0);
+    const int32_t used[] = {0, 3, 5};  // 0 resident; 3 and 5 missing
+    a.will_use(0, used);
+    a.wait_idle();
+    EXPECT_EQ(a.stats().layers[0].read_ahead, 2);
+    EXPECT_EQ(replay(a, {0, 3, 5}), (std::vector<bool>{true, false, false}));
+    EXPECT_EQ(a.stats().layers[0].bytes_read, 3 * slab);  // 0 on demand, 3 and 5 ahead: nothing twice
+    EXPECT_EQ(replay(a, {3, 5}), (std::vector<bool>{true, true}));  // then they are plain hits
+}
+
+TEST(expert_read_ahead, leaves_a_slot_for_the_first_expert_and_keeps_the_ones_announced) {
+    small_arena_model s;
+    expert_arena a = s.arena(2, eviction_policy::lru);  // the minimum: k = 2 slots
+    a.acquire(1, 6), a.acquire(1, 7);
+    const int32_t used[] = {0, 1, 2, 3};  // a prefill batch using four experts, none resident
+    a.will_use(0, used);
+    EXPECT_EQ(a.stats().layers[0].read_ahead, 1) << "one slot stays free for expert 0";
+    a.wait_idle();
+    EXPECT_EQ(replay(a, {0, 1, 2, 3}), (std::vector<bool>{false, false, false, false}));
+    EXPECT_EQ(a.stats().layers[0].requests, 4);
+    // Now 2 and 3 are resident. A resident expert the layer announced is not
+    // evicted by the reads ahead of it, however the policy ranks it.
+    const int32_t next[] = {3, 5, 6};  // 3 resident (LRU would drop it after 2), 5 and 6 missing
+    a.will_use(0, next);
+    a.wait_idle();
+    EXPECT_EQ(a.stats().layers[0].read_ahead, 2) << "5 into 2's slot; no slot left for 6";
+    EXPECT_EQ(replay(a, {3, 5, 6}), (std::vector<bool>{true, false, false}));
+}
+
+TEST(expert_read_ahead, is_off_without_direct_reads_or_prefetch) {
+    small_arena_model s;
+    expert_arena a(*s.m, {.budget = 6 * expert_arena::slot_bytes(*s.m, false), .prefetch = false});
+    const int32_t used[] = {1, 2};
+    a.will_use(0, used);
+    a.wait_idle();
+    EXPECT_EQ(a.stats().layers[0].read_ahead, 0);
+    EXPECT_EQ(replay(a, {1, 2}), (std::vector<bool>{false, false}));
+}
+
 // ---- the memory bound -------------------------------------------------------------
 
 // A field of /proc/self/status in KiB (VmRSS: resident now, VmHWM: peak since the last reset_peak()).

@@ -99,7 +99,7 @@ private:
 
     static expert_provider expert_source(const model_core& m, expert_arena* a) {
         if (a) return a->provider();
-        return [&w = m.weights()](int64_t l, int32_t e) { return resident_expert(w.layers[size_t(l)], e); };
+        return {[&w = m.weights()](int64_t l, int32_t e) { return resident_expert(w.layers[size_t(l)], e); }};
     }
 
     thread_pool pool_;

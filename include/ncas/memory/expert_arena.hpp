@@ -8,7 +8,7 @@
 //
 //   slot layout   [ up | gate (swiglu) | down ]   each part rounded up to 4 KiB,
 //                 plus 4 KiB when O_DIRECT reads a block-aligned range around it
-//   slot states   empty -> queued (prefetch posted) -> loading -> ready
+//   slot states   empty -> queued (prefetch or read-ahead posted) -> loading -> ready
 //                 empty -> loading (a miss reads on the caller's thread) -> ready
 //
 // acquire(layer, e) is the MoE's expert_provider: a hit returns at once; a miss
@@ -16,6 +16,10 @@
 // prefetches: a queued prefetch of the wanted slab is taken over); a slab the
 // I/O thread is reading is waited for. The slabs returned stay valid until the
 // next acquire() — moe() finishes an expert's matmuls before asking for the next.
+//
+// will_use(layer, experts) is told, once a layer is routed, which experts it
+// will acquire: the missing ones after the first are read on the I/O thread
+// while the first is read or computed (with O_DIRECT or prefetch on).
 //
 // prefetch(layer, experts) guesses the next layer's experts (the transformer
 // applies that layer's gate to the current hidden state) and posts their reads
@@ -46,6 +50,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "ncas/cpu/thread_pool.hpp"
@@ -62,7 +67,7 @@ namespace ncas {
 struct expert_arena_options {
     int64_t budget = 0;                                 // bytes of expert weights held in memory
     eviction_policy policy = eviction_policy::lfu_distance;
-    bool prefetch = true;                               // accept prefetch() guesses (false: demand only)
+    bool prefetch = true;                               // prefetch() guesses and will_use() read-ahead (false: demand only)
     bool direct_io = false;                             // O_DIRECT reads: bypass the page cache (cold reads)
     int64_t age_every = 0;                              // lfu policies: uses between halvings; 0: 4·(L·E)
     // The compute threads, idle while the caller waits on a miss: a demand read is
@@ -168,7 +173,36 @@ public:
     int64_t capacity_bytes() const { return capacity_; }
 
     expert_provider provider() {
-        return [this](int64_t layer, int32_t e) { return acquire(layer, e); };
+        return {[this](int64_t layer, int32_t e) { return acquire(layer, e); },
+                [this](int64_t layer, std::span<const int32_t> e) { will_use(layer, e); }};
+    }
+
+    // The layer is routed: it will acquire `experts`, in this order. The missing
+    // ones after the first are read on the I/O thread while the caller reads the
+    // first (or computes it, when it is resident), so a miss waits only for what
+    // is left of its read. No guess: the reads are wanted. They take no slot from
+    // the layer's own experts, and leave one for the first when it is missing.
+    // Only where the I/O thread does not take CPU from the compute threads: with
+    // O_DIRECT (the device fills the slot), or when background reads are allowed
+    // (prefetch on). A page-cache copy on the I/O thread while both cores of a
+    // 2-core machine compute measured slower (PI-P at 25%: 9.5-10.6 tok/s with
+    // it, 11.9-14.4 without; docs/benchmarks.md).
+    void will_use(int64_t layer, std::span<const int32_t> experts) {
+        std::lock_guard lock(mu_);
+        needed_.clear();
+        for (int32_t e : experts) needed_.push_back(layer * E_ + e);
+        if (!io_ || !(o_.direct_io || o_.prefetch) || experts.size() < 2) return;
+        const bool first_missing = where_[size_t(needed_.front())] < 0;
+        for (size_t j = 1; j < needed_.size(); ++j) {
+            const int64_t key = needed_[j];
+            if (where_[size_t(key)] >= 0) continue;
+            const int32_t i = victim(layer, false, true);
+            if (i < 0 || (first_missing && spare_slots() < 2)) return;
+            assign(i, key, slot_state::queued);
+            slots_[size_t(i)].ahead = true;
+            ++stats_[size_t(layer)].read_ahead;
+            io_->post([this, i, key] { background_load(i, key); });
+        }
     }
 
     // The slabs of expert e of layer `layer`, read from the file when not resident.
@@ -185,6 +219,7 @@ public:
         const int64_t key = layer * E_ + e;
         expert_layer_stats& st = stats_[size_t(layer)];
         std::unique_lock lock(mu_);
+        if (const auto n = std::find(needed_.begin(), needed_.end(), key); n != needed_.end()) needed_.erase(n);
         policy_.use(key);
         ++st.requests;
         const auto t0 = clock::now();
@@ -194,21 +229,18 @@ public:
             if (s.state == slot_state::loading)  // the I/O thread is reading it
                 loaded_.wait(lock, [&] { return s.key != key || s.state != slot_state::loading; });
             if (s.key == key && s.state == slot_state::ready) {
-                ++st.hits;
+                if (!std::exchange(s.ahead, false)) ++st.hits;
                 st.stall_seconds += seconds_since(t0);
                 return i;
             }
             if (s.key == key && s.state == slot_state::queued) {  // not started: take it over
-                s.state = slot_state::loading;
+                s.state = slot_state::loading, s.ahead = false;
                 return load_here(lock, i, layer, e, t0);
             }
             // Its prefetch failed (the slot was freed): read it ourselves.
         }
-        int32_t i = victim(layer, false);
-        while (i < 0) {  // every slot is being read: wait for one
-            loaded_.wait(lock);
-            i = victim(layer, false);
-        }
+        int32_t i = victim(layer, false, true);
+        while (i < 0 && (i = victim(layer, false, false)) < 0) loaded_.wait(lock);  // every slot is being read
         assign(i, key, slot_state::loading);
         return load_here(lock, i, layer, e, t0);
     }
@@ -274,6 +306,7 @@ private:
         int64_t key = -1;
         slot_state state = slot_state::empty;
         bool prefetched = false;  // loaded by a guess and not asked for since
+        bool ahead = false;       // read ahead by will_use: a miss, though acquire() finds it in a slot
     };
     // Where one expert tensor's slabs are in the file: expert e at offset + e·bytes.
     struct part {
@@ -299,24 +332,26 @@ private:
     void assign(int32_t i, int64_t key, slot_state state) {
         slot& s = slots_[size_t(i)];
         if (s.key >= 0) release(s);
-        s.key = key, s.state = state, s.prefetched = false;
+        s.key = key, s.state = state, s.prefetched = false, s.ahead = false;
         where_[size_t(key)] = i;
     }
     void release(slot& s) {
         where_[size_t(s.key)] = -1;
-        s.key = -1, s.state = slot_state::empty, s.prefetched = false;
+        s.key = -1, s.state = slot_state::empty, s.prefetched = false, s.ahead = false;
     }
 
     // The slot to load into while `layer` computes, or -1. Evicted first: other
     // layers' slabs, then the next layer's (needed soon), then this layer's. A
     // prefetch (for layer + 1) takes only empty slots and other layers' slabs.
-    int32_t victim(int64_t layer, bool for_prefetch) const {
+    // keep_needed: nor the experts the layer announced (will_use) and has not asked for yet.
+    int32_t victim(int64_t layer, bool for_prefetch, bool keep_needed = true) const {
         int32_t best = -1;
         int best_group = 0;
         for (int32_t i = 0; i < int32_t(slots_.size()); ++i) {
             const slot& s = slots_[size_t(i)];
             if (s.state == slot_state::empty) return i;
             if (s.state == slot_state::loading) continue;
+            if (keep_needed && std::find(needed_.begin(), needed_.end(), s.key) != needed_.end()) continue;
             const int64_t l = s.key / E_;
             const int group = l == layer ? 2 : l == (layer + 1) % c_.n_layer ? 1 : 0;  // the last layer's next is 0
             if (for_prefetch && (group > 0 || s.state == slot_state::queued)) continue;
@@ -325,6 +360,13 @@ private:
                 best = i, best_group = group;
         }
         return best;
+    }
+    // Slots a miss could load into (empty, or holding no announced expert).
+    int64_t spare_slots() const {
+        return std::count_if(slots_.begin(), slots_.end(), [&](const slot& s) {
+            return s.state == slot_state::empty ||
+                   (s.state != slot_state::loading && std::find(needed_.begin(), needed_.end(), s.key) == needed_.end());
+        });
     }
 
 public:
@@ -470,6 +512,7 @@ private:
     std::vector<slot> slots_;
     expert_policy policy_;
     std::vector<int32_t> where_;  // [L·E] slot of each expert, -1 when not resident
+    std::vector<int64_t> needed_; // the keys will_use announced and acquire() has not asked for yet
     std::vector<expert_layer_stats> stats_;  // [L]
     std::unique_ptr<io_thread> io_;          // last: stopped first
 };

@@ -16,12 +16,14 @@ struct expert_layer_stats {
     int64_t prefetch_issued = 0;    // slabs a prefetch asked to load (not resident then)
     int64_t prefetch_used = 0;      // ... that a request then asked for before eviction
     int64_t prefetch_dropped = 0;   // guesses with no free slot to load into
+    int64_t read_ahead = 0;         // misses of a routed layer read on the I/O thread while an earlier expert ran
     double stall_seconds = 0;       // compute thread waiting for slab reads
 
     int64_t misses() const { return requests - hits; }
     expert_layer_stats& operator+=(const expert_layer_stats& o) {
         requests += o.requests, hits += o.hits, bytes_read += o.bytes_read;
         prefetch_issued += o.prefetch_issued, prefetch_used += o.prefetch_used, prefetch_dropped += o.prefetch_dropped;
+        read_ahead += o.read_ahead;
         stall_seconds += o.stall_seconds;
         return *this;
     }
@@ -50,13 +52,13 @@ struct expert_stats {
                       (long long)n_slots, double(slot_bytes) / 1048576.0, double(budget_bytes) / 1048576.0,
                       policy.c_str(), prefetch ? "on" : "off", direct_io ? "O_DIRECT" : "buffered");
         out += line;
-        out += "layer  requests  hit-rate  read-MiB  prefetch  pf-used  pf-acc  dropped  stall-ms\n";
+        out += "layer  requests  hit-rate  read-MiB  prefetch  pf-used  pf-acc  dropped  ahead  stall-ms\n";
         auto row = [&](const char* name, const expert_layer_stats& s) {
-            std::snprintf(line, sizeof line, "%5s  %8lld  %7.1f%%  %8.1f  %8lld  %7lld  %5.1f%%  %7lld  %8.2f\n", name,
+            std::snprintf(line, sizeof line, "%5s  %8lld  %7.1f%%  %8.1f  %8lld  %7lld  %5.1f%%  %7lld  %5lld  %8.2f\n", name,
                           (long long)s.requests, 100 * ratio(s.hits, s.requests), double(s.bytes_read) / 1048576.0,
                           (long long)s.prefetch_issued, (long long)s.prefetch_used,
                           100 * ratio(s.prefetch_used, s.prefetch_issued), (long long)s.prefetch_dropped,
-                          1e3 * s.stall_seconds);
+                          (long long)s.read_ahead, 1e3 * s.stall_seconds);
             out += line;
         };
         for (size_t l = 0; l < layers.size(); ++l) row(std::to_string(l).c_str(), layers[l]);
