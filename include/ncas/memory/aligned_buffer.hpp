@@ -9,6 +9,10 @@
 #include <span>
 #include <utility>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 namespace ncas {
 
 class aligned_buffer {
@@ -24,6 +28,18 @@ public:
     std::byte* data() const { return data_; }
     size_t size() const { return size_; }
     std::span<std::byte> bytes() const { return {data_, size_}; }
+
+    // Asks the kernel for 2 MiB pages where the buffer covers whole ones (a buffer
+    // streamed through on every token: fewer TLB misses; Linux, transparent huge
+    // pages in madvise or always mode). A hint: nothing changes when it is refused.
+    void advise_huge_pages() const {
+#if defined(__linux__)
+        constexpr uintptr_t huge = uintptr_t(2) << 20;
+        const uintptr_t b = (reinterpret_cast<uintptr_t>(data_) + huge - 1) & ~(huge - 1);
+        const uintptr_t e = (reinterpret_cast<uintptr_t>(data_) + size_) & ~(huge - 1);
+        if (e > b) ::madvise(reinterpret_cast<void*>(b), e - b, MADV_HUGEPAGE);
+#endif
+    }
 
 private:
     void swap(aligned_buffer& o) noexcept {

@@ -113,7 +113,8 @@ public:
         capacity_ = n * slot_bytes_;
         slots_.resize(size_t(n));
         if (loader_) return;  // the slots live with the loader
-        memory_ = aligned_buffer(size_t(capacity_), size_t(page));
+        memory_ = aligned_buffer(size_t(capacity_), size_t(2) << 20);
+        memory_.advise_huge_pages();
         for (int64_t i = 0; i < n; ++i) slots_[size_t(i)].mem = memory_.data() + i * slot_bytes_;
         io_ = std::make_unique<io_thread>();
     }
