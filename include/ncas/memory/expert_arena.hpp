@@ -67,7 +67,8 @@ namespace ncas {
 struct expert_arena_options {
     int64_t budget = 0;                                 // bytes of expert weights held in memory
     eviction_policy policy = eviction_policy::lfu_distance;
-    bool prefetch = true;                               // prefetch() guesses and will_use() read-ahead (false: demand only)
+    bool prefetch = true;                               // prefetch() guesses, will_use() read-ahead
+                                                        // (false: demand only; O_DIRECT still reads ahead)
     bool direct_io = false;                             // O_DIRECT reads: bypass the page cache (cold reads)
     int64_t age_every = 0;                              // lfu policies: uses between halvings; 0: 4·(L·E)
     // The compute threads, idle while the caller waits on a miss: a demand read is
@@ -235,7 +236,8 @@ public:
                 return i;
             }
             if (s.key == key && s.state == slot_state::queued) {  // not started: take it over
-                s.state = slot_state::loading, s.ahead = false;
+                if (std::exchange(s.ahead, false)) --st.read_ahead;  // read here after all
+                s.state = slot_state::loading;
                 return load_here(lock, i, layer, e, t0);
             }
             // Its prefetch failed (the slot was freed): read it ourselves.
@@ -365,8 +367,8 @@ private:
     // Slots a miss could load into (empty, or holding no announced expert).
     int64_t spare_slots() const {
         return std::count_if(slots_.begin(), slots_.end(), [&](const slot& s) {
-            return s.state == slot_state::empty ||
-                   (s.state != slot_state::loading && std::find(needed_.begin(), needed_.end(), s.key) == needed_.end());
+            const bool announced = std::find(needed_.begin(), needed_.end(), s.key) != needed_.end();
+            return s.state == slot_state::empty || (s.state != slot_state::loading && !announced);
         });
     }
 

@@ -54,7 +54,8 @@ struct expert_stats {
         out += line;
         out += "layer  requests  hit-rate  read-MiB  prefetch  pf-used  pf-acc  dropped  ahead  stall-ms\n";
         auto row = [&](const char* name, const expert_layer_stats& s) {
-            std::snprintf(line, sizeof line, "%5s  %8lld  %7.1f%%  %8.1f  %8lld  %7lld  %5.1f%%  %7lld  %5lld  %8.2f\n", name,
+            std::snprintf(line, sizeof line,
+                          "%5s  %8lld  %7.1f%%  %8.1f  %8lld  %7lld  %5.1f%%  %7lld  %5lld  %8.2f\n", name,
                           (long long)s.requests, 100 * ratio(s.hits, s.requests), double(s.bytes_read) / 1048576.0,
                           (long long)s.prefetch_issued, (long long)s.prefetch_used,
                           100 * ratio(s.prefetch_used, s.prefetch_issued), (long long)s.prefetch_dropped,

@@ -60,7 +60,8 @@ struct moe_buffers {
 
     moe_buffers(const model_dims& m, int64_t B)
         : logits(size_t(B * m.n_expert)), ids(size_t(B * m.n_expert_used)), weights(ids.size()), rows(size_t(B)),
-          used(size_t(m.n_expert)), scale(size_t(B)), x(size_t(B * m.n_embd)), up(size_t(B * m.n_ff)), gate(up.size()), out(x.size()) {}
+          used(size_t(m.n_expert)), scale(size_t(B)), x(size_t(B * m.n_embd)), up(size_t(B * m.n_ff)),
+          gate(up.size()), out(x.size()) {}
 };
 
 // Routes each of the n rows of hn ([n, D]) to its experts; writes the chosen ids
