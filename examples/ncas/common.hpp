@@ -122,10 +122,12 @@ struct model_options {
         p.option("--expert-budget", expert_budget, "SIZE",
                  "stream experts from the file within SIZE bytes of memory (e.g. 512M, 1G, 25%, min, full)");
         p.choice("--expert-policy", expert_policy, {"lru", "lfu_aged", "lfu_distance"}, "eviction policy when streaming");
-        p.flag("--direct-io", direct_io, "read expert slabs with O_DIRECT (cold reads, no page cache; CPU backend)");
+        p.flag("--direct-io", direct_io,
+               "read expert slabs with O_DIRECT (cold reads, no page cache; CPU backend); a routed layer's later"
+               " missing experts are then read ahead on an I/O thread");
         p.choice("--prefetch", prefetch, {"auto", "on", "off"},
-                 "prefetch the next layer's experts on an I/O thread; auto: when the compute threads leave a core "
-                 "for it (the Vulkan backend never prefetches)");
+                 "prefetch the next layer's experts (and read a routed layer's later ones ahead) on an I/O thread; "
+                 "auto: when the compute threads leave a core for it (the Vulkan backend never prefetches)");
         p.flag("--no-prefetch", no_prefetch_flag, "the same as --prefetch off");
     }
 
