@@ -221,7 +221,7 @@ public:
         const int64_t key = layer * E_ + e;
         expert_layer_stats& st = stats_[size_t(layer)];
         std::unique_lock lock(mu_);
-        if (const auto n = std::find(needed_.begin(), needed_.end(), key); n != needed_.end()) needed_.erase(n);
+        std::erase(needed_, key);  // asked for: no longer kept from eviction as announced
         policy_.use(key);
         ++st.requests;
         const auto t0 = clock::now();
@@ -354,7 +354,7 @@ private:
             const slot& s = slots_[size_t(i)];
             if (s.state == slot_state::empty) return i;
             if (s.state == slot_state::loading) continue;
-            if (keep_needed && std::find(needed_.begin(), needed_.end(), s.key) != needed_.end()) continue;
+            if (keep_needed && announced(s.key)) continue;
             const int64_t l = s.key / E_;
             const int group = l == layer ? 2 : l == (layer + 1) % c_.n_layer ? 1 : 0;  // the last layer's next is 0
             if (for_prefetch && (group > 0 || s.state == slot_state::queued)) continue;
@@ -364,11 +364,12 @@ private:
         }
         return best;
     }
+    // Whether will_use announced `key` and acquire() has not asked for it yet.
+    bool announced(int64_t key) const { return std::find(needed_.begin(), needed_.end(), key) != needed_.end(); }
     // Slots a miss could load into (empty, or holding no announced expert).
     int64_t spare_slots() const {
         return std::count_if(slots_.begin(), slots_.end(), [&](const slot& s) {
-            const bool announced = std::find(needed_.begin(), needed_.end(), s.key) != needed_.end();
-            return s.state == slot_state::empty || (s.state != slot_state::loading && !announced);
+            return s.state == slot_state::empty || (s.state != slot_state::loading && !announced(s.key));
         });
     }
 
