@@ -97,6 +97,10 @@ TEST_P(kernels_on, matmul_matches_reference_for_every_type_and_shape) {
         for (int64_t c : cols)
             for (int64_t T : {1, 2, 3, 4, 5, 9}) check(k, make(type, 7, c, T, seed++));
     }
+    // Prefill shapes: row blocks, row tiles and token tiles with remainders.
+    for (weight_type type : {weight_type::q8_0, weight_type::q4_0})
+        for (int64_t rows : {1, 4, 200})
+            for (int64_t T : {8, 13, 23}) check(k, make(type, rows, 4000, T, seed++));
 }
 
 TEST_P(kernels_on, integer_kernels_agree_with_the_scalar_integer_algorithm) {
@@ -112,7 +116,7 @@ TEST_P(kernels_on, integer_kernels_agree_with_the_scalar_integer_algorithm) {
 TEST_P(kernels_on, a_tokens_result_does_not_depend_on_its_tile) {
     const kernel_table& k = *table_for(GetParam());
     for (weight_type type : {weight_type::f16, weight_type::q4_0}) {
-        const problem all = make(type, 6, 128, 7, 5);
+        const problem all = make(type, 7, 2592, 13, 5);
         const auto y = run(k, all);
         for (int64_t t = 0; t < all.T; ++t) {
             problem one = all;
