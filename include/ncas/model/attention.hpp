@@ -53,11 +53,14 @@ inline void attention(thread_pool& pool, const model_config& c, const layer_weig
     const float scale = float(1.0 / std::sqrt(double(d)));
     const weight_type kv_type = cache.type();
     const int64_t k_stride = row_bytes(kv_type, kd), v_stride = row_bytes(kv_type, vd);
-    // One task per (token, head): each output is written by exactly one thread.
+    // One task per (head, token): each output is written by exactly one thread. Head-major,
+    // so a thread's contiguous share holds whole heads (a causal token's cost grows with its
+    // position; token-major shares would give the last thread the longest rows) and
+    // consecutive tasks reread the same head's keys from cache.
     pool.parallel_for(n * H, [&](int64_t t0, int64_t t1, int thread) {
         float* scores = buf.tl[size_t(thread)].data();  // [M, rows]
         for (int64_t task = t0; task < t1; ++task) {
-            const int64_t i = task / H, h = task % H, g = h / group;
+            const int64_t h = task / n, i = task % n, g = h / group;
             const int64_t rows = rows_before + i + 1;  // causal: cached rows up to this token's own
             // One pass over the cached keys scores both maps: head g's maps are adjacent in a K row.
             kern.attn_scores(kv_type, cache.k_row(layer, 0) + row_bytes(kv_type, M * g * d), k_stride, rows,
