@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 
 
 def label(r):
-    name = os.path.basename(r["model"]).replace(".gguf", "")
+    name = os.path.basename(r["model"]).replace(".gguf", "").replace("-v32000", "")
     budget = f", experts {r['expert_budget'] / 2**30:.2f} GiB" if r.get("expert_budget") else ""
     return f"{name}\n{r['threads']} thr{budget}"
 
@@ -27,8 +27,11 @@ def main():
     runs = [json.load(open(f)) for f in a.files]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
     xs = range(len(runs))
-    ax1.bar([x - 0.2 for x in xs], [r["decode_gbs"] for r in runs], 0.4, label="decode: weight bytes read / s")
-    ax1.bar([x + 0.2 for x in xs], [r["read_gbs_n"] for r in runs], 0.4, label="measured read bandwidth", alpha=0.6)
+    ax1.bar([x - 0.27 for x in xs], [r["decode_gbs"] for r in runs], 0.27, label="decode: weight bytes read / s")
+    ax1.bar([x for x in xs], [r["read_gbs_n"] for r in runs], 0.27, label="read measured at the start of the run", alpha=0.6)
+    # The read the paired median implies: decode GB/s over the median chunk's share of the read around it.
+    paired = [r["decode_gbs"] * 100 / r["decode_pct_paired"] if r.get("decode_pct_paired") else 0 for r in runs]
+    ax1.bar([x + 0.27 for x in xs], paired, 0.27, label="read around the decode chunks (paired median)", alpha=0.6)
     ax1.set_ylabel("GB/s")
     ax1.set_title("Decode")
     ax2.bar([x - 0.2 for x in xs], [r["prefill_gflops"] for r in runs], 0.4, label="prefill: model GFLOP/s")
@@ -37,7 +40,7 @@ def main():
     ax2.set_title("Prefill")
     for ax in (ax1, ax2):
         ax.set_xticks(list(xs))
-        ax.set_xticklabels([label(r) for r in runs], fontsize=7)
+        ax.set_xticklabels([label(r) for r in runs], fontsize=7, rotation=35, ha="right")
         ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
