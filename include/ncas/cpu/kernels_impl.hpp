@@ -647,6 +647,14 @@ struct x86_tag {
                 _mm512_cvtph_ps(d16)};
     }
 
+    template <int R, int NT>
+    static void zero_all(__m512 (&acc)[R][NT]) {
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+            for (int i = 0; i < NT; ++i) acc[r][i] = _mm512_setzero_ps();
+    }
+
     // c + Σ_j of the products of w[j] and a[j], per 32-bit lane.
     static __m512i dot4(__m512i c, const __m512i* w, const __m512i* a) {
 #if defined(__AVX512VNNI__)
@@ -667,10 +675,7 @@ struct x86_tag {
     static void q4_tile_512(const std::byte* row0, int64_t stride, int64_t nb, const act_rows& xq, int64_t t0,
                             float (&sums)[R][NT]) {
         __m512 acc[R][NT];
-#pragma GCC unroll 8
-        for (int r = 0; r < R; ++r)
-#pragma GCC unroll 8
-            for (int i = 0; i < NT; ++i) acc[r][i] = _mm512_setzero_ps();
+        zero_all(acc);
         const int16_t* q[NT];
         const int32_t* c[NT];
         for (int i = 0; i < NT; ++i) q[i] = xq.q(t0 + i), c[i] = xq.corr(t0 + i);
@@ -742,10 +747,7 @@ struct x86_tag {
     template <int R, int NT>
     static void q4_packed_tile(const q4_packed* p, int64_t quads, const act_rows& xq, int64_t t0, float* out) {
         __m512 acc[R][NT];
-#pragma GCC unroll 8
-        for (int r = 0; r < R; ++r)
-#pragma GCC unroll 8
-            for (int i = 0; i < NT; ++i) acc[r][i] = _mm512_setzero_ps();
+        zero_all(acc);
         const int16_t* q[NT];
         for (int i = 0; i < NT; ++i) q[i] = xq.q(t0 + i);
         for (int64_t u = 0; u < quads; ++u, p += R) {
@@ -806,10 +808,7 @@ struct x86_tag {
     static void q8_tile_512(const std::byte* row0, int64_t stride, int64_t nb, const act_rows& xq, int64_t t0,
                             float (&sums)[R][NT]) {
         __m512 acc[R][NT];
-#pragma GCC unroll 8
-        for (int r = 0; r < R; ++r)
-#pragma GCC unroll 8
-            for (int i = 0; i < NT; ++i) acc[r][i] = _mm512_setzero_ps();
+        zero_all(acc);
         for (int64_t b = 0; b < nb; ++b) {
             __m512i w[R];
             __m512 s[R];
