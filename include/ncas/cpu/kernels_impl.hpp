@@ -18,6 +18,8 @@
 //    quant bytes become four runs of 32 words, each block's products landing in
 //    4 lanes of its own (see act_quant.hpp for the matching activation order and
 //    the −8 offset; docs/architecture.md for the measurements behind the tiling).
+//    Q4_0 prefill on AVX-512 takes the other loop order (q4_packed_rows): rows
+//    unpacked once per block into an L2-sized buffer, token tiles inside.
 //  - the other kernels of the table (attention, softmax, RMSNorm, RoPE, FFN
 //    activations, activation quantisation): xsimd batches, scalar tails.
 // Each output is computed by one accumulator in a fixed order, so results do
@@ -27,6 +29,7 @@
 #include <array>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #if defined(__AVX2__)
 #include <immintrin.h>
