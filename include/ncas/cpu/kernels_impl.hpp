@@ -448,6 +448,13 @@ struct x86_tag {
     // ---- attention over the KV cache (f32 or f16) ------------------------------------
 
 #if defined(__AVX512F__)
+    // The f32 or f16 values of the lanes in `lanes` (the others zero), as f32.
+    template <weight_type t>
+    static __m512 load_masked(__mmask16 lanes, const std::byte* p) {
+        if constexpr (t == weight_type::f16) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(lanes, p));
+        else return _mm512_maskz_loadu_ps(lanes, p);
+    }
+
     // Lane r of the result: the sum of v[r]'s 16 lanes.
     static __m512 sum16(const __m512 (&v)[16]) {
         __m512 x[8], y[4], z[2];
@@ -485,11 +492,7 @@ struct x86_tag {
                         const __m512 qc = _mm512_maskz_loadu_ps(lanes, qm + e);
 #pragma GCC unroll 16
                         for (int r = 0; r < 16; ++r) {
-                            const std::byte* p = km + r * stride + e * es;
-                            __m512 kc;
-                            if constexpr (t == weight_type::f16) kc = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(lanes, p));
-                            else kc = _mm512_maskz_loadu_ps(lanes, p);
-                            acc[r] = _mm512_fmadd_ps(kc, qc, acc[r]);
+                            acc[r] = _mm512_fmadd_ps(load_masked<t>(lanes, km + r * stride + e * es), qc, acc[r]);
                         }
                     }
                     _mm512_storeu_ps(scores + m * rows + j, _mm512_mul_ps(sum16(acc), _mm512_set1_ps(scale)));
@@ -508,11 +511,7 @@ struct x86_tag {
 #if defined(__AVX512F__)
                     if (e < d) {  // the tail in masked lanes (d = 72: 8 of 72), not one element at a time
                         const __mmask16 tail = __mmask16((1u << (d - e)) - 1);
-                        __m512 kt;
-                        if constexpr (t == weight_type::f16)
-                            kt = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(tail, km + e * es));
-                        else kt = _mm512_maskz_loadu_ps(tail, km + e * es);
-                        acc = fbatch(_mm512_fmadd_ps(kt, _mm512_maskz_loadu_ps(tail, qm + e), acc));
+                        acc = fbatch(_mm512_fmadd_ps(load_masked<t>(tail, km + e * es), _mm512_maskz_loadu_ps(tail, qm + e), acc));
                         e = d;
                     }
 #endif
@@ -602,6 +601,13 @@ struct x86_tag {
         __m512i w[4];
         __m512 scale;
     };
+
+    // unpack_q4's masks for a quad with `left` blocks left in the row (all 36 bytes
+    // of A, B and of C, D when left >= 4).
+    static std::array<__mmask64, 2> quad_masks(int64_t left) {
+        auto bytes = [](int64_t blocks) { return __mmask64((uint64_t(1) << (blocks * sizeof(block_q4_0))) - 1); };
+        return {bytes(std::min<int64_t>(left, 2)), bytes(std::clamp<int64_t>(left - 2, 0, 2))};
+    }
 
     // m1, m2: which bytes of blocks A, B and of C, D to load (all 36 of each but at the
     // end of a row), so the masked loads never touch bytes past the row.
@@ -699,10 +705,13 @@ struct x86_tag {
                     acc[r][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot4(ci, w[r].w, a)), w[r].scale, acc[r][i]);
             }
         };
-        auto bytes = [](int64_t blocks) { return __mmask64((uint64_t(1) << (blocks * sizeof(block_q4_0))) - 1); };
+        const auto full = quad_masks(4);
         int64_t b = 0;
-        for (; b + 4 <= nb; b += 4) quad(b, bytes(2), bytes(2));
-        if (b < nb) quad(b, bytes(std::min<int64_t>(nb - b, 2)), bytes(std::max<int64_t>(nb - b - 2, 0)));
+        for (; b + 4 <= nb; b += 4) quad(b, full[0], full[1]);
+        if (b < nb) {
+            const auto last = quad_masks(nb - b);
+            quad(b, last[0], last[1]);
+        }
 #pragma GCC unroll 8
         for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
@@ -734,12 +743,11 @@ struct x86_tag {
     // Rows row0 + r·stride (r < R), every quad, as out[u·R + r].
     template <int R>
     static void pack_q4(const std::byte* row0, int64_t stride, int64_t nb, q4_packed* out) {
-        auto bytes = [](int64_t blocks) { return __mmask64((uint64_t(1) << (blocks * sizeof(block_q4_0))) - 1); };
         const __m512i eight = _mm512_set1_epi16(8);
         for (int64_t b = 0; b < nb; b += 4, out += R) {
-            const __mmask64 m1 = bytes(std::min<int64_t>(nb - b, 2)), m2 = bytes(std::clamp<int64_t>(nb - b - 2, 0, 2));
+            const auto m = quad_masks(nb - b);
             for (int r = 0; r < R; ++r) {
-                const q4_quad q = unpack_q4(row0 + r * stride + b * int64_t(sizeof(block_q4_0)), m1, m2);
+                const q4_quad q = unpack_q4(row0 + r * stride + b * int64_t(sizeof(block_q4_0)), m[0], m[1]);
                 for (int j = 0; j < 4; ++j) _mm512_store_si512(&out[r].w[j], _mm512_sub_epi16(q.w[j], eight));
                 _mm512_store_ps(&out[r].scale, q.scale);
             }
