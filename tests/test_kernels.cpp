@@ -97,10 +97,13 @@ TEST_P(kernels_on, matmul_matches_reference_for_every_type_and_shape) {
         for (int64_t c : cols)
             for (int64_t T : {1, 2, 3, 4, 5, 9}) check(k, make(type, 7, c, T, seed++));
     }
-    // Prefill shapes: row blocks, row tiles and token tiles with remainders.
+    // Prefill shapes: row blocks, row tiles and token tiles with remainders; rows of
+    // 125 blocks, and of 145 (column chunks of 64, 64 and 17 blocks, the last ending in
+    // a partial quad).
     for (weight_type type : {weight_type::q8_0, weight_type::q4_0})
-        for (int64_t rows : {1, 4, 200})
-            for (int64_t T : {8, 13, 23}) check(k, make(type, rows, 4000, T, seed++));
+        for (int64_t cols : {4000, 4640})
+            for (int64_t rows : {1, 4, 200})
+                for (int64_t T : {8, 13, 23}) check(k, make(type, rows, cols, T, seed++));
 }
 
 TEST_P(kernels_on, integer_kernels_agree_with_the_scalar_integer_algorithm) {
@@ -115,8 +118,9 @@ TEST_P(kernels_on, integer_kernels_agree_with_the_scalar_integer_algorithm) {
 
 TEST_P(kernels_on, a_tokens_result_does_not_depend_on_its_tile) {
     const kernel_table& k = *table_for(GetParam());
-    for (weight_type type : {weight_type::f16, weight_type::q4_0}) {
-        const problem all = make(type, 7, 2592, 13, 5);
+    for (auto [type, cols] : {std::pair{weight_type::f16, 2592}, {weight_type::q4_0, 2592}, {weight_type::q4_0, 4640},
+                              {weight_type::q8_0, 4640}}) {
+        const problem all = make(type, 7, cols, 13, 5);
         const auto y = run(k, all);
         for (int64_t t = 0; t < all.T; ++t) {
             problem one = all;
