@@ -584,6 +584,15 @@ struct x86_tag {
     static constexpr int64_t prefetch_ahead = W == 16 ? 2048 : 8192;
     static constexpr auto prefetch_hint = W == 16 ? _MM_HINT_T0 : _MM_HINT_T1;
 
+    // Zeroes a tile of vector accumulators (__m256 or __m512; V{} is all zero bits).
+    template <class V, int R, int NT>
+    static void zero_all(V (&acc)[R][NT]) {
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+            for (int i = 0; i < NT; ++i) acc[r][i] = V{};
+    }
+
     template <int R, int NT, weight_type t>
     static void quant_tile(const std::byte* row0, int64_t stride, int64_t nb, const act_rows& xq, int64_t t0, float* out) {
         float sums[R][NT];
@@ -662,14 +671,6 @@ struct x86_tag {
         const __m512i m = _mm512_set1_epi16(0x0f);
         return {{_mm512_and_si512(x, m), _mm512_and_si512(y, m), _mm512_srli_epi16(x, 4), _mm512_srli_epi16(y, 4)},
                 _mm512_cvtph_ps(d16)};
-    }
-
-    template <int R, int NT>
-    static void zero_all(__m512 (&acc)[R][NT]) {
-#pragma GCC unroll 8
-        for (int r = 0; r < R; ++r)
-#pragma GCC unroll 8
-            for (int i = 0; i < NT; ++i) acc[r][i] = _mm512_setzero_ps();
     }
 
     // c + Σ_j of the products of w[j] and a[j], per 32-bit lane.
@@ -941,14 +942,6 @@ struct x86_tag {
                 }
             }
         }
-    }
-
-    template <int R, int NT>
-    static void zero_all(__m256 (&acc)[R][NT]) {
-#pragma GCC unroll 8
-        for (int r = 0; r < R; ++r)
-#pragma GCC unroll 8
-            for (int i = 0; i < NT; ++i) acc[r][i] = _mm256_setzero_ps();
     }
 
     template <int R, int NT>
