@@ -602,8 +602,12 @@ struct x86_tag {
             else q8_tile_512<R, NT>(row0, stride, nb, xq, t0, sums);
 #endif
         } else {
-            if constexpr (t == weight_type::q4_0) q4_tile_256<R, NT>(row0, stride, nb, xq, t0, sums);
-            else q8_tile_256<R, NT>(row0, stride, nb, xq, t0, sums);
+            __m256 acc[R][NT];
+            zero_all(acc);
+            if constexpr (t == weight_type::q4_0) q4_quads_256<R, NT>(row0, stride, nb, 0, (nb + 3) / 4, xq, t0, acc);
+            else q8_blocks_256<R, NT>(row0, stride, 0, nb, xq, t0, acc);
+            for (int r = 0; r < R; ++r)
+                for (int i = 0; i < NT; ++i) sums[r][i] = xsimd::hadd(fbatch(acc[r][i]));
         }
         for (int r = 0; r < R; ++r)
             for (int i = 0; i < NT; ++i) out[r * NT + i] = sums[r][i] * xq.scales()[t0 + i];
@@ -942,30 +946,6 @@ struct x86_tag {
                 }
             }
         }
-    }
-
-    template <int R, int NT>
-    static void q4_tile_256(const std::byte* row0, int64_t stride, int64_t nb, const act_rows& xq, int64_t t0,
-                            float (&sums)[R][NT]) {
-        __m256 acc[R][NT];
-        zero_all(acc);
-        q4_quads_256<R, NT>(row0, stride, nb, 0, (nb + 3) / 4, xq, t0, acc);
-#pragma GCC unroll 8
-        for (int r = 0; r < R; ++r)
-#pragma GCC unroll 8
-            for (int i = 0; i < NT; ++i) sums[r][i] = xsimd::hadd(fbatch(acc[r][i]));
-    }
-
-    template <int R, int NT>
-    static void q8_tile_256(const std::byte* row0, int64_t stride, int64_t nb, const act_rows& xq, int64_t t0,
-                            float (&sums)[R][NT]) {
-        __m256 acc[R][NT];
-        zero_all(acc);
-        q8_blocks_256<R, NT>(row0, stride, 0, nb, xq, t0, acc);
-#pragma GCC unroll 8
-        for (int r = 0; r < R; ++r)
-#pragma GCC unroll 8
-            for (int i = 0; i < NT; ++i) sums[r][i] = xsimd::hadd(fbatch(acc[r][i]));
     }
 
     // ---- AVX2 prefill: rows in L2-sized blocks, columns in L1-sized chunks -------
