@@ -6,8 +6,11 @@
 // rounding Σ|w|·d/2 (one scale d per row). A sentinel after the output catches stray writes.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <random>
+#include <thread>
 
 #include "ncas/cpu/matmul.hpp"
 
@@ -132,8 +135,56 @@ TEST_P(kernels_on, a_tokens_result_does_not_depend_on_its_tile) {
     }
 }
 
+// cpu::matmul shares rows out in pieces that threads take from each other: every
+// output is the one matmul_rows gives over all rows at once, for any thread count.
+TEST_P(kernels_on, matmul_in_pieces_on_any_threads_equals_one_pass) {
+    force_isa(GetParam());
+    const kernel_table& k = kernels();
+    for (auto [type, rows, cols] : {std::tuple{weight_type::q4_0, 1031, 256}, {weight_type::q8_0, 1031, 256},
+                                    {weight_type::f16, 600, 160}, {weight_type::q4_0, 70, 4640}})
+        for (int64_t T : {1, 13}) {
+            const problem p = make(type, rows, cols, T, uint32_t(rows + T));
+            const auto want = run(k, p);
+            for (int threads : {1, 2, 3, 5}) {
+                thread_pool pool(threads);
+                std::vector<float> y(want.size());
+                cpu::matmul(pool, weight_matrix{p.type, p.rows, p.cols, p.w.data()}, p.x.data(), T, y.data());
+                EXPECT_EQ(y, want) << type_name(type) << " rows " << rows << " T " << T << " threads " << threads;
+            }
+        }
+    force_isa(std::nullopt);
+}
+
 INSTANTIATE_TEST_SUITE_P(isa, kernels_on, ::testing::ValuesIn(runnable()),
                          [](const auto& info) { return std::string(isa_name(info.param)); });
+
+// parallel_pieces runs every piece once, whoever takes it; while thread 0 is held
+// up on its first piece, the other threads take all the rest of its share.
+TEST(thread_pool, pieces_cover_the_range_once_and_move_to_idle_threads) {
+    for (int threads : {1, 2, 3, 5})
+        for (int64_t n : {0, 1, 5, 255, 256, 1000, 4609})
+            for (int64_t grain : {1, 7, 256}) {
+                thread_pool pool(threads);
+                std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+                std::vector<std::atomic<int64_t>> by_thread(static_cast<size_t>(threads));
+                std::atomic<int64_t> done{0};
+                const int64_t pieces = (n + grain - 1) / grain;
+                const bool hold = threads > 1 && pieces >= 2 * threads;
+                pool.parallel_pieces(n, grain, [&](int64_t b, int64_t e, int i) {
+                    ASSERT_TRUE(0 <= b && b < e && e <= n && b % grain == 0 && (e - b == grain || e == n));
+                    if (hold && i == 0 && b == 0) {  // until the others have done everything else (or 2 s)
+                        const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+                        while (done.load() < n - grain && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+                    }
+                    for (int64_t j = b; j < e; ++j) hits[size_t(j)]++;
+                    by_thread[size_t(i)]++;
+                    done += e - b;
+                });
+                for (int64_t j = 0; j < n; ++j)
+                    ASSERT_EQ(hits[size_t(j)], 1) << "item " << j << " of " << n << ", grain " << grain << ", " << threads << " threads";
+                if (hold) EXPECT_EQ(by_thread[0], 1) << n << " items, grain " << grain << ", " << threads << " threads";
+            }
+}
 
 TEST(isa, detection_forcing_and_errors) {
     EXPECT_NE(table_for(isa::scalar), nullptr);
