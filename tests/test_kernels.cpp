@@ -182,7 +182,9 @@ TEST(thread_pool, pieces_cover_the_range_once_and_move_to_idle_threads) {
                 });
                 for (int64_t j = 0; j < n; ++j)
                     ASSERT_EQ(hits[size_t(j)], 1) << "item " << j << " of " << n << ", grain " << grain << ", " << threads << " threads";
-                if (hold) EXPECT_EQ(by_thread[0], 1) << n << " items, grain " << grain << ", " << threads << " threads";
+                if (hold) {
+                    EXPECT_EQ(by_thread[0], 1) << n << " items, grain " << grain << ", " << threads << " threads";
+                }
             }
 }
 
