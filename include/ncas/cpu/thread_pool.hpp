@@ -41,10 +41,7 @@ public:
         if (n <= 0) return;
         const int used = int(std::clamp<int64_t>(n / std::max<int64_t>(min_chunk, 1), 1, n_threads_));
         using fn_t = std::remove_reference_t<F>;
-        auto call = [](void* f, int64_t b, int64_t e, int i) {
-            if constexpr (std::is_invocable_v<fn_t&, int64_t, int64_t, int>) (*static_cast<fn_t*>(f))(b, e, i);
-            else (*static_cast<fn_t*>(f))(b, e);
-        };
+        auto call = [](void* f, int64_t b, int64_t e, int i) { invoke(*static_cast<fn_t*>(f), b, e, i); };
         if (used == 1) { call(&fn, 0, n, 0); return; }
         job_ = {&fn, call, n, used};
         pending_.store(n_threads_ - 1, std::memory_order_relaxed);  // every worker checks in
@@ -73,12 +70,7 @@ public:
         grain = std::max({grain, int64_t(1), (n >> 31) + 1});  // piece indices fit a share's 32-bit halves
         const int64_t pieces = (n + grain - 1) / grain;
         const int used = int(std::min<int64_t>(pieces, n_threads_));
-        using fn_t = std::remove_reference_t<F>;
-        auto run = [&](int64_t p, int i) {
-            const int64_t b = p * grain, e = std::min(n, b + grain);
-            if constexpr (std::is_invocable_v<fn_t&, int64_t, int64_t, int>) fn(b, e, i);
-            else fn(b, e);
-        };
+        auto run = [&](int64_t p, int i) { invoke(fn, p * grain, std::min(n, (p + 1) * grain), i); };
         if (used == 1) {
             for (int64_t p = 0; p < pieces; ++p) run(p, 0);
             return;
@@ -111,6 +103,13 @@ private:
         int64_t n = 0;
         int parts = 0;
     };
+
+    // The callable with the thread index when it takes one.
+    template <class Fn>
+    static void invoke(Fn& fn, int64_t b, int64_t e, int i) {
+        if constexpr (std::is_invocable_v<Fn&, int64_t, int64_t, int>) fn(b, e, i);
+        else fn(b, e);
+    }
 
     // A share of parallel_pieces: pieces [front, back), packed in one word so the
     // owner (front) and a thief (back) agree on the last piece with one CAS.
