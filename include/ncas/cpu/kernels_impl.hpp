@@ -885,48 +885,60 @@ struct x86_tag {
         return _mm256_castps128_ps256(_mm_cvtph_ps(_mm_cvtsi64_si128(int64_t(bits))));
     }
 
+    // Quad u of R rows (row r's four blocks at blk(r)) against NT tokens, added to acc.
+    template <int R, int NT, class Blocks>
+    [[gnu::always_inline]] static void q4_quad_256(int64_t u, Blocks blk, const int16_t* const (&q)[NT],
+                                                   const int32_t* const (&c)[NT], __m256 (&acc)[R][NT]) {
+        constexpr int64_t bb = sizeof(block_q4_0);
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; ++h)
+#pragma GCC unroll 8
+            for (int r = 0; r < R; ++r) {
+                const std::byte* a = blk(r) + 2 * h * bb;
+                if (h == 0) _mm_prefetch(reinterpret_cast<const char*>(a + prefetch_ahead), prefetch_hint);
+                __m256i w[4];
+                unpack_q4_half(a, w);
+                const int a0 = 2 * h, a1 = a0 + 1;  // the half's blocks within the quad
+                const __m256 s = _mm256_permutevar8x32_ps(quad_scales(blk(r)), _mm256_set_epi32(a1, a1, a1, a1, a0, a0, a0, a0));
+#pragma GCC unroll 8
+                for (int i = 0; i < NT; ++i) {
+                    const auto* x = reinterpret_cast<const __m256i*>(q[i] + u * 128 + 16 * h);
+                    const __m256i d01 = _mm256_add_epi32(_mm256_madd_epi16(w[0], _mm256_load_si256(x)),
+                                                         _mm256_madd_epi16(w[1], _mm256_load_si256(x + 2))),
+                                  d23 = _mm256_add_epi32(_mm256_madd_epi16(w[2], _mm256_load_si256(x + 4)),
+                                                         _mm256_madd_epi16(w[3], _mm256_load_si256(x + 6)));
+                    const __m256i cr = _mm256_load_si256(reinterpret_cast<const __m256i*>(c[i] + u * 16 + 8 * h));
+                    const __m256i d = _mm256_add_epi32(_mm256_add_epi32(d01, d23), cr);
+                    acc[r][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), s, acc[r][i]);
+                }
+            }
+    }
+
     // Quads [u0, u1) of R rows against NT tokens, added to acc: whole quads straight
     // from the rows, a last partial quad (u1 = the row's quad count) from a zero-padded
     // copy, its missing blocks then having scale 0 and zero activations and corrections.
+    // The sums stay in a local array (registers): kept in the caller's, they would be
+    // stored after every multiply-add, as the std::byte weight loads may alias them.
     template <int R, int NT>
-    static void q4_quads_256(const std::byte* row0, int64_t stride, int64_t nb, int64_t u0, int64_t u1,
-                             const act_rows& xq, int64_t t0, __m256 (&acc)[R][NT]) {
+    [[gnu::always_inline]] static void q4_quads_256(const std::byte* row0, int64_t stride, int64_t nb, int64_t u0,
+                                                    int64_t u1, const act_rows& xq, int64_t t0, __m256 (&acc)[R][NT]) {
         constexpr int64_t bb = sizeof(block_q4_0);
         const int16_t* q[NT];
         const int32_t* c[NT];
+        __m256 sum[R][NT];
         for (int i = 0; i < NT; ++i) q[i] = xq.q(t0 + i), c[i] = xq.corr(t0 + i);
-        auto quad = [&](int64_t u, auto blk) {  // row r's blocks of quad u at blk(r)
-#pragma GCC unroll 2
-            for (int h = 0; h < 2; ++h)
-#pragma GCC unroll 8
-                for (int r = 0; r < R; ++r) {
-                    const std::byte* a = blk(r) + 2 * h * bb;
-                    if (h == 0) _mm_prefetch(reinterpret_cast<const char*>(a + prefetch_ahead), prefetch_hint);
-                    __m256i w[4];
-                    unpack_q4_half(a, w);
-                    const int a0 = 2 * h, a1 = a0 + 1;  // the half's blocks within the quad
-                    const __m256 s = _mm256_permutevar8x32_ps(quad_scales(blk(r)), _mm256_set_epi32(a1, a1, a1, a1, a0, a0, a0, a0));
-#pragma GCC unroll 8
-                    for (int i = 0; i < NT; ++i) {
-                        const auto* x = reinterpret_cast<const __m256i*>(q[i] + u * 128 + 16 * h);
-                        const __m256i d01 = _mm256_add_epi32(_mm256_madd_epi16(w[0], _mm256_load_si256(x)),
-                                                             _mm256_madd_epi16(w[1], _mm256_load_si256(x + 2))),
-                                      d23 = _mm256_add_epi32(_mm256_madd_epi16(w[2], _mm256_load_si256(x + 4)),
-                                                             _mm256_madd_epi16(w[3], _mm256_load_si256(x + 6)));
-                        const __m256i cr = _mm256_load_si256(reinterpret_cast<const __m256i*>(c[i] + u * 16 + 8 * h));
-                        const __m256i d = _mm256_add_epi32(_mm256_add_epi32(d01, d23), cr);
-                        acc[r][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), s, acc[r][i]);
-                    }
-                }
-        };
+        for (int r = 0; r < R; ++r)
+            for (int i = 0; i < NT; ++i) sum[r][i] = acc[r][i];
         const int64_t whole = std::min(u1, nb / 4);
         for (int64_t u = u0; u < whole; ++u)
-            quad(u, [&](int r) { return row0 + r * stride + u * 4 * bb; });
+            q4_quad_256<R, NT>(u, [&](int r) { return row0 + r * stride + u * 4 * bb; }, q, c, sum);
         if (whole < u1) {
             alignas(32) std::byte pad[R][4 * bb] = {};
             for (int r = 0; r < R; ++r) std::memcpy(pad[r], row0 + r * stride + whole * 4 * bb, size_t((nb - whole * 4) * bb));
-            quad(whole, [&](int r) { return static_cast<const std::byte*>(pad[r]); });
+            q4_quad_256<R, NT>(whole, [&](int r) { return static_cast<const std::byte*>(pad[r]); }, q, c, sum);
         }
+        for (int r = 0; r < R; ++r)
+            for (int i = 0; i < NT; ++i) acc[r][i] = sum[r][i];
     }
 
     // Blocks [b0, b1) of R Q8_0 rows against NT tokens, added to acc.
