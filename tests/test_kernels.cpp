@@ -9,8 +9,12 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <thread>
+
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "ncas/cpu/matmul.hpp"
 
@@ -133,6 +137,34 @@ TEST_P(kernels_on, a_tokens_result_does_not_depend_on_its_tile) {
             for (int64_t r = 0; r < all.rows; ++r) EXPECT_EQ(y1[size_t(r)], y[size_t(t * all.rows + r)]);
         }
     }
+}
+
+// A row's last, partial group of blocks is read in place (masked loads), never past
+// the row's end: weights that end just before an unmapped page (as a mapped file's
+// last tensor may) give the same outputs, without a fault.
+TEST_P(kernels_on, weights_ending_at_an_unmapped_page_are_not_read_past) {
+    const kernel_table& k = *table_for(GetParam());
+    const size_t page = size_t(sysconf(_SC_PAGESIZE));
+    uint32_t seed = 40;
+    for (weight_type type : {weight_type::q4_0, weight_type::q8_0, weight_type::f16, weight_type::bf16, weight_type::f32})
+        for (int64_t cols : {32, 64, 96, 160, 2592, 2624, 2656})
+            for (int64_t T : {1, 5}) {
+                problem p = make(type, 3, cols, T, seed++);
+                const auto want = run(k, p);
+                const size_t bytes = p.w.size(), span = (bytes + page - 1) / page * page;
+                void* map = mmap(nullptr, span + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+                ASSERT_NE(map, MAP_FAILED);
+                ASSERT_EQ(mprotect(static_cast<std::byte*>(map) + span, page, PROT_NONE), 0);
+                std::byte* at = static_cast<std::byte*>(map) + (span - bytes);  // ends at the guard page
+                std::memcpy(at, p.w.data(), bytes);
+                const weight_matrix w{p.type, p.rows, p.cols, at};
+                act_rows xq;
+                if (uses_int_dot(p.type)) xq.quantize(p.type, p.x.data(), p.T, p.cols, k.quantize_act);
+                std::vector<float> y(want.size());
+                k.matmul_rows(w, p.x.data(), &xq, p.T, y.data(), 0, p.rows);
+                EXPECT_EQ(y, want) << type_name(type) << " cols " << cols << " T " << T;
+                munmap(map, span + page);
+            }
 }
 
 // cpu::matmul shares rows out in pieces that threads take from each other: every
