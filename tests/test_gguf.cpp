@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <random>
 
 #include "ncas/format/gguf_writer.hpp"
@@ -272,4 +273,111 @@ TEST(gguf_bad, wrong_shapes_types_and_names) {
     EXPECT_ERROR_HAS(error_after([](gguf_writer& w) {
         w.erase_tensor("blk.0.attn_lambda_q1.weight");
     }), "missing tensor 'blk.0.attn_lambda_q1.weight'");
+}
+
+// ---- strict loading: files that parse but describe a broken or another model --------
+
+namespace {
+gguf_value typed(gguf_type t, gguf_scalar v) { return {t, gguf_type::u8, std::move(v), {}}; }
+std::vector<std::byte> f32_bytes(std::vector<float> v) {
+    std::vector<std::byte> b(v.size() * 4);
+    std::memcpy(b.data(), v.data(), b.size());
+    return b;
+}
+}  // namespace
+
+TEST(gguf_strict, the_unmodified_copy_loads) {
+    EXPECT_EQ(error_after([](gguf_writer&) {}), "");
+}
+
+TEST(gguf_strict, every_tensor_must_be_used) {
+    // block_count below the file's layers: the layers past it would silently be dropped.
+    EXPECT_ERROR_HAS(error_after([](gguf_writer& w) { w.set_uint32("ncas-diffmoe.block_count", 1); }),
+                     "that the model does not use: 'blk.1.");
+    EXPECT_ERROR_HAS(error_after([](gguf_writer& w) {
+        w.add_tensor("blk.0.attn_extra.weight", weight_type::f32, {32}, std::vector<std::byte>(128));
+    }), "1 tensor that the model does not use: 'blk.0.attn_extra.weight'");
+    // Both λ forms: the vectors win, the scalar would be ignored.
+    EXPECT_ERROR_HAS(error_after([](gguf_writer& w) {
+        w.add_tensor("blk.0.attn_lambda.weight", weight_type::f32, {1}, f32_bytes({0.5f}));
+    }), "'blk.0.attn_lambda.weight'");
+    EXPECT_ERROR_HAS(error_after([](gguf_writer& w) {
+        w.add_tensor("blk.7.attn_norm.weight", weight_type::f32, {32}, std::vector<std::byte>(128));
+        w.add_tensor("rope_freqs.weight", weight_type::f32, {8}, std::vector<std::byte>(32));
+    }), "2 tensors that the model does not use: 'blk.7.attn_norm.weight', 'rope_freqs.weight'");
+}
+
+TEST(gguf_strict, hyperparameters_are_finite_and_in_range) {
+    const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+    EXPECT_ERROR_HAS(error_after([&](gguf_writer& w) { w.set_float32("ncas-diffmoe.rope.freq_base", inf); }),
+                     "'ncas-diffmoe.rope.freq_base' = inf is not a finite positive number");
+    EXPECT_ERROR_HAS(error_after([&](gguf_writer& w) { w.set_float32("ncas-diffmoe.rope.freq_base", -2.0f); }),
+                     "'ncas-diffmoe.rope.freq_base' = -2.000000 is not a finite positive number");
+    EXPECT_ERROR_HAS(error_after([&](gguf_writer& w) { w.set_float32("ncas-diffmoe.mod.threshold", nan); }),
+                     "'ncas-diffmoe.mod.threshold' = nan is not a finite number");
+    EXPECT_ERROR_HAS(error_after([&](gguf_writer& w) { w.set_float32("ncas-diffmoe.attention.layer_norm_rms_epsilon", 0.0f); }),
+                     "layer_norm_rms_epsilon' = 0.000000 is not a finite positive number");
+    // A float64 eps that rounds to 0 as the float the engine computes with.
+    EXPECT_ERROR_HAS(error_after([&](gguf_writer& w) {
+        w.set("ncas-diffmoe.attention.layer_norm_rms_epsilon", typed(gguf_type::f64, 1e-60));
+    }), "layer_norm_rms_epsilon' = 0.000000 is not a finite positive number");
+    EXPECT_ERROR_HAS(error_after([&](gguf_writer& w) {
+        gguf_value a{gguf_type::array, gguf_type::f32, {}, {}};
+        for (int l = 0; l < 8; ++l) a.array.emplace_back(l == 1 ? double(nan) : 0.5);
+        const auto bytes = read_all(base_path());
+        a.array.resize(gguf_file::from_memory("x", bytes).get_uint("ncas-diffmoe.block_count"));
+        w.set("ncas-diffmoe.attention.lambda_init", a);
+    }), "attention.lambda_init[1] = nan is not a finite number");
+    EXPECT_ERROR_HAS(error_after([&](gguf_writer& w) { w.erase("ncas-diffmoe.expert_used_count"); }),
+                     "missing metadata key 'ncas-diffmoe.expert_used_count' for 4 experts");
+    // λ vectors whose exp overflows, and NaN in a norm.
+    EXPECT_ERROR_HAS(error_after([&](gguf_writer& w) {
+        w.erase_tensor("blk.0.attn_lambda_q1.weight");
+        w.add_tensor("blk.0.attn_lambda_q1.weight", weight_type::f32, {8}, f32_bytes(std::vector<float>(8, 1e19f)));
+        w.erase_tensor("blk.0.attn_lambda_k1.weight");
+        w.add_tensor("blk.0.attn_lambda_k1.weight", weight_type::f32, {8}, f32_bytes(std::vector<float>(8, 1e19f)));
+    }), "layer 0: lambda = exp(q1·k1) − exp(q2·k2) + lambda_init is not finite");
+    EXPECT_ERROR_HAS(error_after([&](gguf_writer& w) {
+        std::vector<float> v(32, 1.0f);
+        v[5] = nan;
+        w.erase_tensor("blk.1.ffn_norm.weight");
+        w.add_tensor("blk.1.ffn_norm.weight", weight_type::f32, {32}, f32_bytes(v));
+    }), "tensor 'blk.1.ffn_norm.weight' has a non-finite value at element 5");
+}
+
+TEST(gguf_strict, special_ids_lie_inside_the_vocabulary) {
+    EXPECT_ERROR_HAS(error_after([](gguf_writer& w) { w.set_uint32("tokenizer.ggml.bos_token_id", 4294967295u); }),
+                     "'tokenizer.ggml.bos_token_id' = 4294967295 is outside the vocabulary of 64 tokens");
+    EXPECT_ERROR_HAS(error_after([](gguf_writer& w) { w.set_uint32("tokenizer.ggml.eos_token_id", 64); }),
+                     "'tokenizer.ggml.eos_token_id' = 64 is outside the vocabulary of 64 tokens");
+    EXPECT_ERROR_HAS(error_after([](gguf_writer& w) { w.set_uint32("tokenizer.ggml.padding_token_id", 1000); }),
+                     "'tokenizer.ggml.padding_token_id' = 1000 is outside");
+    EXPECT_EQ(error_after([](gguf_writer& w) { w.set_uint32("tokenizer.ggml.padding_token_id", 63); }), "");
+}
+
+TEST(gguf_strict, token_type_has_one_entry_per_token) {
+    EXPECT_ERROR_HAS(error_after([](gguf_writer& w) { w.set_int32s("tokenizer.ggml.token_type", {}); }),
+                     "tokenizer.ggml.token_type has 0 entries for 64 tokens");
+    EXPECT_ERROR_HAS(error_after([](gguf_writer& w) { w.set_int32s("tokenizer.ggml.token_type", std::vector<int32_t>(63, 1)); }),
+                     "tokenizer.ggml.token_type has 63 entries for 64 tokens");
+    EXPECT_EQ(error_after([](gguf_writer& w) { w.erase("tokenizer.ggml.token_type"); }), "");
+}
+
+TEST(gguf_strict, keys_the_gguf_specification_types_have_that_type) {
+    for (gguf_type t : {gguf_type::i32, gguf_type::u8, gguf_type::u64})
+        EXPECT_ERROR_HAS(error_after([&](gguf_writer& w) {
+            w.set("general.alignment", typed(t, t == gguf_type::i32 ? gguf_scalar(int64_t(32)) : gguf_scalar(uint64_t(32))));
+        }), "metadata key 'general.alignment' is " + std::string(gguf_type_name(t)) +
+                "; the GGUF specification makes it uint32");
+    EXPECT_EQ(error_after([](gguf_writer& w) { w.set_uint32("general.alignment", 32); }), "");
+    EXPECT_ERROR_HAS(error_after([](gguf_writer& w) {
+        w.set("tokenizer.ggml.eos_token_id", typed(gguf_type::u64, uint64_t(0)));
+    }), "metadata key 'tokenizer.ggml.eos_token_id' is uint64; the GGUF specification makes it uint32");
+    EXPECT_ERROR_HAS(error_after([](gguf_writer& w) {
+        gguf_value a{gguf_type::array, gguf_type::u32, {}, {}};
+        a.array.assign(64, uint64_t(1));
+        w.set("tokenizer.ggml.token_type", a);
+    }), "'tokenizer.ggml.token_type' is array of uint32; the GGUF specification makes it array of int32");
+    EXPECT_ERROR_HAS(error_after([](gguf_writer& w) { w.set_uint32("general.architecture", 1); }),
+                     "'general.architecture' is uint32; the GGUF specification makes it string");
 }

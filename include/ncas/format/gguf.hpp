@@ -15,6 +15,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -277,6 +278,7 @@ private:
             kv_.emplace(std::move(key), std::move(v));
         }
 
+        check_spec_types();
         alignment_ = get_uint("general.alignment", 32);
         // At least 8 so that every tensor is aligned for the f32 and f16 loads that read it in place.
         if (alignment_ < 8 || (alignment_ & (alignment_ - 1)) || alignment_ > (1u << 20))
@@ -287,6 +289,43 @@ private:
 
         data_offset_ = (c.pos + alignment_ - 1) / alignment_ * alignment_;
         check_tensor_extents();
+    }
+
+    // The GGUF specification fixes the type of these keys: a value stored in another
+    // type (general.alignment as int32, a token id as uint64) is rejected, not converted.
+    void check_spec_types() const {
+        struct fixed {
+            std::string_view key;
+            gguf_type type, elem = gguf_type::u8;  // elem: for arrays
+        };
+        static constexpr fixed table[] = {
+            {"general.alignment", gguf_type::u32},
+            {"general.architecture", gguf_type::string},
+            {"general.name", gguf_type::string},
+            {"general.file_type", gguf_type::u32},
+            {"general.quantization_version", gguf_type::u32},
+            {"tokenizer.ggml.model", gguf_type::string},
+            {"tokenizer.ggml.tokens", gguf_type::array, gguf_type::string},
+            {"tokenizer.ggml.scores", gguf_type::array, gguf_type::f32},
+            {"tokenizer.ggml.token_type", gguf_type::array, gguf_type::i32},
+            {"tokenizer.ggml.merges", gguf_type::array, gguf_type::string},
+            {"tokenizer.ggml.added_tokens", gguf_type::array, gguf_type::string},
+            {"tokenizer.ggml.add_bos_token", gguf_type::boolean},
+            {"tokenizer.ggml.add_eos_token", gguf_type::boolean},
+            {"tokenizer.chat_template", gguf_type::string},
+        };
+        auto type_string = [](gguf_type t, gguf_type elem) {
+            return t == gguf_type::array ? std::string("array of ") + gguf_type_name(elem) : std::string(gguf_type_name(t));
+        };
+        auto check = [&](const std::string& key, const gguf_value& v, gguf_type t, gguf_type elem) {
+            if (v.type != t || (t == gguf_type::array && v.elem_type != elem))
+                fail("metadata key '" + key + "' is " + type_string(v.type, v.elem_type) + "; the GGUF specification makes it " +
+                     type_string(t, elem));
+        };
+        for (const fixed& f : table)
+            if (const gguf_value* v = find(std::string(f.key))) check(std::string(f.key), *v, f.type, f.elem);
+        for (const auto& [key, v] : kv_)  // bos, eos, unknown, padding, separator ... ids
+            if (key.starts_with("tokenizer.ggml.") && key.ends_with("_token_id")) check(key, v, gguf_type::u32, gguf_type::u8);
     }
 
     tensor_info read_tensor_info(cursor& c) {

@@ -80,8 +80,14 @@ protected:
         if (kind != "gpt2") { tokenizer_missing_ = "has tokenizer model '" + kind + "'; ncas reads byte-level BPE ('gpt2')"; return; }
         auto id = [&](const char* key) { return f.has(key) ? int32_t(f.get_uint(key)) : int32_t(-1); };
         std::vector<int32_t> types;
-        if (f.has("tokenizer.ggml.token_type"))
+        if (f.has("tokenizer.ggml.token_type")) {
             for (int64_t t : f.get_ints("tokenizer.ggml.token_type")) types.push_back(int32_t(t));
+            // Present means one type per token: an empty or short array is a broken file, not "all normal".
+            const size_t n = f.get_array("tokenizer.ggml.tokens").size();
+            if (types.size() != n)
+                f.fail("tokenizer.ggml.token_type has " + std::to_string(types.size()) + " entries for " +
+                       std::to_string(n) + " tokens");
+        }
         try {
             tokenizer_ = std::make_unique<ncas::tokenizer>(
                 f.get_strings("tokenizer.ggml.tokens"),

@@ -4,6 +4,7 @@
 // in place; the small f32 vectors (norms, λ, routers) are copied out.
 #include <cmath>
 #include <functional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,8 @@
 namespace ncas {
 
 // ---- config ---------------------------------------------------------------
+
+inline void check_special_ids(const gguf_file& f, int64_t n_vocab);
 
 inline model_config read_config(const gguf_file& f) {
     const std::string arch = f.get_string("general.architecture");
@@ -42,6 +45,9 @@ inline model_config read_config(const gguf_file& f) {
     c.head_k = dim("attention.key_length", c.n_embd / c.n_head / c.n_maps);
     c.head_v = dim("attention.value_length", c.n_maps * c.head_k);
     c.n_expert = f.has(p + "expert_count") ? dim("expert_count") : 1;
+    // A file with experts says how many a token uses: a silent default of 1 would run top-1 routing.
+    if (c.n_expert > 1 && !f.has(p + "expert_used_count"))
+        f.fail("missing metadata key '" + p + "expert_used_count' for " + std::to_string(c.n_expert) + " experts");
     c.n_expert_used = f.has(p + "expert_used_count") ? dim("expert_used_count") : 1;
     if (f.has(p + "vocab_size")) c.n_vocab = dim("vocab_size");
     else if (f.has("tokenizer.ggml.tokens")) c.n_vocab = int64_t(f.get_array("tokenizer.ggml.tokens").size());
@@ -55,9 +61,18 @@ inline model_config read_config(const gguf_file& f) {
     if (c.n_expert_used > c.n_expert)
         f.fail("expert_used_count " + std::to_string(c.n_expert_used) + " exceeds expert_count " + std::to_string(c.n_expert));
 
-    c.norm_eps = float(f.get_float(p + "attention.layer_norm_rms_epsilon", 1e-5));
-    c.rope_theta = f.get_float(p + "rope.freq_base", 10000.0);
-    if (!(c.norm_eps > 0) || !(c.rope_theta > 1)) f.fail("layer_norm_rms_epsilon or rope.freq_base out of range");
+    // Floats that must be finite (and positive, where `positive`): a NaN or an infinity
+    // would make every RoPE angle, norm or MoD decision meaningless.
+    // `as_f32`: the engine computes with the value as a float, so it must be one after rounding.
+    auto real = [&](const std::string& key, double dflt, bool positive, bool as_f32) {
+        const double v = f.get_float(p + key, dflt), used = as_f32 ? double(float(v)) : v;
+        if (!std::isfinite(used) || (positive && !(used > 0)))
+            f.fail("metadata key '" + p + key + "' = " + std::to_string(v) + " is not " +
+                   (positive ? "a finite positive number" : "a finite number"));
+        return used;
+    };
+    c.norm_eps = float(real("attention.layer_norm_rms_epsilon", 1e-5, true, true));
+    c.rope_theta = real("rope.freq_base", 10000.0, true, false);
     c.expert_weights_norm = f.get_bool(p + "expert_weights_norm", true);
 
     const std::string kind = f.get_string(p + "ffn_kind", diff ? "gelu" : "swiglu");
@@ -65,7 +80,7 @@ inline model_config read_config(const gguf_file& f) {
     else if (kind == "swiglu") c.ffn = ffn_kind::swiglu;
     else f.fail("unknown ffn_kind '" + kind + "' (expected gelu or swiglu)");
 
-    c.mod_threshold = float(f.get_float(p + "mod.threshold", 0.0));
+    c.mod_threshold = float(real("mod.threshold", 0.0, false, true));
     const std::string scale = f.get_string(p + "mod.scale", "sigmoid");
     if (scale == "sigmoid") c.scale = mod_scale::sigmoid;
     else if (scale == "raw") c.scale = mod_scale::raw;
@@ -76,11 +91,27 @@ inline model_config read_config(const gguf_file& f) {
         const std::vector<double> li = f.get_floats(p + "attention.lambda_init");
         if (int64_t(li.size()) != c.n_layer)
             f.fail("attention.lambda_init has " + std::to_string(li.size()) + " values for " + std::to_string(c.n_layer) + " layers");
+        for (size_t l = 0; l < li.size(); ++l)
+            if (!std::isfinite(float(li[l])))
+                f.fail("attention.lambda_init[" + std::to_string(l) + "] = " + std::to_string(li[l]) + " is not a finite number");
         c.lambda_init.assign(li.begin(), li.end());
     } else {
         for (int64_t l = 0; l < c.n_layer; ++l) c.lambda_init.push_back(float(0.8 - 0.6 * std::exp(-0.3 * double(l))));
     }
+    check_special_ids(f, c.n_vocab);
     return c;
+}
+
+// Every special token id the file names (tokenizer.ggml.bos_token_id, eos, unknown,
+// padding, ...) lies inside the vocabulary: an eos outside it would never end a generation.
+inline void check_special_ids(const gguf_file& f, int64_t n_vocab) {
+    for (const auto& [key, v] : f.metadata()) {
+        if (!key.starts_with("tokenizer.ggml.") || !key.ends_with("_token_id")) continue;
+        const uint64_t id = f.get_uint(key);
+        if (id >= uint64_t(n_vocab))
+            f.fail("metadata key '" + key + "' = " + std::to_string(id) + " is outside the vocabulary of " +
+                   std::to_string(n_vocab) + " tokens");
+    }
 }
 
 // ---- weights --------------------------------------------------------------
@@ -135,6 +166,7 @@ public:
             w.layers.push_back(layer(l));
             c_out.n_mod_layers += !w.layers.back().mod_router.empty();
         }
+        check_all_used();
         return w;
     }
 
@@ -142,7 +174,23 @@ private:
     const tensor_info& need(const std::string& name) const {
         const tensor_info* t = f_.find_tensor(name);
         if (!t) f_.fail("missing tensor '" + name + "'");
+        used_[size_t(t - f_.tensors().data())] = true;
         return *t;
+    }
+    // A tensor that nothing read means the file describes another model than the one
+    // bound (more layers than block_count, both λ forms, a gate for a gelu FFN ...).
+    void check_all_used() const {
+        std::string unused;
+        int64_t n = 0;
+        for (size_t i = 0; i < used_.size(); ++i)
+            if (!used_[i] && ++n <= 8) unused += (n > 1 ? ", '" : "'") + f_.tensors()[i].name + "'";
+        if (n) f_.fail(std::to_string(n) + " tensor" + (n > 1 ? "s" : "") + " that the model does not use: " + unused +
+                       (n > 8 ? ", ..." : ""));
+    }
+    // f32 values that enter every token's computation: a NaN or infinity there is a broken file.
+    void check_finite(const std::string& name, std::span<const float> v) const {
+        for (size_t i = 0; i < v.size(); ++i)
+            if (!std::isfinite(v[i])) f_.fail("tensor '" + name + "' has a non-finite value at element " + std::to_string(i));
     }
     void check_shape(const tensor_info& t, std::initializer_list<int64_t> ne) const {
         bool ok = t.n_dims <= int(ne.size());
@@ -167,6 +215,7 @@ private:
         if (t.type != weight_type::f32) f_.fail("tensor '" + name + "' must be F32, is " + std::string(type_name(t.type)));
         const auto* p = reinterpret_cast<const float*>(data(t));
         if (!p) f_.fail("tensor '" + name + "' has no data");
+        check_finite(name, {p, size_t(n)});
         return {p, p + n};
     }
     std::vector<float> opt_vec(const std::string& name, int64_t n) const {
@@ -200,6 +249,8 @@ private:
                 double a = 0, c = 0;
                 for (int64_t i = 0; i < d; ++i) a += double(q1[size_t(i)]) * k1[size_t(i)], c += double(q2[size_t(i)]) * k2[size_t(i)];
                 w.lambda = float(std::exp(a) - std::exp(c) + double(w.lambda_init));
+                if (!std::isfinite(w.lambda))
+                    f_.fail("layer " + std::to_string(l) + ": lambda = exp(q1·k1) − exp(q2·k2) + lambda_init is not finite");
             } else if (f_.find_tensor(b + "attn_lambda.weight")) {
                 w.lambda = vec(b + "attn_lambda.weight", 1)[0];
             } else {
@@ -236,6 +287,7 @@ private:
     const gguf_file& f_;
     const model_config& c_;
     tensor_resolver resolve_;
+    mutable std::vector<bool> used_ = std::vector<bool>(f_.tensors().size());  // [tensor] read by need()
 };
 
 }  // namespace ncas
