@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <thread>
 
@@ -343,6 +344,28 @@ TEST_P(kernels_on, activation_quantisation_gives_the_reference_integers) {
 }  // namespace
 
 namespace {
+
+// A token row with a NaN or an infinity (a broken weight upstream) gives NaN outputs
+// on every kernel, never finite numbers from undefined float-to-integer conversions;
+// the other rows of the batch are untouched.
+TEST_P(kernels_on, a_nonfinite_activation_row_gives_nan_outputs) {
+    const kernel_table& k = *table_for(GetParam());
+    for (weight_type type : {weight_type::q8_0, weight_type::q4_0, weight_type::f16, weight_type::f32})
+        for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                          -std::numeric_limits<float>::infinity()}) {
+            problem p = make(type, 8, 160, 3, 5);
+            const std::vector<float> clean = run(k, p);
+            p.x[size_t(1 * p.cols + 37)] = bad;  // token 1
+            const std::vector<float> y = run(k, p);
+            for (int64_t t = 0; t < p.T; ++t)
+                for (int64_t r = 0; r < p.rows; ++r) {
+                    const float v = y[size_t(t * p.rows + r)];
+                    if (t == 1) EXPECT_TRUE(std::isnan(v) || (std::isinf(v) && !uses_int_dot(type)))
+                        << isa_name(k.id) << " " << type_name(type) << " row " << r << " gave " << v;
+                    else EXPECT_EQ(v, clean[size_t(t * p.rows + r)]) << isa_name(k.id) << " " << type_name(type);
+                }
+        }
+}
 
 TEST_P(kernels_on, rms_norm_and_softmax_match_double) {
     const kernel_table& k = *table_for(GetParam());

@@ -27,6 +27,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "ncas/format/quant.hpp"
@@ -41,9 +42,20 @@ constexpr int64_t q4_position(int64_t b, int e) { return (b / 4) * 128 + (e / 8)
 // the reference; the kernel table has a vector one with the same results.
 using quantize_row_fn = void (*)(weight_type t, const float* x, int64_t nb, int16_t* q, int32_t* corr, float* d);
 
+// A row with a NaN or an infinity has no scale: it gets scale NaN and zero values
+// (and corrections), so every product with it is NaN and the fault reaches the
+// logits (where the sampler refuses it) instead of becoming a finite, wrong number.
+inline void quantize_nonfinite_row(weight_type t, int64_t nb, int16_t* q, int32_t* corr, float* d_out) {
+    const int64_t quads = (nb + 3) / 4;
+    *d_out = std::numeric_limits<float>::quiet_NaN();
+    std::memset(q, 0, size_t(t == weight_type::q4_0 ? quads * 128 : nb * quant_block) * sizeof(int16_t));
+    if (t == weight_type::q4_0) std::memset(corr, 0, size_t(quads * 16) * sizeof(int32_t));
+}
+
 inline void quantize_act_row(weight_type t, const float* x, int64_t nb, int16_t* q, int32_t* corr, float* d_out) {
-    float amax = 0.0f;
-    for (int64_t i = 0; i < nb * quant_block; ++i) amax = std::max(amax, std::abs(x[i]));
+    float amax = 0.0f, zero = 0.0f;  // zero: Σ x·0, NaN when a value is NaN or infinite
+    for (int64_t i = 0; i < nb * quant_block; ++i) amax = std::max(amax, std::abs(x[i])), zero += x[i] * 0.0f;
+    if (zero != 0.0f) return quantize_nonfinite_row(t, nb, q, corr, d_out);
     const float d = amax / 32767.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
     *d_out = d;
     if (t != weight_type::q4_0) {

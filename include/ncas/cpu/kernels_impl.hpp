@@ -428,8 +428,12 @@ struct x86_tag {
 
     static void quantize_act(weight_type t, const float* x, int64_t nb, int16_t* q, int32_t* corr, float* d_out) {
         const int64_t n = nb * quant_block;  // a multiple of 32, so of W
-        fbatch m(0.0f);
-        for (int64_t i = 0; i < n; i += W) m = xsimd::max(m, xsimd::abs(fbatch::load_unaligned(x + i)));
+        fbatch m(0.0f), zero(0.0f);  // zero: Σ x·0, NaN in a lane that saw a NaN or an infinity
+        for (int64_t i = 0; i < n; i += W) {
+            const fbatch v = fbatch::load_unaligned(x + i);
+            m = xsimd::max(m, xsimd::abs(v)), zero = xsimd::fma(v, fbatch(0.0f), zero);
+        }
+        if (!xsimd::all(zero == fbatch(0.0f))) return quantize_nonfinite_row(t, nb, q, corr, d_out);  // ordered ==: false for NaN
         float lanes[W];
         m.store_unaligned(lanes);
         const float amax = max_of(lanes, W), d = amax / 32767.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
