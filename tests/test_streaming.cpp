@@ -48,6 +48,10 @@ std::vector<float> run(const model_core& m, std::span<const int32_t> tokens, ses
 struct synthetic_dims {
     int64_t D = 256, L = 4, E = 8, k = 2, F = 512, V = 64, H = 2, d = 16, ctx = 64;
     weight_type type = weight_type::f32;
+    // An attack on the arena: token t's embedding is the unit vector e_t and every layer's
+    // gate scores experts 2t, 2t+1 (mod E) highest on it, so consecutive tokens of
+    // 0, 1, 2, ... need disjoint experts and a batch of E/2 tokens needs all of them.
+    bool rotating_gate = false;
     int64_t expert_bytes() const { return L * E * 2 * F * row_bytes(type, D); }  // up + down, row lengths D and F
 };
 
@@ -91,7 +95,20 @@ void write_synthetic(const std::string& path, const synthetic_dims& m) {
     auto mat = [&](const std::string& name, int64_t cols, std::vector<int64_t> ne, weight_type t, float scale) {
         w.add_tensor(name, t, std::move(ne), random_fill(t, cols, scale, seed++));
     };
-    mat("token_embd.weight", m.D, {m.D, m.V}, weight_type::f32, 1.0f);
+    // Row r of a [cols, rows] f32 tensor holds value(r, c) at column c.
+    auto rows_of = [](int64_t cols, auto value) {
+        return [=](std::span<std::byte> dst) {
+            for (size_t i = 0; i < dst.size() / 4; ++i) {
+                const float v = value(int64_t(i) / cols, int64_t(i) % cols);
+                std::memcpy(dst.data() + 4 * i, &v, 4);
+            }
+        };
+    };
+    if (m.rotating_gate)
+        w.add_tensor("token_embd.weight", weight_type::f32, {m.D, m.V},
+                     rows_of(m.D, [](int64_t t, int64_t c) { return c == t ? 1.0f : 0.0f; }));
+    else
+        mat("token_embd.weight", m.D, {m.D, m.V}, weight_type::f32, 1.0f);
     w.add_tensor("output_norm.weight", weight_type::f32, {m.D}, ones());
     const int64_t qk = 2 * m.H * m.d, v = m.H * 2 * m.d;
     for (int64_t l = 0; l < m.L; ++l) {
@@ -103,7 +120,12 @@ void write_synthetic(const std::string& path, const synthetic_dims& m) {
         mat(b + "attn_output.weight", v, {v, m.D}, weight_type::f32, 1.0f / std::sqrt(float(v)));
         mat(b + "attn_lambda.weight", 1, {1}, weight_type::f32, 0.5f);
         w.add_tensor(b + "ffn_norm.weight", weight_type::f32, {m.D}, ones());
-        mat(b + "ffn_gate_inp.weight", m.D, {m.D, m.E}, weight_type::f32, 4 * sD);
+        if (m.rotating_gate)
+            w.add_tensor(b + "ffn_gate_inp.weight", weight_type::f32, {m.D, m.E}, rows_of(m.D, [E = m.E](int64_t e, int64_t c) {
+                return c < 64 && (e == 2 * c % E || e == (2 * c + 1) % E) ? 10.0f : 0.0f;
+            }));
+        else
+            mat(b + "ffn_gate_inp.weight", m.D, {m.D, m.E}, weight_type::f32, 4 * sD);
         mat(b + "ffn_up_exps.weight", m.D, {m.D, m.F, m.E}, m.type, sD);
         mat(b + "ffn_down_exps.weight", m.F, {m.F, m.D, m.E}, m.type, sF);
     }
@@ -464,6 +486,73 @@ TEST(streaming_memory, peak_resident_memory_stays_within_the_budget) {
         const int64_t peak = status_kib("VmHWM:") * 1024 - before;
         std::printf("mapped:   peak RSS growth %.1f MiB\n", peak / 1048576.0);
         EXPECT_GT(peak, 2 * budget);  // the measurement sees expert pages when they are resident
+    }
+}
+
+// Budgets under attack: tokens that each need experts no earlier token used, one
+// at a time and in batches that need every expert of a layer at once, through the
+// smallest budget (one layer's top-k). The arena allocates no more than the budget,
+// the run gives the resident bits, nearly every request misses (the attack works),
+// and resident memory grows by no more than the budget, the non-expert weights,
+// the KV cache and 8 MiB of slack.
+TEST(streaming_memory, routing_every_token_elsewhere_stays_within_the_budget) {
+    temp_file f;
+    const synthetic_dims d{.D = 512, .L = 4, .E = 8, .k = 2, .F = 1024, .V = 64, .rotating_gate = true};
+    write_synthetic(f.path, d);
+    std::vector<int32_t> tokens;
+    for (int32_t i = 0; i < 32; ++i) tokens.push_back(i);  // experts {0,1}, {2,3}, {4,5}, {6,7}, {0,1}, ...
+    const auto mapped = model::load(f.path);
+    for (bool batched : {false, true}) {
+        const auto want = run(mapped, tokens, {.n_ctx = 64, .n_threads = 2, .n_batch = 8}, batched);
+        ASSERT_NO_FATAL_FAILURE(reset_peak());
+        if (::testing::Test::IsSkipped()) return;
+        const int64_t before = status_kib("VmRSS:") * 1024;
+        const auto m = model::load(f.path, {.stream_experts = true});
+        const int64_t budget = expert_arena::min_budget(m, false), slack = 8 << 20;
+        std::optional<expert_stats> st;
+        EXPECT_EQ(run(m, tokens, {.n_ctx = 64, .n_threads = 2, .n_batch = 8, .expert_budget = budget}, batched, &st), want);
+        const int64_t peak = status_kib("VmHWM:") * 1024 - before;
+        const int64_t bound = budget + m.resident_weight_bytes() + kv_bytes(m.config(), 64, weight_type::f32) + slack;
+        std::printf("%s: budget %.1f MiB (%lld slots), hit rate %.3f, read %.1f MiB, peak RSS growth %.1f MiB (bound %.1f)\n",
+                    batched ? "batched" : "one at a time", budget / 1048576.0, (long long)st->n_slots, st->hit_rate(),
+                    st->total().bytes_read / 1048576.0, peak / 1048576.0, bound / 1048576.0);
+        EXPECT_LE(st->n_slots * st->slot_bytes, budget);
+        EXPECT_LT(st->hit_rate(), 0.25) << "the routing did not move between experts: no attack";
+        EXPECT_LE(peak, bound);
+    }
+}
+
+// Mixture-of-depths routing everything or nothing: every layer's cache holds exactly
+// the rows of the tokens routed into it, never more than its capacity; the cache is
+// the size the accounting states; a context filled to the last row still runs, and
+// one token more is a clear error that leaves the cache as it was.
+TEST(kv_budget, mod_routing_all_or_nothing_keeps_the_cache_within_its_bound) {
+    const std::string base = test_golden::data_dir() + "/tiny/base_f32.gguf";
+    std::ifstream in(base, std::ios::binary);
+    const std::vector<char> raw{std::istreambuf_iterator<char>(in), {}};
+    const std::span bytes(reinterpret_cast<const std::byte*>(raw.data()), raw.size());
+    for (float threshold : {-1e30f, 1e30f}) {
+        gguf_writer w = gguf_writer::copy_of(gguf_file::from_memory(base, bytes), bytes);
+        w.set_float32("ncas-diffmoe.mod.threshold", threshold);
+        temp_file f;
+        w.write_file(f.path);
+        const auto m = model::load(f.path);
+        ASSERT_GT(m.config().n_mod_layers, 0) << "the tiny model has MoD layers";
+        const int64_t ctx = 16;
+        session s(m, {.n_ctx = ctx, .n_threads = 1, .n_batch = 5});
+        EXPECT_EQ(s.cache().bytes(), kv_bytes(m.config(), ctx, weight_type::f32));
+        std::vector<int32_t> tokens;
+        for (int64_t i = 0; i < ctx; ++i) tokens.push_back(int32_t(i * 7 % m.config().n_vocab));
+        s.prefill(std::span(tokens).first(ctx - 1));
+        s.decode(tokens.back());  // the last row of the context
+        for (int64_t l = 0; l < m.config().n_layer; ++l) {
+            const bool routed = m.weights().layers[size_t(l)].mod_router.empty() || threshold < 0;
+            EXPECT_EQ(s.cache().rows(l), routed ? ctx : 0) << "layer " << l << " threshold " << threshold;
+            EXPECT_LE(s.cache().rows(l), s.cache().capacity());
+        }
+        EXPECT_HAS(error_of([&] { s.decode(tokens[0]); }), "do not fit in the context");
+        for (int64_t l = 0; l < m.config().n_layer; ++l) EXPECT_LE(s.cache().rows(l), ctx);
+        EXPECT_EQ(s.n_past(), ctx);
     }
 }
 
