@@ -9,6 +9,7 @@
 #
 #   deps       scripts/install-deps.sh test (Debian packages; a failure stops here)
 #   lists      every test_*.cpp and example source is registered in both CMake and Meson
+#   layers     scripts/check_layers.py: no header includes one from a layer above it
 #   release    CMake Release build, ctest
 #   asan       CMake -DNCAS_SANITIZE=ON (ASan + UBSan, -O1, asserts on): every test but the RSS bound
 #   meson      Meson build (release), meson test
@@ -120,6 +121,7 @@ meson_stage() {
     meson test -C build/meson --print-errorlogs --num-processes 2
 }
 
+check_layers() { /usr/bin/python3 scripts/check_layers.py; }
 install_stage() { bash tests/install/run.sh; }
 reference() { /usr/bin/python3 tools/test_reference.py; }
 
@@ -129,6 +131,7 @@ bash scripts/install-deps.sh test
 echo "test dependencies installed"
 
 stage lists check_lists
+stage layers check_layers
 stage release release
 stage asan asan
 stage meson meson_stage

@@ -112,7 +112,7 @@ work account(const model_core& m, const run_stats& s, int64_t logit_rows) {
     for (int64_t l = 0; l < c.n_layer; ++l) {
         const layer_weights& lw = w.layers[size_t(l)];
         const double kept = double(s.tokens_kept[size_t(l)]);
-        for (const cpu::weight_matrix* x : {&lw.wq, &lw.wk, &lw.wv, &lw.wo, &lw.gate_inp}) {
+        for (const weight_matrix* x : {&lw.wq, &lw.wk, &lw.wv, &lw.wo, &lw.gate_inp}) {
             if (!x->rows || (x == &lw.gate_inp && !x->data)) continue;
             out.macs += kept * double(x->rows * x->cols);
             out.bytes += kept * double(x->bytes());

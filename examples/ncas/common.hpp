@@ -116,7 +116,7 @@ struct model_options {
         p.option("-b --batch", batch, "N", "tokens per forward pass in prefill", bounds<int64_t>{1});
         p.choice("--kv-type", kv_type, {"f32", "f16"}, "KV cache element type");
         p.choice("--backend", backend, backend_names(),
-                 std::string("where the model runs") + (vulkan_compiled ? "" : " (this ncas was built without Vulkan)"));
+                 std::string("where the model runs") + (vulkan_available() ? "" : " (this ncas was built without Vulkan)"));
         p.option("--device", device, "N", "Vulkan device index (see --list-devices)", bounds<int>{0, 1 << 16});
         p.flag("--list-devices", list_devices, "print the Vulkan devices and exit");
         p.option("--expert-budget", expert_budget, "SIZE",
@@ -141,7 +141,7 @@ struct model_options {
             print_devices();
             return true;
         }
-        if (on_vulkan() && !vulkan_compiled) throw error(without_vulkan);
+        if (on_vulkan() && !vulkan_available()) throw error(without_vulkan);
         if (p.given("--device") && !on_vulkan()) throw usage_error("--device picks a Vulkan device; add --backend vulkan");
         if (!streams())
             for (const char* o : {"--expert-policy", "--direct-io", "--prefetch", "--no-prefetch"})
@@ -181,9 +181,7 @@ struct model_options {
 
     std::unique_ptr<any_session> make_session(const model_core& m, const session_params& sp) const {
         backend_options b{.name = backend};
-#ifdef NCAS_WITH_VULKAN
         b.vk.device = device;
-#endif
         return ncas::make_session(m, sp, b);
     }
 

@@ -1,11 +1,12 @@
 #pragma once
 // Choosing a backend at run time (the CLI's --backend cpu|vulkan): one session
 // interface over ncas::session and ncas::vk::session, which share the API.
-// This header needs no Vulkan: the Vulkan branch of make_session is compiled
-// only with NCAS_WITH_VULKAN defined (and Vulkan linked); include
-// ncas/vk/backend.hpp (or ncas/vk.hpp), which defines it, or define it yourself.
+// This header needs no Vulkan. The Vulkan backend registers itself when any
+// source file of the program includes ncas/vk/backend.hpp (or ncas/vk.hpp) and
+// links Vulkan; without it make_session("vulkan") is a clear error. Every
+// translation unit sees the same types and functions whatever it includes.
 //
-//   ncas::backend_options b{.name = "vulkan", .vk = {.device = 1}};     // NCAS_WITH_VULKAN
+//   ncas::backend_options b{.name = "vulkan", .vk = {.device = 1}};
 //   std::unique_ptr<ncas::any_session> s = ncas::make_session(model, {.n_ctx = 4096}, b);
 //   auto logits = s->prefill(ids);  logits = s->decode(next);  s->rewind(n);
 #include <functional>
@@ -19,19 +20,9 @@
 
 #include "ncas/error.hpp"
 #include "ncas/session.hpp"
-
-#ifdef NCAS_WITH_VULKAN
-#include "ncas/vk/session.hpp"
-#endif
+#include "ncas/vk/device_options.hpp"
 
 namespace ncas {
-
-// Whether make_session can run "vulkan" in this translation unit.
-#ifdef NCAS_WITH_VULKAN
-inline constexpr bool vulkan_compiled = true;
-#else
-inline constexpr bool vulkan_compiled = false;
-#endif
 
 class any_session {
 public:
@@ -90,24 +81,29 @@ private:
 };
 
 struct backend_options {
-    std::string name = "cpu";     // "cpu" or "vulkan" (also "vk")
-#ifdef NCAS_WITH_VULKAN
-    vk::device_options vk = {};   // device index, validation, pipeline cache, ...
-#endif
+    std::string name = "cpu";    // "cpu" or "vulkan" (also "vk")
+    vk::device_options vk = {};  // device index, validation, pipeline cache, ... (Vulkan only)
 };
 
-// The names make_session knows (whether or not Vulkan is compiled in: see vulkan_compiled).
+namespace detail {
+using vulkan_factory = std::unique_ptr<any_session> (*)(const model_core&, session_params, const vk::device_options&);
+// Set before main by ncas/vk/backend.hpp when the program includes it; null otherwise.
+inline vulkan_factory vulkan_session_factory = nullptr;
+}  // namespace detail
+
+// Whether make_session can run "vulkan" in this program (ncas/vk/backend.hpp included and Vulkan linked).
+inline bool vulkan_available() { return detail::vulkan_session_factory != nullptr; }
+
+// The names make_session knows (whether or not Vulkan is in this program: see vulkan_available).
 inline std::vector<std::string> backend_names() { return {"cpu", "vulkan"}; }
 
 inline std::unique_ptr<any_session> make_session(const model_core& m, session_params p, const backend_options& b = {}) {
     if (b.name == "cpu") return std::make_unique<session_adapter<session>>("cpu", m, p);
     if (b.name == "vulkan" || b.name == "vk") {
-#ifdef NCAS_WITH_VULKAN
-        return std::make_unique<session_adapter<vk::session>>("vulkan", m, p, b.vk);
-#else
-        throw error("the Vulkan backend is not compiled in (define NCAS_WITH_VULKAN, include ncas/vk/backend.hpp "
-                    "and link Vulkan)");
-#endif
+        if (!vulkan_available())
+            throw error("the Vulkan backend is not in this program (include ncas/vk/backend.hpp in one of its sources "
+                        "and link Vulkan)");
+        return detail::vulkan_session_factory(m, p, b.vk);
     }
     throw error("unknown backend '" + b.name + "' (expected cpu or vulkan)");
 }

@@ -4,8 +4,7 @@
 // with the validation layer watching and sentinels after every output.
 #include <numeric>
 
-#include "ncas/model/attention.hpp"
-#include "ncas/model/moe.hpp"
+#include "ncas/cpu/forward.hpp"
 #include "vk_support.hpp"
 
 namespace {
@@ -39,12 +38,12 @@ struct device_matrix {
 
 // The reference product: weights dequantised block by block, activations in f32
 // (cpu::dot_row; the CPU backend's fast path may quantise activations instead).
-void reference_matmul(const ncas::cpu::weight_matrix& w, const float* x, int64_t T, float* y) {
+void reference_matmul(const ncas::weight_matrix& w, const float* x, int64_t T, float* y) {
     for (int64_t t = 0; t < T; ++t)
         for (int64_t r = 0; r < w.rows; ++r) y[t * w.rows + r] = ncas::cpu::dot_row(w.type, w.row(r), x + t * w.cols, w.cols);
 }
 
-ncas::cpu::weight_matrix cpu_matrix(weight_type t, int64_t rows, int64_t cols, const std::vector<std::byte>& bytes) {
+ncas::weight_matrix cpu_matrix(weight_type t, int64_t rows, int64_t cols, const std::vector<std::byte>& bytes) {
     return {t, rows, cols, bytes.data()};
 }
 
@@ -160,7 +159,7 @@ TEST_P(ops, route_residual_gather_and_scatter) {
     for (ncas::mod_scale scale : {ncas::mod_scale::sigmoid, ncas::mod_scale::raw, ncas::mod_scale::none}) {
         std::vector<uint32_t> ctrl_words(2 * L + vk::ops::route_record::words(B), 0);
         ctrl_words[kv_len_at + layer] = 5;  // rows already in the layer's cache
-        // CPU: the rule of transformer::layer.
+        // CPU: the rule of cpu::transformer (the route verb).
         std::vector<uint32_t> routed, pos;
         std::vector<float> s;
         for (uint32_t t = 0; t < T; ++t) {
@@ -281,7 +280,9 @@ TEST_P(ops, attention_block_matches_cpu) {
         // Fill the cache with two earlier batches of rows (MoD: positions with gaps), then run the test batch.
         const ncas::rope_table rope(n_ctx, c.head_k, c.rope_theta);
         ncas::kv_cache cache(c, n_ctx, ac.kv);
-        ncas::attention_buffers ab(c, 8, n_ctx, 1);
+        std::vector<float> cq(size_t(8 * c.q_dim())), ck(size_t(8 * c.k_dim())), cv(size_t(8 * c.v_dim()));
+        std::vector<float> co(size_t(8 * c.attn_dim()));
+        std::vector<std::vector<float>> scores(1, std::vector<float>(size_t(c.n_maps * n_ctx)));
         const std::vector<std::vector<int32_t>> batches{{0, 1, 2, 5, 6, 7, 9}, {12, 13}, {40, 41, 44, 60, 61}};
         std::vector<float> xn_last, lambda_last, want;
 
@@ -305,8 +306,11 @@ TEST_P(ops, attention_block_matches_cpu) {
             const auto xn = random_floats(size_t(n * D), seed++);
             std::vector<float> lambda_t(size_t(n), lw.lambda);
             if (ac.lambda_per_token) lambda_t = random_floats(size_t(n), seed++, 0.5f);
-            ncas::attention(pool, c, lw, layer, xn.data(), pos.data(), lambda_t.data(), n, cache, rope, ab);
-            want.assign(ab.o.begin(), ab.o.begin() + n * c.attn_dim());
+            const int64_t before = cache.rows(layer);
+            ncas::cpu::attention_qkv(pool, lw, xn.data(), n, cq.data(), ck.data(), cv.data());
+            ncas::cpu::rope_store(c, layer, rope, pos.data(), n, cq.data(), ck.data(), cv.data(), cache);
+            ncas::cpu::attend(pool, c, lw, layer, cq.data(), lambda_t.data(), n, before, cache, scores, co.data());
+            want.assign(co.begin(), co.begin() + n * c.attn_dim());
 
             // GPU: the same batch through the ctrl route record.
             ctrl_words[rec.count()] = uint32_t(n), ctrl_words[rec.count() + 1] = rows_before;

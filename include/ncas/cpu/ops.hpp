@@ -9,19 +9,11 @@
 #include <limits>
 
 #include "ncas/format/quant.hpp"
+#include "ncas/tensor.hpp"
 
 namespace ncas::cpu {
 
-// A matrix of `rows` rows of `cols` values stored as `type`, used in place.
-struct weight_matrix {
-    weight_type type = weight_type::f32;
-    int64_t rows = 0, cols = 0;
-    const std::byte* data = nullptr;
-
-    int64_t row_stride() const { return row_bytes(type, cols); }
-    const std::byte* row(int64_t r) const { return data + r * row_stride(); }
-    int64_t bytes() const { return rows * row_stride(); }
-};
+using ncas::weight_matrix;  // ncas/tensor.hpp
 
 // Σ_k w[k]·x[k] over one stored row, dequantising a block of 32 at a time.
 inline float dot_row(weight_type t, const std::byte* w, const float* x, int64_t n) {

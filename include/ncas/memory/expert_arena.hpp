@@ -59,8 +59,7 @@
 #include "ncas/memory/expert_stats.hpp"
 #include "ncas/memory/io_thread.hpp"
 #include "ncas/memory/mapped_file.hpp"
-#include "ncas/model/model.hpp"
-#include "ncas/model/moe.hpp"
+#include "ncas/memory/expert_source.hpp"
 
 namespace ncas {
 
@@ -87,30 +86,27 @@ public:
         int64_t up = -1, gate = -1, down = -1;
     };
 
-    expert_arena(const model_core& m, expert_arena_options o, slot_loader loader = {})
-        : o_(with_loader(o, loader)), c_(m.config()), E_(c_.n_expert), file_(m.path()), loader_(std::move(loader)),
-          policy_(o.policy, c_.n_layer, c_.n_expert, o.age_every), where_(size_t(c_.n_layer * c_.n_expert), -1),
-          stats_(size_t(c_.n_layer)) {
+    expert_arena(const expert_layout& m, expert_arena_options o, slot_loader loader = {})
+        : o_(with_loader(o, loader)), layout_(m), E_(layout_.n_expert), file_(m.path), loader_(std::move(loader)),
+          policy_(o.policy, layout_.n_layer, layout_.n_expert, o.age_every), where_(size_t(layout_.n_layer * layout_.n_expert), -1),
+          stats_(size_t(layout_.n_layer)) {
         if (o.direct_io) {
             try {
-                direct_ = file_handle(m.path(), O_DIRECT);
+                direct_ = file_handle(m.path, O_DIRECT);
             } catch (const error& e) {
                 throw error(std::string(e.what()) + " (O_DIRECT: the file system may not support direct reads)");
             }
         }
-        const std::string path = m.path();
-        for (int64_t l = 0; l < c_.n_layer; ++l) {
-            const layer_weights& w = m.weights().layers[size_t(l)];
-            layers_.push_back({part_of(m, w.up), part_of(m, w.gate), part_of(m, w.down)});
-        }
+        const std::string& path = m.path;
+
         slot_bytes_ = slot_bytes(m, o.direct_io);
         const int64_t min = min_budget(m, o.direct_io);
         if (o.budget < min)
             throw error(path + ": expert budget of " + std::to_string(o.budget) + " bytes is too small: one layer's " +
-                        std::to_string(c_.n_expert_used) + " experts need at least " + std::to_string(min) +
+                        std::to_string(layout_.n_expert_used) + " experts need at least " + std::to_string(min) +
                         " bytes (slots of " + std::to_string(slot_bytes_) + " bytes)");
         // No more slots than experts: a budget above the model's expert bytes is not allocated.
-        const int64_t n = std::min(o.budget / slot_bytes_, c_.n_layer * c_.n_expert);
+        const int64_t n = std::min(o.budget / slot_bytes_, layout_.n_layer * layout_.n_expert);
         capacity_ = n * slot_bytes_;
         slots_.resize(size_t(n));
         if (loader_) return;  // the slots live with the loader
@@ -124,28 +120,28 @@ public:
     expert_arena& operator=(const expert_arena&) = delete;
 
     // Bytes of one slot (one expert of the largest layer, with alignment padding).
-    static int64_t slot_bytes(const model_core& m, bool direct_io) {
+    static int64_t slot_bytes(const expert_layout& m, bool direct_io) {
         int64_t most = 0;
-        for (const layer_weights& w : m.weights().layers) {
+        for (const expert_layout::layer& w : m.layers) {
             int64_t b = 0;
-            for (const expert_tensor* t : {&w.up, &w.gate, &w.down})
-                if (t->rows) b += part_bytes(t->slab_bytes(), direct_io);
+            for (const expert_layout::tensor* t : {&w.up, &w.gate, &w.down})
+                if (t->bytes) b += part_bytes(t->bytes, direct_io);
             most = std::max(most, b);
         }
         return most;
     }
     // The smallest budget that runs the model: one layer's top-k experts.
-    static int64_t min_budget(const model_core& m, bool direct_io) {
-        return m.config().n_expert_used * slot_bytes(m, direct_io);
+    static int64_t min_budget(const expert_layout& m, bool direct_io) {
+        return m.n_expert_used * slot_bytes(m, direct_io);
     }
     // Every expert of the model resident: the budget beyond which nothing is gained.
-    static int64_t full_budget(const model_core& m, bool direct_io) {
-        return m.config().n_layer * m.config().n_expert * slot_bytes(m, direct_io);
+    static int64_t full_budget(const expert_layout& m, bool direct_io) {
+        return m.n_layer * m.n_expert * slot_bytes(m, direct_io);
     }
 
     // A budget as the command line writes it: bytes ("3000000000"), binary units
     // ("512M", "2.5G", "64K"), a share of all expert bytes ("25%"), "min" or "full".
-    static int64_t parse_budget(std::string_view s, const model_core& m, bool direct_io) {
+    static int64_t parse_budget(std::string_view s, const expert_layout& m, bool direct_io) {
         const std::string text(s);
         auto bad = [&]() -> int64_t {
             throw error("expert budget '" + text + "': expected bytes, a size like 512M or 2G, a percentage, min or full");
@@ -311,26 +307,13 @@ private:
         bool prefetched = false;  // loaded by a guess and not asked for since
         bool ahead = false;       // read ahead by will_use: a miss, though acquire() finds it in a slot
     };
-    // Where one expert tensor's slabs are in the file: expert e at offset + e·bytes.
-    struct part {
-        uint64_t offset = 0;
-        int64_t bytes = 0;  // 0: the tensor does not exist (gate of a gelu FFN)
-        std::string name;
-    };
-    struct layer_parts {
-        part up, gate, down;
-    };
+    using part = expert_layout::tensor;
+    using layer_parts = expert_layout::layer;
 
     static int64_t round_up(int64_t n, int64_t to) { return (n + to - 1) / to * to; }
     static int64_t part_bytes(int64_t slab, bool direct_io) { return round_up(slab, page) + (direct_io ? page : 0); }
     static double seconds_since(clock::time_point t0) { return std::chrono::duration<double>(clock::now() - t0).count(); }
 
-    static part part_of(const model_core& m, const expert_tensor& t) {
-        if (!t.rows) return {};
-        for (const tensor_info& i : m.file().tensors())
-            if (i.offset == t.file_offset) return {t.file_offset, t.slab_bytes(), i.name};
-        m.file().fail("no tensor at offset " + std::to_string(t.file_offset));
-    }
 
     void assign(int32_t i, int64_t key, slot_state state) {
         slot& s = slots_[size_t(i)];
@@ -356,7 +339,7 @@ private:
             if (s.state == slot_state::loading) continue;
             if (keep_needed && announced(s.key)) continue;
             const int64_t l = s.key / E_;
-            const int group = l == layer ? 2 : l == (layer + 1) % c_.n_layer ? 1 : 0;  // the last layer's next is 0
+            const int group = l == layer ? 2 : l == (layer + 1) % layout_.n_layer ? 1 : 0;  // the last layer's next is 0
             if (for_prefetch && (group > 0 || s.state == slot_state::queued)) continue;
             if (best < 0 || group < best_group ||
                 (group == best_group && policy_.evict_before(s.key, slots_[size_t(best)].key, layer)))
@@ -377,7 +360,7 @@ public:
     // Where expert e of `layer` has its slabs inside a slot (O_DIRECT: shifted by
     // the slab's offset within its first file block).
     slot_offsets offsets(int64_t layer, int32_t e) const {
-        const layer_parts& p = layers_[size_t(layer)];
+        const layer_parts& p = layout_.layers[size_t(layer)];
         int64_t at = 0;
         auto next = [&](const part& t) -> int64_t {
             if (!t.bytes) return -1;
@@ -392,7 +375,7 @@ public:
     // Reads expert e of `layer` into mem (slot_size() bytes, laid out as a slot; page-aligned
     // with O_DIRECT), split across `pool` when given; throws an error naming the file and tensor.
     void read_expert(std::byte* mem, int64_t layer, int32_t e, thread_pool* pool = nullptr) const {
-        const layer_parts& p = layers_[size_t(layer)];
+        const layer_parts& p = layout_.layers[size_t(layer)];
         std::byte* at = mem;
         for (const part* t : {&p.up, &p.gate, &p.down}) {
             if (!t->bytes) continue;
@@ -497,17 +480,17 @@ private:
     }
 
     int64_t expert_bytes(int64_t layer) const {
-        const layer_parts& p = layers_[size_t(layer)];
+        const layer_parts& p = layout_.layers[size_t(layer)];
         return p.up.bytes + p.gate.bytes + p.down.bytes;
     }
 
     expert_arena_options o_;
-    const model_config& c_;
+    expert_layout layout_;
     int64_t E_;
     file_handle file_;    // buffered reads
     file_handle direct_;  // O_DIRECT reads (direct_io)
     slot_loader loader_;  // set: slots live elsewhere, memory_ is empty
-    std::vector<layer_parts> layers_;
+
     int64_t slot_bytes_ = 0, capacity_ = 0;
     aligned_buffer memory_;  // [slots, slot_bytes]
 

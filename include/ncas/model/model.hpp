@@ -39,6 +39,10 @@ public:
     bool streams_experts() const { return streamed_; }
     // Bytes of weights read into owned memory (streaming load; 0 when mapped).
     int64_t resident_weight_bytes() const { return resident_bytes_; }
+    // Where each layer's expert tensors lie in the file, for an expert arena (memory/):
+    // a model converts to it, so expert_arena::min_budget(model, false) reads as it should.
+    const ncas::expert_layout& expert_layout() const { return experts_; }
+    operator const ncas::expert_layout&() const { return experts_; }
 
     bool has_tokenizer() const { return tokenizer_ != nullptr; }
     // The tokenizer from the file's tokenizer.ggml.* metadata; an error names why there is none.
@@ -58,6 +62,19 @@ protected:
         if (streamed_) weights_ = weight_binder(*file_, config_, [this](const tensor_info& t) { return read_resident(t); }).bind(config_);
         else weights_ = weight_binder(*file_, config_, [base](const tensor_info& t) { return base + t.offset; }).bind(config_);
         load_tokenizer();
+        describe_experts();
+    }
+
+    void describe_experts() {
+        experts_ = {.path = path(), .n_layer = config_.n_layer, .n_expert = config_.n_expert,
+                    .n_expert_used = config_.n_expert_used, .layers = {}};
+        auto part = [&](const expert_tensor& t) -> ncas::expert_layout::tensor {
+            if (!t.rows) return {};
+            for (const tensor_info& i : file_->tensors())
+                if (i.offset == t.file_offset) return {t.file_offset, t.slab_bytes(), i.name};
+            file_->fail("no tensor at offset " + std::to_string(t.file_offset));
+        };
+        for (const layer_weights& w : weights_.layers) experts_.layers.push_back({part(w.up), part(w.gate), part(w.down)});
     }
 
     // Streaming load: a non-expert tensor read into owned memory; null for expert tensors.
@@ -111,6 +128,7 @@ protected:
     model_weights weights_;
     std::unique_ptr<ncas::tokenizer> tokenizer_;
     std::string tokenizer_missing_;
+    ncas::expert_layout experts_;
 };
 
 template <class P = dynamic_config>

@@ -9,8 +9,9 @@
 #include <vector>
 
 #include "ncas/config.hpp"
-#include "ncas/cpu/ops.hpp"
 #include "ncas/format/gguf.hpp"
+#include "ncas/memory/expert_source.hpp"
+#include "ncas/tensor.hpp"
 
 namespace ncas {
 
@@ -116,32 +117,28 @@ inline void check_special_ids(const gguf_file& f, int64_t n_vocab) {
 
 // ---- weights --------------------------------------------------------------
 
-// One stored expert tensor [cols, rows, E]: each expert a contiguous slab.
-struct expert_tensor {
-    weight_type type = weight_type::f32;
-    int64_t rows = 0, cols = 0;
-    const std::byte* data = nullptr;  // null when experts are streamed
-    uint64_t file_offset = 0;         // absolute offset of expert 0
-    int64_t slab_bytes() const { return rows * row_bytes(type, cols); }
-    cpu::weight_matrix slab(const std::byte* p) const { return {type, rows, cols, p}; }
+// One layer's tensors; the expert tensors hold E slabs each (ncas/tensor.hpp).
+struct layer_weights {
+    std::vector<float> attn_norm, ffn_norm;  // [D]
+    weight_matrix wq, wk, wv, wo;            // [q_dim, D], [k_dim, D], [v_dim, D], [D, attn_dim]
+    float lambda = 0.0f;                     // λ_l (differential only)
+    float lambda_init = 0.0f;
+    std::vector<float> sub_norm;             // [dv] or empty
+    std::vector<float> lambda_exp;           // [E] or empty
+    weight_matrix gate_inp;                  // [E, D]; no data when E == 1 without a gate
+    expert_tensor up, gate, down;            // [F, D] ×E, [F, D] ×E (swiglu), [D, F] ×E
+    std::vector<float> mod_router;           // [D] or empty
 };
 
-struct layer_weights {
-    std::vector<float> attn_norm, ffn_norm;     // [D]
-    cpu::weight_matrix wq, wk, wv, wo;          // [q_dim, D], [k_dim, D], [v_dim, D], [D, attn_dim]
-    float lambda = 0.0f;                        // λ_l (differential only)
-    float lambda_init = 0.0f;
-    std::vector<float> sub_norm;                // [dv] or empty
-    std::vector<float> lambda_exp;              // [E] or empty
-    cpu::weight_matrix gate_inp;                // [E, D]; no data when E == 1 without a gate
-    expert_tensor up, gate, down;               // [F, D] ×E, [F, D] ×E (swiglu), [D, F] ×E
-    std::vector<float> mod_router;              // [D] or empty
-};
+// Expert e's slabs where they lie in memory (null for a model that streams its experts).
+inline expert_slabs resident_expert(const layer_weights& w, int32_t e) {
+    return {w.up.slab_of(e), w.gate.slab_of(e), w.down.slab_of(e)};
+}
 
 struct model_weights {
-    cpu::weight_matrix token_embd;  // [V, D]
-    cpu::weight_matrix output;      // [V, D] (token_embd when tied)
-    std::vector<float> output_norm; // [D]
+    weight_matrix token_embd;        // [V, D]
+    weight_matrix output;            // [V, D] (token_embd when tied)
+    std::vector<float> output_norm;  // [D]
     std::vector<layer_weights> layers;
 };
 
@@ -204,7 +201,7 @@ private:
     }
     const std::byte* data(const tensor_info& t) const { return resolve_(t); }
 
-    cpu::weight_matrix matrix(const std::string& name, int64_t cols, int64_t rows) const {
+    weight_matrix matrix(const std::string& name, int64_t cols, int64_t rows) const {
         const tensor_info& t = need(name);
         check_shape(t, {cols, rows});
         return {t.type, rows, cols, data(t)};

@@ -24,7 +24,7 @@
 #include <memory>
 #include <string>
 
-#include "ncas/session.hpp"
+#include "ncas/session_params.hpp"
 #include "ncas/vk/weights.hpp"
 
 namespace ncas::vk {

@@ -1,7 +1,8 @@
 #pragma once
 // The Vulkan session: the same API as ncas::session (prefill / decode /
-// evaluate / rewind), the same forward pass (SPEC §1, the order of
-// ncas/model/transformer.hpp), run as one command buffer per forward pass.
+// evaluate / rewind), the same forward pass (model/forward.hpp runs this
+// backend's verbs, below, in the model's order), recorded as one command
+// buffer per forward pass.
 // Only the token ids go in and the logits come out; every data-dependent
 // decision (MoD routes, KV lengths, expert lists) stays in the control buffer.
 //
@@ -21,11 +22,11 @@
 #include <span>
 #include <vector>
 
+#include "ncas/model/forward.hpp"
 #include "ncas/model/model.hpp"
 #include "ncas/model/rope.hpp"
-#include "ncas/model/transformer.hpp"
-#include "ncas/session.hpp"
 #include "ncas/session_base.hpp"
+#include "ncas/session_params.hpp"
 #include "ncas/vk/expert_slots.hpp"
 #include "ncas/vk/weights.hpp"
 
@@ -46,13 +47,36 @@ struct ctrl_layout {
     }
 };
 
+// Every device buffer a session allocates besides the weights, in bytes: the one
+// list that allocate() creates and check_memory() counts.
+struct session_buffers {
+    uint64_t x, xn, h, q, k, v, o, gate_logits, up, gate, logits, readback, ctrl, dummy;  // activations, control
+    uint64_t cache_pos, rope, k_layer, v_layer;  // positions [L, n_ctx], cos/sin [2, n_ctx, d/2], one layer's K and V
+    int64_t n_layer;
+
+    session_buffers(const model_dims& m, int64_t n_ctx, int64_t batch, weight_type kv_type) {
+        const uint64_t B = uint64_t(batch), D = uint64_t(m.n_embd), f = 4, ctx = uint64_t(n_ctx);
+        const uint64_t kv_elem = uint64_t(traits_of(kv_type).block_bytes);  // f32 or f16: one value a block
+        x = xn = h = B * D * f;
+        q = B * uint64_t(m.q_dim()) * f, k = B * uint64_t(m.k_dim()) * f, v = B * uint64_t(m.v_dim()) * f;
+        o = B * uint64_t(m.attn_dim()) * f, gate_logits = B * uint64_t(m.n_expert) * f;
+        up = gate = B * uint64_t(m.n_ff) * f;
+        logits = readback = B * uint64_t(m.n_vocab) * f;
+        ctrl = uint64_t(ctrl_layout(m, uint32_t(batch)).words) * 4, dummy = 16;
+        cache_pos = uint64_t(m.n_layer) * ctx * 4, rope = 2 * ctx * uint64_t(m.head_k / 2) * 4;
+        k_layer = ctx * uint64_t(m.k_dim()) * kv_elem, v_layer = ctx * uint64_t(m.v_dim()) * kv_elem;
+        n_layer = m.n_layer;
+    }
+    // All of them (the readback buffer too: host-visible memory, on many devices the same heap).
+    uint64_t total() const {
+        return x + xn + h + q + k + v + o + gate_logits + up + gate + logits + readback + ctrl + dummy + cache_pos + rope +
+               uint64_t(n_layer) * (k_layer + v_layer);
+    }
+};
+
 // Device bytes a session needs besides the weights: KV cache, activations, tables.
 inline uint64_t session_bytes(const model_dims& m, int64_t n_ctx, int64_t B, weight_type kv_type) {
-    const uint64_t kv = uint64_t(m.n_layer) * uint64_t(n_ctx) *
-                        (uint64_t(m.k_dim() + m.v_dim()) * uint64_t(traits_of(kv_type).block_bytes) + 4);
-    const uint64_t act = uint64_t(B) * uint64_t(3 * m.n_embd + m.n_embd + m.q_dim() + m.k_dim() + m.v_dim() + m.attn_dim() +
-                                                m.n_expert + 2 * m.n_ff + 2 * m.n_vocab) * 4;
-    return kv + act + uint64_t(n_ctx) * uint64_t(m.head_k) * 4 + uint64_t(ctrl_layout(m, uint32_t(B)).words) * 4;
+    return session_buffers(m, n_ctx, B, kv_type).total();
 }
 
 // Whether a session with these parameters streams its experts.
@@ -131,29 +155,20 @@ private:
     }
 
     void allocate() {
-        const uint64_t B = B_, D = uint64_t(c_.n_embd), f = 4;
+        const session_buffers b(c_, p_.n_ctx, p_.n_batch, p_.kv_type);
         auto make = [&](uint64_t bytes) { return std::make_unique<buffer>(*ctx_, bytes); };
-        x_ = make(B * D * f), xn_ = make(B * D * f), h_ = make(B * D * f);
-        q_ = make(B * uint64_t(c_.q_dim()) * f), k_ = make(B * uint64_t(c_.k_dim()) * f), v_ = make(B * uint64_t(c_.v_dim()) * f);
-        o_ = make(B * uint64_t(c_.attn_dim()) * f), gate_logits_ = make(B * uint64_t(c_.n_expert) * f);
-        up_ = make(B * uint64_t(c_.n_ff) * f), gate_ = make(B * uint64_t(c_.n_ff) * f);
-        logits_dev_ = make(B * uint64_t(c_.n_vocab) * f);
-        readback_ = std::make_unique<buffer>(*ctx_, B * uint64_t(c_.n_vocab) * f, buffer::kind::readback);
-        ctrl_ = make(uint64_t(layout_.words) * 4);
-        dummy_ = make(16);
+        x_ = make(b.x), xn_ = make(b.xn), h_ = make(b.h);
+        q_ = make(b.q), k_ = make(b.k), v_ = make(b.v), o_ = make(b.o), gate_logits_ = make(b.gate_logits);
+        up_ = make(b.up), gate_ = make(b.gate), logits_dev_ = make(b.logits);
+        readback_ = std::make_unique<buffer>(*ctx_, b.readback, buffer::kind::readback);
+        ctrl_ = make(b.ctrl), dummy_ = make(b.dummy), cache_pos_ = make(b.cache_pos), rope_ = make(b.rope);
+        for (int64_t l = 0; l < c_.n_layer; ++l) k_cache_.push_back(make(b.k_layer)), v_cache_.push_back(make(b.v_layer));
 
-        const uint64_t kv_elem = p_.kv_type == weight_type::f16 ? 2 : 4, ctx_len = uint64_t(p_.n_ctx);
-        cache_pos_ = make(uint64_t(c_.n_layer) * ctx_len * 4);
-        for (int64_t l = 0; l < c_.n_layer; ++l) {
-            k_cache_.push_back(make(ctx_len * uint64_t(c_.k_dim()) * kv_elem));
-            v_cache_.push_back(make(ctx_len * uint64_t(c_.v_dim()) * kv_elem));
-        }
         // The same cos/sin table the CPU backend computes (in double, once).
         const rope_table table(p_.n_ctx, c_.head_k, c_.rope_theta);
-        const uint64_t half = uint64_t(c_.head_k / 2);
-        rope_ = make(2 * ctx_len * half * 4);
-        rope_->upload(table.cos_at(0), ctx_len * half * 4, 0);
-        rope_->upload(table.sin_at(0), ctx_len * half * 4, ctx_len * half * 4);
+        const uint64_t half_table = b.rope / 2;
+        rope_->upload(table.cos_at(0), half_table, 0);
+        rope_->upload(table.sin_at(0), half_table, half_table);
 
         ctx_->submit([&](VkCommandBuffer cmd) { vkCmdFillBuffer(cmd, ctrl_->handle(), 0, VK_WHOLE_SIZE, 0); });
         tokens_in_.assign(size_t(c_.n_layer), 0);
@@ -161,16 +176,14 @@ private:
 
     // One forward pass over tokens (T <= batch) at positions n_past.., one command buffer.
     void run_batch(std::span<const int32_t> tokens, bool all_logits, float* out) {
-        const uint32_t T = uint32_t(tokens.size()), V = uint32_t(c_.n_vocab), D = uint32_t(c_.n_embd);
-        const uint32_t first = all_logits ? 0 : T - 1, n_out = T - first;
+        const uint32_t T = uint32_t(tokens.size()), V = uint32_t(c_.n_vocab);
+        const uint32_t n_out = all_logits ? T : 1;
         ctx_->submit([&](VkCommandBuffer cmd) {
             recorder r(*kernels_, cmd);
             vkCmdUpdateBuffer(cmd, ctrl_->handle(), uint64_t(layout_.tokens) * 4, uint64_t(T) * 4, tokens.data());
             r.barrier();
-            ops::embed(r, weights_->token_embd, *x_, *ctrl_, T, layout_.tokens);
-            for (int64_t l = 0; l < c_.n_layer; ++l) layer(r, uint32_t(l), T);
-            ops::rms_norm(r, *x_, *weights_->output_norm, *xn_, *ctrl_, D, c_.norm_eps, n_out, none, none, first);
-            ops::matmul(r, weights_->output, *xn_, *logits_dev_, *ctrl_, {.n_max = n_out});
+            pass p{*this, r, T};
+            run_forward(p, c_, m_.weights(), all_logits);
             const VkBufferCopy copy{0, 0, uint64_t(n_out) * V * 4};
             vkCmdCopyBuffer(cmd, logits_dev_->handle(), readback_->handle(), 1, &copy);
         });
@@ -178,63 +191,108 @@ private:
         for (auto& n : tokens_in_) n += T;
     }
 
-    // One layer (the order of transformer::layer): MoD route -> attention -> MoE -> residual mix.
-    void layer(recorder& r, uint32_t l, uint32_t T) {
-        const gpu_layer& w = weights_->layers[l];
-        const layer_weights& cw = m_.weights().layers[l];
-        const uint32_t D = uint32_t(c_.n_embd), E = uint32_t(c_.n_expert);
-        const ops::route_record& rt = layout_.route;
-        const ops::moe_record& moe = layout_.moe;
-        const buffer_view ctrl = *ctrl_, dummy = *dummy_;
-        auto or_dummy = [&](const std::shared_ptr<buffer>& b) { return b ? buffer_view(*b) : dummy; };
-        const slots routed{.n_max = T, .count_at = rt.count()};
-        const ops::gpu_cache_layer cache{*k_cache_[l], *v_cache_[l], *cache_pos_, p_.kv_type == weight_type::f16,
-                                         uint32_t(p_.n_ctx), l};
+    // One batch: the verbs of model/forward.hpp, recorded into r. Every data-dependent
+    // choice (which tokens a layer routes, which experts they use) is made on the
+    // device, in the control buffer: route() cannot know whether any token entered,
+    // and the dispatches of a layer no token entered return at once.
+    struct pass {
+        session& s;
+        recorder& r;
+        uint32_t T;
 
-        // Mixture-of-Depths: which tokens enter, their cache rows.
-        ops::route(r, *x_, or_dummy(w.mod_router), ctrl, rt,
-                   {D, T, uint32_t(n_past()), l, w.mod_router != nullptr, c_.scale, c_.mod_threshold, layout_.kv_len, layout_.kept});
+        const gpu_layer& w(const layer_plan& l) const { return s.weights_->layers[size_t(l.index)]; }
+        const layer_weights& cw(const layer_plan& l) const { return s.m_.weights().layers[size_t(l.index)]; }
+        buffer_view ctrl() const { return *s.ctrl_; }
+        buffer_view or_dummy(const std::shared_ptr<buffer>& b) const { return b ? buffer_view(*b) : buffer_view(*s.dummy_); }
+        const ops::route_record& rt() const { return s.layout_.route; }
+        slots routed() const { return {.n_max = T, .count_at = rt().count()}; }
+        uint32_t D() const { return uint32_t(s.c_.n_embd); }
+        ops::gpu_cache_layer cache(const layer_plan& l) const {
+            return {*s.k_cache_[size_t(l.index)], *s.v_cache_[size_t(l.index)], *s.cache_pos_,
+                    s.p_.kv_type == weight_type::f16, uint32_t(s.p_.n_ctx), uint32_t(l.index)};
+        }
+        uint32_t lambda_at = none;  // where the per-token λ_t is (expert-conditional λ), else none
 
-        // h = x + attention(RMSNorm(x))
-        ops::rms_norm(r, *x_, *w.attn_norm, *xn_, ctrl, D, c_.norm_eps, T, rt.count(), rt.routed());
-        uint32_t lambda_at = none;
-        if (w.lambda_exp) {  // expert-conditional λ: the layer's gate on the attention input
-            ops::matmul(r, w.gate_inp, *xn_, *gate_logits_, ctrl, routed);
-            ops::moe_route(r, *gate_logits_, *w.lambda_exp, ctrl, moe,
-                           {T, rt.count(), true, true, true, layout_.use + l * E, cw.lambda});
+        void embed() { ops::embed(r, s.weights_->token_embd, *s.x_, ctrl(), T, s.layout_.tokens); }
+
+        bool route(const layer_plan& l) {
+            ops::route(r, *s.x_, or_dummy(w(l).mod_router), ctrl(), rt(),
+                       {D(), T, uint32_t(s.n_past()), uint32_t(l.index), l.mod, s.c_.scale, s.c_.mod_threshold,
+                        s.layout_.kv_len, s.layout_.kept});
+            return true;
+        }
+
+        void norm(const layer_plan& l, norm_site site) {
+            if (site == norm_site::attention)
+                ops::rms_norm(r, *s.x_, *w(l).attn_norm, *s.xn_, ctrl(), D(), s.c_.norm_eps, T, rt().count(), rt().routed());
+            else
+                ops::rms_norm(r, *s.h_, *w(l).ffn_norm, *s.xn_, ctrl(), D(), s.c_.norm_eps, T, rt().count());
+        }
+
+        void lambda(const layer_plan& l) {
+            lambda_at = none;
+            if (!l.lambda_exp) return;  // λ_l itself is a push constant of attend
+            const ops::moe_record& moe = s.layout_.moe;
+            ops::matmul(r, w(l).gate_inp, *s.xn_, *s.gate_logits_, ctrl(), routed());
+            ops::moe_route(r, *s.gate_logits_, *w(l).lambda_exp, ctrl(), moe,
+                           {T, rt().count(), true, true, true, s.layout_.use + uint32_t(l.index * s.c_.n_expert), cw(l).lambda});
             lambda_at = moe.lambda_t();
         }
-        r.independent([&] {
-            ops::matmul(r, w.wq, *xn_, *q_, ctrl, routed);
-            ops::matmul(r, w.wk, *xn_, *k_, ctrl, routed);
-            ops::matmul(r, w.wv, *xn_, *v_, ctrl, routed);
-            ops::gather_residual(r, *x_, *h_, ctrl, rt, D, T);
-        });
-        ops::rope_store(r, c_, *q_, *k_, *v_, *rope_, cache, ctrl, rt, T);
-        ops::attention(r, c_, *q_, cache, *o_, or_dummy(w.sub_norm), ctrl, rt, T,
-                       {cw.lambda, lambda_at, w.sub_norm != nullptr, cw.lambda_init});
-        ops::matmul(r, w.wo, *o_, *h_, ctrl, {.n_max = T, .count_at = rt.count(), .accumulate = true});
 
-        // y = h + moe(RMSNorm(h))
-        ops::rms_norm(r, *h_, *w.ffn_norm, *xn_, ctrl, D, c_.norm_eps, T, rt.count());
-        const bool has_gate = w.gate_inp.rows > 0;
-        if (has_gate) ops::matmul(r, w.gate_inp, *xn_, *gate_logits_, ctrl, routed);
-        ops::moe_route(r, *gate_logits_, dummy, ctrl, moe,
-                       {T, rt.count(), c_.expert_weights_norm, has_gate, false, layout_.use + l * E, 0.0f});
-        if (!experts_) {
-            for (uint32_t e = 0; e < E; ++e)  // an expert no token chose: every workgroup leaves at once
-                expert_ffn(r, {w.up.slabs[e], c_.ffn == ffn_kind::swiglu ? w.gate.slabs[e] : gpu_matrix{}, w.down.slabs[e]}, e, T);
-        } else {  // streaming: the host learns which experts run, then binds them from their slots
-            ctx_->flush(r.command_buffer());
-            experts_->begin_layer();
-            const std::vector<uint32_t> count = read_ctrl(moe.count(0), E);
-            for (uint32_t e = 0; e < E; ++e)
-                if (count[e]) expert_ffn(r, experts_->acquire(r, l, int32_t(e)), e, T);
+        // q, k, v; the residual x_R is gathered into h alongside (project accumulates Wo·o onto it).
+        void qkv(const layer_plan& l) {
+            r.independent([&] {
+                ops::matmul(r, w(l).wq, *s.xn_, *s.q_, ctrl(), routed());
+                ops::matmul(r, w(l).wk, *s.xn_, *s.k_, ctrl(), routed());
+                ops::matmul(r, w(l).wv, *s.xn_, *s.v_, ctrl(), routed());
+                ops::gather_residual(r, *s.x_, *s.h_, ctrl(), rt(), D(), T);
+            });
         }
 
-        // x = x + s·(y − x); without a router (or mod.scale none) x = y.
-        ops::scatter_residual(r, *x_, *h_, ctrl, rt, D, T, w.mod_router && c_.scale != mod_scale::none);
-    }
+        void rope_store(const layer_plan& l) { ops::rope_store(r, s.c_, *s.q_, *s.k_, *s.v_, *s.rope_, cache(l), ctrl(), rt(), T); }
+
+        void attend(const layer_plan& l) {
+            ops::attention(r, s.c_, *s.q_, cache(l), *s.o_, or_dummy(w(l).sub_norm), ctrl(), rt(), T,
+                           {cw(l).lambda, lambda_at, w(l).sub_norm != nullptr, cw(l).lambda_init});
+        }
+
+        void project(const layer_plan& l) {
+            ops::matmul(r, w(l).wo, *s.o_, *s.h_, ctrl(), {.n_max = T, .count_at = rt().count(), .accumulate = true});
+        }
+
+        void lookahead(const layer_plan&) {}  // the device slots are filled when a layer's routing is read back
+
+        void gate(const layer_plan& l) {
+            if (l.gate) ops::matmul(r, w(l).gate_inp, *s.xn_, *s.gate_logits_, ctrl(), routed());
+            ops::moe_route(r, *s.gate_logits_, *s.dummy_, ctrl(), s.layout_.moe,
+                           {T, rt().count(), s.c_.expert_weights_norm, l.gate, false,
+                            s.layout_.use + uint32_t(l.index * s.c_.n_expert), 0.0f});
+        }
+
+        void experts(const layer_plan& l) {
+            const uint32_t E = uint32_t(s.c_.n_expert);
+            const gpu_layer& g = w(l);
+            if (!s.experts_) {
+                for (uint32_t e = 0; e < E; ++e)  // an expert no token chose: every workgroup leaves at once
+                    s.expert_ffn(r, {g.up.slabs[e], s.c_.ffn == ffn_kind::swiglu ? g.gate.slabs[e] : gpu_matrix{}, g.down.slabs[e]},
+                                 e, T);
+            } else {  // streaming: the host learns which experts run, then binds them from their slots
+                s.ctx_->flush(r.command_buffer());
+                s.experts_->begin_layer();
+                const std::vector<uint32_t> count = s.read_ctrl(s.layout_.moe.count(0), E);
+                for (uint32_t e = 0; e < E; ++e)
+                    if (count[e]) s.expert_ffn(r, s.experts_->acquire(r, l.index, int32_t(e)), e, T);
+            }
+        }
+
+        void mix(const layer_plan& l) { ops::scatter_residual(r, *s.x_, *s.h_, ctrl(), rt(), D(), T, l.mix); }
+
+        void logits(bool all) {
+            const uint32_t first = all ? 0 : T - 1, n_out = T - first;
+            ops::rms_norm(r, *s.x_, *s.weights_->output_norm, *s.xn_, ctrl(), D(), s.c_.norm_eps, n_out, none, none, first);
+            ops::matmul(r, s.weights_->output, *s.xn_, *s.logits_dev_, ctrl(), {.n_max = n_out});
+        }
+    };
 
     // h[rows(e)] += scale(e) · FFN_e(xn[rows(e)]) over the tokens routed to expert e.
     void expert_ffn(recorder& r, const expert_slots::expert& x, uint32_t e, uint32_t T) {

@@ -49,7 +49,7 @@ inline void check_row_shape(weight_type t, int64_t cols, const std::string& name
 // Bytes the device will hold for the weights (what gpu_weights uploads; the
 // expert tensors only when they are resident).
 inline uint64_t weight_upload_bytes(const model_config& c, const model_weights& w, bool experts = true) {
-    auto mat = [](const cpu::weight_matrix& m) { return m.data ? uint64_t(m.bytes()) : 0; };
+    auto mat = [](const weight_matrix& m) { return m.data ? uint64_t(m.bytes()) : 0; };
     auto vec = [](const std::vector<float>& v) { return uint64_t(v.size()) * 4; };
     uint64_t n = mat(w.token_embd) + (w.output.data == w.token_embd.data ? 0 : mat(w.output)) + vec(w.output_norm);
     for (const layer_weights& l : w.layers) {
@@ -90,7 +90,7 @@ public:
     std::vector<gpu_layer> layers;
 
 private:
-    gpu_matrix matrix(const cpu::weight_matrix& m, const std::string& name) {
+    gpu_matrix matrix(const weight_matrix& m, const std::string& name) {
         check_row_shape(m.type, m.cols, name);
         auto b = std::make_shared<buffer>(ctx_, uint64_t(m.bytes()));
         b->upload(m.data, uint64_t(m.bytes()));

@@ -1,5 +1,5 @@
 #pragma once
-// The per-layer key/value cache. Mixture-of-Depths means a layer holds rows
+// The CPU backend's per-layer key/value cache. Mixture-of-Depths means a layer holds rows
 // only for the tokens routed into it, so every layer has its own length and
 // stores each row's absolute position (RoPE was applied before storing; the
 // position keeps causality exact and lets the cache rewind).

@@ -1,0 +1,321 @@
+#pragma once
+// The CPU backend's verbs of the forward pass (model/forward.hpp has the order):
+// activations in host memory, matrix products through cpu::matmul on the
+// session's thread pool, the KV cache of cpu/kv_cache.hpp.
+//
+// Attention (docs/spec.md §1.1; llama files: one map, no λ):
+//   q = Wq·xn -> M·H maps of d     k = Wk·xn -> M·Hkv maps of d     v = Wv·xn -> Hkv heads of dv
+//   head h reads kv head g = h / (H/Hkv); map m of q head h pairs with map m of kv head g
+// The MoE (§1.2) is batched: tokens are grouped by expert so each chosen expert's
+// weights are read once a batch, and an expert no token chose is never touched
+// (it may not be resident).
+#include <algorithm>
+#include <cmath>
+#include <span>
+#include <vector>
+
+#include "ncas/cpu/kv_cache.hpp"
+#include "ncas/cpu/matmul.hpp"
+#include "ncas/memory/expert_source.hpp"
+#include "ncas/model/forward.hpp"
+#include "ncas/model/rope.hpp"
+
+namespace ncas::cpu {
+
+// The attention verbs as functions of their inputs (tests/vk/test_vk_ops.cpp runs them
+// as the reference for the Vulkan kernels).
+
+// q, k, v = Wq·xn, Wk·xn, Wv·xn for the n rows of xn ([n, D]).
+inline void attention_qkv(thread_pool& pool, const layer_weights& w, const float* xn, int64_t n, float* q, float* k,
+                          float* v) {
+    cpu::matmul(pool, w.wq, xn, n, q);
+    cpu::matmul(pool, w.wk, xn, n, k);
+    cpu::matmul(pool, w.wv, xn, n, v);
+}
+
+// RoPE on every d-wide map of q and k at the tokens' positions; appends k and v to the layer's cache.
+inline void rope_store(const model_config& c, int64_t layer, const rope_table& rope, const int32_t* pos, int64_t n,
+                       float* q, float* k, const float* v, kv_cache& cache) {
+    const int64_t d = c.head_k, qd = c.q_dim(), kd = c.k_dim(), vd = c.v_dim();
+    const kernel_table& kern = cpu::kernels();
+    for (int64_t i = 0; i < n; ++i) {
+        const float *cs = rope.cos_at(pos[i]), *sn = rope.sin_at(pos[i]);
+        for (int64_t m = 0; m < qd / d; ++m) kern.rope(q + i * qd + m * d, cs, sn, d);
+        for (int64_t m = 0; m < kd / d; ++m) kern.rope(k + i * kd + m * d, cs, sn, d);
+        cache.append(layer, k + i * kd, v + i * vd, pos[i]);
+    }
+}
+
+// o = (softmax(q₀K₀ᵀ/√d) − λ_t·softmax(q₁K₁ᵀ/√d))·V per head [then sub-norm · (1 − λ_init)]
+// for the n tokens just stored after the layer's `before` cached rows; scores: [M, n_ctx] per thread.
+// One task per (head, token): each output is written by exactly one thread. Head-major,
+// so a thread's contiguous share holds whole heads (a causal token's cost grows with its
+// position; token-major shares would give the last thread the longest rows) and
+// consecutive tasks reread the same head's keys from cache.
+inline void attend(thread_pool& pool, const model_config& c, const layer_weights& w, int64_t layer, const float* q,
+                   const float* lambda_t, int64_t n, int64_t before, const kv_cache& cache,
+                   std::vector<std::vector<float>>& scores_of_thread, float* out) {
+    const int64_t M = c.n_maps, d = c.head_k, dv = c.head_v, H = c.n_head, group = c.n_head / c.n_head_kv;
+    const int64_t qd = c.q_dim();
+    const kernel_table& kern = cpu::kernels();
+    const float scale = float(1.0 / std::sqrt(double(d)));
+    const weight_type kv_type = cache.type();
+    const int64_t k_stride = row_bytes(kv_type, c.k_dim()), v_stride = row_bytes(kv_type, c.v_dim());
+    pool.parallel_for(n * H, [&](int64_t t0, int64_t t1, int thread) {
+        float* scores = scores_of_thread[size_t(thread)].data();  // [M, rows]
+        for (int64_t task = t0; task < t1; ++task) {
+            const int64_t h = task / n, i = task % n, g = h / group;
+            const int64_t rows = before + i + 1;  // causal: cached rows up to this token's own
+            // One pass over the cached keys scores both maps: head g's maps are adjacent in a K row.
+            kern.attn_scores(kv_type, cache.k_row(layer, 0) + row_bytes(kv_type, M * g * d), k_stride, rows,
+                             q + i * qd + M * h * d, M, d, scale, scores);
+            for (int64_t m = 0; m < M; ++m) kern.softmax(scores + m * rows, rows);
+            if (M == 2) {  // fold the two maps: a_0 − λ_t·a_1
+                const float lt = lambda_t[i];
+                for (int64_t j = 0; j < rows; ++j) scores[j] -= lt * scores[rows + j];
+            }
+            float* o = out + i * c.attn_dim() + h * dv;
+            kern.attn_values(kv_type, cache.v_row(layer, 0) + row_bytes(kv_type, g * dv), v_stride, rows, scores, dv, o);
+            if (!w.sub_norm.empty()) {
+                kern.rms_norm(o, w.sub_norm.data(), o, dv, 1e-5f);
+                for (int64_t e = 0; e < dv; ++e) o[e] *= 1.0f - w.lambda_init;
+            }
+        }
+    }, std::max<int64_t>(1, (int64_t(1) << 14) / std::max<int64_t>(1, (before + n) * (M * d + dv))));
+}
+
+class transformer {
+public:
+    // Buffers for batches of up to `batch` tokens and a cache of `n_ctx` positions.
+    transformer(const model_config& c, const model_weights& w, int64_t batch, int64_t n_ctx, int n_threads,
+                expert_provider experts, expert_prefetch prefetch = {})
+        : c_(c), w_(w), batch_(batch), experts_(std::move(experts)), prefetch_(std::move(prefetch)),
+          rope_(n_ctx, c.head_k, c.rope_theta), stats_(c), x_(size_t(batch * c.n_embd)), xr_(x_.size()),
+          xn_(x_.size()), h_(x_.size()), lambda_t_(size_t(batch)), pos_(size_t(batch)), routed_(size_t(batch)),
+          s_(size_t(batch)), q_(size_t(batch * c.q_dim())), k_(size_t(batch * c.k_dim())), v_(size_t(batch * c.v_dim())),
+          o_(size_t(batch * c.attn_dim())), scores_(size_t(n_threads), std::vector<float>(size_t(c.n_maps * n_ctx))),
+          gate_logits_(size_t(batch * c.n_expert)), ids_(size_t(batch * c.n_expert_used)), weights_(ids_.size()),
+          rows_(size_t(batch)), used_(size_t(c.n_expert)), scale_(size_t(batch)), ex_(x_.size()),
+          up_(size_t(batch * c.n_ff)), gate_(up_.size()), out_(x_.size()) {
+        if (prefetch_) guess_.resize(x_.size());
+    }
+
+    int64_t batch() const { return batch_; }
+    const run_stats& stats() const { return stats_; }
+    void reset_stats() { stats_ = run_stats(c_); }
+
+    // Runs tokens[0..T) at positions pos0.. (T <= batch), appending to the cache.
+    // Writes logits of every position ([T, V]) when all_logits, else of the last ([V]).
+    void forward(thread_pool& pool, std::span<const int32_t> tokens, int32_t pos0, kv_cache& cache, float* logits,
+                 bool all_logits) {
+        pass p{*this, pool, cache, tokens, pos0, logits};
+        run_forward(p, c_, w_, all_logits);
+    }
+
+private:
+    // One batch: the verbs of model/forward.hpp over this transformer's buffers.
+    struct pass {
+        transformer& t;
+        thread_pool& pool;
+        kv_cache& cache;
+        std::span<const int32_t> tokens;
+        int32_t pos0;
+        float* out;
+        int64_t n = 0;  // tokens routed into the current layer
+
+        const model_config& c() const { return t.c_; }
+        const layer_weights& w(const layer_plan& l) const { return t.w_.layers[size_t(l.index)]; }
+        int64_t T() const { return int64_t(tokens.size()); }
+
+        void embed() {
+            const int64_t D = c().n_embd;
+            for (int64_t i = 0; i < T(); ++i)
+                dequantize_row(t.w_.token_embd.type, t.w_.token_embd.row(tokens[size_t(i)]), t.x_.data() + i * D, D);
+        }
+
+        // Mixture-of-Depths: a token enters when its router score is above the threshold.
+        bool route(const layer_plan& l) {
+            const int64_t D = c().n_embd;
+            const layer_weights& lw = w(l);
+            n = 0;
+            for (int64_t i = 0; i < T(); ++i) {
+                float s = 1.0f;
+                if (l.mod) {
+                    const float r = cpu::dot(lw.mod_router.data(), t.x_.data() + i * D, D);
+                    if (r <= c().mod_threshold) continue;
+                    s = mod_factor(c().scale, r);
+                }
+                t.routed_[size_t(n)] = int32_t(i), t.s_[size_t(n)] = s, t.pos_[size_t(n)] = pos0 + int32_t(i);
+                std::copy_n(t.x_.data() + i * D, D, t.xr_.data() + n * D);
+                ++n;
+            }
+            t.stats_.tokens_in[size_t(l.index)] += T();
+            t.stats_.tokens_kept[size_t(l.index)] += n;
+            return n > 0;
+        }
+
+        void norm(const layer_plan& l, norm_site site) {
+            const int64_t D = c().n_embd;
+            const bool attn = site == norm_site::attention;
+            const float* x = attn ? t.xr_.data() : t.h_.data();
+            const float* g = attn ? w(l).attn_norm.data() : w(l).ffn_norm.data();
+            for (int64_t i = 0; i < n; ++i) cpu::kernels().rms_norm(x + i * D, g, t.xn_.data() + i * D, D, c().norm_eps);
+        }
+
+        // λ_t = λ_l, plus Σ ĝ_e λexp_e of the layer's gate on the attention input.
+        void lambda(const layer_plan& l) {
+            const layer_weights& lw = w(l);
+            std::fill_n(t.lambda_t_.begin(), n, lw.lambda);
+            if (!l.lambda_exp) return;
+            route_experts(lw, t.xn_.data(), n, true);
+            const int64_t k = c().n_expert_used;
+            for (int64_t i = 0; i < n; ++i)
+                for (int64_t j = 0; j < k; ++j)
+                    t.lambda_t_[size_t(i)] += t.weights_[size_t(i * k + j)] * lw.lambda_exp[size_t(t.ids_[size_t(i * k + j)])];
+        }
+
+        void qkv(const layer_plan& l) { attention_qkv(pool, w(l), t.xn_.data(), n, t.q_.data(), t.k_.data(), t.v_.data()); }
+
+        void rope_store(const layer_plan& l) {
+            rows_before = cache.rows(l.index);
+            cpu::rope_store(c(), l.index, t.rope_, t.pos_.data(), n, t.q_.data(), t.k_.data(), t.v_.data(), cache);
+        }
+        int64_t rows_before = 0;  // the layer's cache rows before this batch
+
+        void attend(const layer_plan& l) {
+            cpu::attend(pool, c(), w(l), l.index, t.q_.data(), t.lambda_t_.data(), n, rows_before, cache, t.scores_,
+                        t.o_.data());
+        }
+
+        // h = x_R + Wo·o
+        void project(const layer_plan& l) {
+            cpu::matmul(pool, w(l).wo, t.o_.data(), n, t.h_.data());
+            for (int64_t i = 0; i < n * c().n_embd; ++i) t.h_[size_t(i)] += t.xr_[size_t(i)];
+        }
+
+        // With expert streaming: guesses layer `next`'s experts from the n hidden rows h
+        // (before this layer's MoE, so the reads overlap its compute): that layer's MoD
+        // router and gate applied to RMSNorm(h; next ffn_norm). Writes only the routing
+        // scratch, which gate() rewrites.
+        void lookahead(const layer_plan& next) {
+            if (!t.prefetch_) return;
+            const layer_weights& lw = w(next);
+            const int64_t D = c().n_embd;
+            int64_t m = 0;
+            for (int64_t i = 0; i < n; ++i) {
+                const float* h = t.h_.data() + i * D;
+                if (next.mod && cpu::dot(lw.mod_router.data(), h, D) <= c().mod_threshold) continue;
+                cpu::kernels().rms_norm(h, lw.ffn_norm.data(), t.guess_.data() + m++ * D, D, c().norm_eps);
+            }
+            if (m == 0) return;
+            route_experts(lw, t.guess_.data(), m, true);
+            std::vector<bool> used(size_t(c().n_expert));
+            t.guess_ids_.clear();
+            for (int64_t i = 0; i < m * c().n_expert_used; ++i)
+                if (const int32_t e = t.ids_[size_t(i)]; !used[size_t(e)]) used[size_t(e)] = true, t.guess_ids_.push_back(e);
+            t.prefetch_(next.index, t.guess_ids_);
+        }
+
+        void gate(const layer_plan& l) { route_experts(w(l), t.xn_.data(), n, c().expert_weights_norm); }
+
+        // h[i] += Σ_{e in TopK(i)} ĝ_e · FFN_e(xn[i]), expert by expert.
+        void experts(const layer_plan& l) {
+            const model_config& cc = c();
+            const layer_weights& lw = w(l);
+            const int64_t D = cc.n_embd, F = cc.n_ff, k = cc.n_expert_used;
+            if (t.experts_.will_use) {
+                std::vector<int32_t>& used = t.used_;  // the experts asked for below, in that order
+                used.assign(size_t(cc.n_expert), 0);
+                for (int64_t i = 0; i < n * k; ++i) used[size_t(t.ids_[size_t(i)])] = 1;
+                size_t u = 0;
+                for (int32_t e = 0; e < cc.n_expert; ++e)
+                    if (used[size_t(e)]) used[u++] = e;
+                t.experts_.will_use(l.index, {used.data(), u});
+            }
+            int64_t* use = t.stats_.expert_use.data() + l.index * cc.n_expert;
+            for (int32_t e = 0; e < cc.n_expert; ++e) {
+                int64_t m = 0;  // tokens that chose e, in token order
+                for (int64_t i = 0; i < n; ++i)
+                    for (int64_t j = 0; j < k; ++j)
+                        if (t.ids_[size_t(i * k + j)] == e) {
+                            t.rows_[size_t(m)] = int32_t(i), t.scale_[size_t(m)] = t.weights_[size_t(i * k + j)];
+                            std::copy_n(t.xn_.data() + i * D, D, t.ex_.data() + m * D);
+                            ++m;
+                        }
+                if (m == 0) continue;
+                use[e] += m;
+                const expert_slabs s = t.experts_.get(l.index, e);
+                cpu::matmul(pool, lw.up.slab(s.up), t.ex_.data(), m, t.up_.data());
+                if (cc.ffn == ffn_kind::swiglu) {
+                    cpu::matmul(pool, lw.gate.slab(s.gate), t.ex_.data(), m, t.gate_.data());
+                    cpu::kernels().silu_mul(t.up_.data(), t.gate_.data(), m * F);
+                } else {
+                    cpu::kernels().gelu(t.up_.data(), m * F);
+                }
+                cpu::matmul(pool, lw.down.slab(s.down), t.up_.data(), m, t.out_.data());
+                for (int64_t r = 0; r < m; ++r) {
+                    float* y = t.h_.data() + t.rows_[size_t(r)] * D;
+                    const float* o = t.out_.data() + r * D;
+                    for (int64_t j = 0; j < D; ++j) y[j] += t.scale_[size_t(r)] * o[j];
+                }
+            }
+        }
+
+        // x = x + s·(y − x); without a router (or with scale none) x = y exactly.
+        void mix(const layer_plan& l) {
+            const int64_t D = c().n_embd;
+            for (int64_t i = 0; i < n; ++i) {
+                float* x = t.x_.data() + t.routed_[size_t(i)] * D;
+                const float* y = t.h_.data() + i * D;
+                if (!l.mix) std::copy_n(y, D, x);
+                else for (int64_t j = 0; j < D; ++j) x[j] += t.s_[size_t(i)] * (y[j] - x[j]);
+            }
+        }
+
+        void logits(bool all) {
+            const int64_t D = c().n_embd, first = all ? 0 : T() - 1;
+            for (int64_t i = first; i < T(); ++i)
+                cpu::kernels().rms_norm(t.x_.data() + i * D, t.w_.output_norm.data(), t.xn_.data() + (i - first) * D, D,
+                                        c().norm_eps);
+            cpu::matmul(pool, t.w_.output, t.xn_.data(), T() - first, out);
+        }
+
+        // Routes each of the m rows of xn ([m, D]) to its experts: ids_ and weights_ ([m, k]).
+        // Without a gate (E = 1) every token uses expert 0 at weight 1.
+        void route_experts(const layer_weights& lw, const float* xn, int64_t m, bool renorm) {
+            const int64_t E = c().n_expert, k = c().n_expert_used;
+            if (!lw.gate_inp.data) {
+                for (int64_t i = 0; i < m; ++i) t.ids_[size_t(i)] = 0, t.weights_[size_t(i)] = 1.0f;
+                return;
+            }
+            cpu::matmul(pool, lw.gate_inp, xn, m, t.gate_logits_.data());
+            for (int64_t i = 0; i < m; ++i)
+                route_top_k(t.gate_logits_.data() + i * E, E, k, renorm, t.ids_.data() + i * k, t.weights_.data() + i * k);
+        }
+    };
+
+    const model_config& c_;
+    const model_weights& w_;
+    int64_t batch_;
+    expert_provider experts_;
+    expert_prefetch prefetch_;
+    rope_table rope_;
+    run_stats stats_;
+    std::vector<float> x_, xr_, xn_, h_;          // [B, D] residual, routed residual, normed, hidden
+    std::vector<float> lambda_t_;                 // [B]
+    std::vector<int32_t> pos_, routed_;           // [B]
+    std::vector<float> s_;                        // [B] MoD mix factors
+    std::vector<float> q_, k_, v_, o_;            // [B, q_dim], [B, k_dim], [B, v_dim], [B, attn_dim]
+    std::vector<std::vector<float>> scores_;      // per thread: [M, n_ctx]
+    std::vector<float> gate_logits_;              // [B, E]
+    std::vector<int32_t> ids_;                    // [B, k] chosen experts
+    std::vector<float> weights_;                  // [B, k] their weights
+    std::vector<int32_t> rows_;                   // [B] tokens of the current expert
+    std::vector<int32_t> used_;                   // [E] experts the batch uses
+    std::vector<float> scale_;                    // [B]
+    std::vector<float> ex_, up_, gate_, out_;     // [B, D], [B, F], [B, F], [B, D]
+    std::vector<float> guess_;                    // [B, D] normed rows for lookahead (with a prefetch hook)
+    std::vector<int32_t> guess_ids_;              // experts guessed for the next layer
+};
+
+}  // namespace ncas::cpu
