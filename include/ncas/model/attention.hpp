@@ -1,5 +1,5 @@
 #pragma once
-// Differential attention of one layer for the n tokens routed into it (SPEC §1.1).
+// Differential attention of one layer for the n tokens routed into it (docs/spec.md §1.1).
 // Standard attention (llama files) is the same code with one map and no λ.
 //
 //   q = Wq·xn -> M·H maps of d     k = Wk·xn -> M·Hkv maps of d     v = Wv·xn -> Hkv heads of dv

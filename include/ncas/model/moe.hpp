@@ -1,5 +1,5 @@
 #pragma once
-// Sparse mixture of experts of one layer (SPEC §1.2), batched: the tokens are
+// Sparse mixture of experts of one layer (docs/spec.md §1.2), batched: the tokens are
 // grouped by expert so each selected expert's weights are read once per batch,
 // and an expert no token selected is never touched (it may not be resident).
 #include <functional>

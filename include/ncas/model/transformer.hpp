@@ -1,5 +1,5 @@
 #pragma once
-// The forward pass (SPEC §1) over a batch of consecutive tokens, layer by layer:
+// The forward pass (docs/spec.md §1) over a batch of consecutive tokens, layer by layer:
 //
 //   x = token_embd[token]                                   [T, D]
 //   per layer: MoD decision -> routed tokens R              (all tokens without a router)

@@ -1,6 +1,6 @@
 #pragma once
 // From a parsed GGUF file to a model_config and the weights bound by name, with
-// every shape and type checked against the config (SPEC §2). Matrices are used
+// every shape and type checked against the config (docs/spec.md §2). Matrices are used
 // in place; the small f32 vectors (norms, λ, routers) are copied out.
 #include <cmath>
 #include <functional>

@@ -1,6 +1,6 @@
 #pragma once
 // The Vulkan session: the same API as ncas::session (prefill / decode /
-// evaluate / rewind), the same forward pass (SPEC §1, the order of
+// evaluate / rewind), the same forward pass (docs/spec.md §1, the order of
 // ncas/model/transformer.hpp), run as one command buffer per forward pass.
 // Only the token ids go in and the logits come out; every data-dependent
 // decision (MoD routes, KV lengths, expert lists) stays in the control buffer.
