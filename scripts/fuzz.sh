@@ -1,21 +1,30 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of every input surface with libFuzzer, under ASan + UBSan.
 #
-#   bash scripts/fuzz.sh [SECONDS] [HARNESS...]     (default: 60 seconds each, every harness)
+#   bash scripts/fuzz.sh [SECONDS] [RUNS] [HARNESS...]   (default: 60 seconds each, every harness)
+#
+# Each harness runs until SECONDS have passed or RUNS inputs were executed, whichever
+# comes first; SECONDS 0 means no time limit, RUNS absent or 0 no limit on executions.
+# The long runs of docs/reliability.md, one harness at a time:
+#   bash scripts/fuzz.sh 0 1000000 gguf; bash scripts/fuzz.sh 0 1000000 tokenizer
+#   bash scripts/fuzz.sh 0 100000 sampler
 #
 # Builds tests/fuzz/fuzz_NAME.cpp with clang-14 -fsanitize=fuzzer,address,undefined
 # into build/fuzz/, seeds each corpus (build/fuzz/corpus/NAME/) from the committed
 # inputs tests/data/fuzz/NAME/ and the test data, and runs each harness for SECONDS
-# with -print_final_stats=1. The corpus grows across runs. A crash, a sanitizer
+# with -print_final_stats=1. The corpus grows across runs and is written as the run goes:
+# a run that was stopped resumes from it (its executions are then counted afresh). A crash, a sanitizer
 # report, a leak or a timeout is a finding: its input is kept in build/fuzz/findings/NAME/,
 # the log in build/fuzz/NAME.log, and the script exits non-zero. Fix it, then copy the
 # input into tests/data/fuzz/NAME/, where the ordinary test suite replays it.
-# The summary table (executions, coverage, corpus) goes to build/fuzz/summary.txt;
+# The summary table (executions, coverage, corpus) is appended to build/fuzz/summary.txt;
 # docs/reliability.md records the figures of the long runs.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 seconds=${1:-60}
 shift || true
+runs=0
+if [[ "${1:-}" =~ ^[0-9]+$ ]]; then runs=$1; shift; fi
 all=(gguf tokenizer sampler)
 harnesses=("$@")
 [ "$#" -gt 0 ] || harnesses=("${all[@]}")
@@ -54,7 +63,8 @@ PY
     esac
 }
 
-printf '%-10s %10s %8s %6s %8s %7s %s\n' harness execs exec/s cov features corpus result > "$out/summary.txt"
+# One line per harness run, appended: runs of one harness at a time add up to a table.
+[ -f "$out/summary.txt" ] || printf '%-10s %10s %8s %6s %8s %7s %s\n' harness execs exec/s cov features corpus result > "$out/summary.txt"
 status=0
 for name in "${harnesses[@]}"; do
     src=tests/fuzz/fuzz_$name.cpp
@@ -67,10 +77,12 @@ for name in "${harnesses[@]}"; do
     mkdir -p "$corpus" "$findings"
     cp -n tests/data/fuzz/"$name"/* "$corpus/" 2>/dev/null || true
     seed_extra "$name" "$corpus"
-    echo "== $name: fuzzing for ${seconds}s"
+    limits="-max_total_time=$seconds"
+    [ "$runs" = 0 ] || limits="$limits -runs=$runs"
+    echo "== $name: fuzzing ($limits)"
     set +e
     ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=0 UBSAN_OPTIONS=print_stacktrace=1 \
-        "$out/fuzz_$name" "$corpus" -max_total_time="$seconds" -print_final_stats=1 -max_len=262144 \
+        "$out/fuzz_$name" "$corpus" $limits -print_final_stats=1 -max_len=262144 \
         -rss_limit_mb=3072 -timeout=20 -artifact_prefix="$findings/" > "$out/$name.log" 2>&1
     rc=$?
     set -e

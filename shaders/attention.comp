@@ -1,7 +1,7 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
 // variants: subgroup
-// Differential attention (SPEC §1.1) for one (routed token, head) per workgroup,
+// Differential attention (docs/spec.md §1.1) for one (routed token, head) per workgroup,
 // over the layer's cache rows 0 .. kv_base + slot (the rows before it and its own).
 // Both softmax maps advance together in one pass over the cache, online (running
 // max and sum per map); each thread then owns value elements e = lid + u·WG.

@@ -1,6 +1,6 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-// MoE routing for the n routed tokens of a layer (SPEC §1.2), one workgroup:
+// MoE routing for the n routed tokens of a layer (docs/spec.md §1.2), one workgroup:
 // softmax of the gate logits, top-k (ties: lower expert index), renormalised
 // weights. Then either λ_t = λ + Σ ĝ_e · λ_exp[e] (lambda_mode), or per expert
 // the list of (token, weight) in token order, as the CPU groups them.

@@ -1,6 +1,6 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-// Mixture-of-Depths for one layer (SPEC §1.3), one workgroup: each thread scores
+// Mixture-of-Depths for one layer (docs/spec.md §1.3), one workgroup: each thread scores
 // its tokens (router · x, summed in order like the CPU), then thread 0 compacts
 // the routed tokens in order and reserves their rows in the layer's KV cache.
 #include "common.glsl"

@@ -2,7 +2,7 @@
 // (tools/eval.py wrote the goldens): the tokenizer gives the same prompt ids,
 // greedy continuations are the same 32 tokens, and the held-out perplexity
 // agrees within 1%; and the Q8_0 file against the float64 reference on its own
-// weights (issue: demo model; SPEC §4).
+// weights (issue: demo model; docs/spec.md §4).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -69,7 +69,7 @@ TEST(demo_model, heldout_perplexity_within_one_percent_of_pytorch) {
     EXPECT_NEAR(ppl / torch_ppl, 1.0, 0.01) << "ncas " << ppl << " vs PyTorch " << torch_ppl;
 }
 
-// SPEC §4: a Q8_0 file gives the greedy tokens of the float64 reference run on
+// docs/spec.md §4: a Q8_0 file gives the greedy tokens of the float64 reference run on
 // its own dequantised weights (tools/make_demo_goldens.py), for 32 steps.
 TEST(demo_model, q8_0_greedy_equals_the_reference_on_its_weights) {
     const auto q8 = ncas::model::load(models_dir() + "demo-q8_0.gguf");

@@ -3,6 +3,8 @@
 // (this suite also runs under ASan + UBSan).
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <fstream>
 #include <limits>
@@ -380,4 +382,35 @@ TEST(gguf_strict, keys_the_gguf_specification_types_have_that_type) {
     }), "'tokenizer.ggml.token_type' is array of uint32; the GGUF specification makes it array of int32");
     EXPECT_ERROR_HAS(error_after([](gguf_writer& w) { w.set_uint32("general.architecture", 1); }),
                      "'general.architecture' is uint32; the GGUF specification makes it string");
+}
+
+// Counts that would size an allocation before any tensor is checked.
+TEST(gguf_strict, counts_are_bounded_before_anything_is_sized_by_them) {
+    EXPECT_ERROR_HAS(error_after([](gguf_writer& w) { w.set_uint32("ncas-diffmoe.block_count", 520093696); }),
+                     "'ncas-diffmoe.block_count' = 520093696 is more layers than the file's");
+    // A file may claim a context of 2·10^9 tokens: it loads, and a session of a small context runs ...
+    EXPECT_EQ(error_after([](gguf_writer& w) { w.set_uint32("ncas-diffmoe.context_length", 2000000000u); }), "");
+    gguf_writer w = base_writer();
+    w.set_uint32("ncas-diffmoe.context_length", 2000000000u);
+    temp_file f;
+    f.write(w.to_bytes());
+    const auto m = model::load(f.path);
+    // ... but a cache of that context (the session's default) is refused before it is allocated.
+    const double memory = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE));
+    if (double(kv_bytes(m.config(), 2000000000, weight_type::f16)) <= memory)
+        GTEST_SKIP() << "this machine's memory holds the cache of a 2e9-token context";
+    try {
+        session s(m, {.n_threads = 1});
+        ADD_FAILURE() << "a cache larger than memory was allocated";
+    } catch (const ncas::error& e) {
+        EXPECT_ERROR_HAS(std::string(e.what()), "a KV cache for a context of 2000000000 tokens needs");
+        EXPECT_ERROR_HAS(std::string(e.what()), "choose a smaller context or an f16 cache");
+    }
+    try {  // a context given explicitly, in f16
+        session s(m, {.n_ctx = 1999999999, .n_threads = 1, .kv_type = weight_type::f16});
+        ADD_FAILURE() << "a cache larger than memory was allocated";
+    } catch (const ncas::error& e) {
+        EXPECT_ERROR_HAS(std::string(e.what()), "a KV cache for a context of 1999999999 tokens needs");
+        EXPECT_EQ(std::string(e.what()).find("f16 cache"), std::string::npos) << e.what();
+    }
 }

@@ -1,4 +1,4 @@
-// Every tiny model against the float64 reference's golden logits (SPEC §4),
+// Every tiny model against the float64 reference's golden logits (docs/spec.md §4),
 // through every path: one batch, token by token, small batches, any thread
 // count, an f16 cache, rewinding. Also the MoD cache lengths and the experts
 // the gates chose, which pin the routing rules exactly.

@@ -19,7 +19,7 @@ Greedy golden data: prompt_ids = [<|endoftext|>] + tokenizer(prompt) (BOS
 prepended), then 32 greedy tokens (argmax, lower id on ties), no stop at EOS.
 
 Also checks that the full-sequence forward equals a token-by-token run that
-follows SPEC section 1 literally (per-layer K/V caches holding only the tokens
+follows docs/spec.md §1 literally (per-layer K/V caches holding only the tokens
 routed into that layer), and measures MoD skip rate and expert usage per layer
 on the held-out windows (expert usage counts only tokens that run the layer).
 """
@@ -84,10 +84,10 @@ def load_gguf(path):
     return m.eval(), {"step": None}
 
 
-# ---------------------------------------------------------------- SPEC, literally
+# ------------------------------------------------------- docs/spec.md §1, literally
 @torch.no_grad()
 def reference_logits(model, ids, dtype=torch.float64):
-    """Token-by-token inference exactly as SPEC section 1 writes it (float64)."""
+    """Token-by-token inference exactly as docs/spec.md §1 writes it (float64)."""
     cfg = model.cfg
     D, H, Hkv, d, E, K = cfg.dim, cfg.heads, cfg.kv_heads, cfg.half_dim, cfg.experts, cfg.top_k
     P = {n: p.detach().to(dtype) for n, p in model.named_parameters()}
@@ -258,7 +258,7 @@ def main():
     ap.add_argument("--golden", default=None, help="write the greedy golden data of this model here")
     ap.add_argument("--json", default=None, help="also dump the results to this file")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--check-len", type=int, default=48, help="tokens for the SPEC reference check (0: skip)")
+    ap.add_argument("--check-len", type=int, default=48, help="tokens for the docs/spec.md §1 reference check (0: skip)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     tok = Tokenizer(a.bpe)
@@ -301,7 +301,7 @@ def main():
         ref, _ = reference_logits(model, ids)
         err = (full[0].double() - ref).abs().max().item() / ref.abs().max().item()
         res["reference_check"] = {"tokens": len(ids), "max_rel_err": err}
-        print(f"full forward vs SPEC token-by-token float64: max err {err:.2e} of max|logit|", flush=True)
+        print(f"full forward vs docs/spec.md §1 token-by-token float64: max err {err:.2e} of max|logit|", flush=True)
 
     golden = []
     for p in PROMPTS:

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Export a trained NCAS-DiffMoE checkpoint to GGUF (SPEC section 2) with tools/gguf.py.
+"""Export a trained NCAS-DiffMoE checkpoint to GGUF (docs/spec.md §2) with tools/gguf.py.
 
   /usr/bin/python3 tools/export.py [--ckpt tools/out/final.pt] [--bpe tools/out/bpe.json]
         [--out-f32 models/demo-f32.gguf] [--out-q8 models/demo-q8_0.gguf]

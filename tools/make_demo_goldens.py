@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Greedy continuations of the demo prompts by the float64 reference on the
-dequantised weights of models/demo-q8_0.gguf (SPEC §4: a Q8_0 file must give
+dequantised weights of models/demo-q8_0.gguf (docs/spec.md §4: a Q8_0 file must give
 the same greedy tokens for at least 32 steps as the reference on its own
 dequantised weights). Writes tests/data/demo_q8_0_greedy.json.
 

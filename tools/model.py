@@ -1,11 +1,11 @@
 #!/usr/bin/python3
-"""NCAS-DiffMoE in PyTorch, exactly as /work/shared/SPEC.md (section 1) defines it.
+"""NCAS-DiffMoE in PyTorch, exactly as docs/spec.md §1 defines it.
 
     from model import Config, NCASDiffMoE
     m = NCASDiffMoE(Config())
     logits, aux = m(ids)                   # ids (B, T) int64, positions 0..T-1
 
-The full-sequence forward is the same function as the SPEC's token-by-token
+The full-sequence forward is the same function as docs/spec.md's token-by-token
 inference: MoD routing is a per-token threshold on the raw router score, and a
 token skipped in a MoD layer leaves no K/V row there, so it is masked out as a
 key for every other query of that layer (it still sees itself, which keeps the
@@ -80,7 +80,7 @@ def apply_rope(x, cos, sin):
 
 
 def topk_gate(gate_w, xn, k):
-    """SPEC 1.2 gate: softmax over experts, TopK, renormalised.
+    """docs/spec.md §1.2 gate: softmax over experts, TopK, renormalised.
     Returns probs (N, E), topk idx (N, k), renormalised weights (N, k)."""
     logits = xn @ gate_w.t()
     p = torch.softmax(logits.float(), dim=-1)

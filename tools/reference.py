@@ -1,6 +1,6 @@
-"""Float64 reference implementation of the NCAS-DiffMoE model (SPEC.md §1-2).
+"""Float64 reference implementation of the NCAS-DiffMoE model (docs/spec.md §1–2).
 
-Independent of the C++ engine: written from the SPEC only. Reads a GGUF file
+Independent of the C++ engine: written from docs/spec.md only. Reads a GGUF file
 (architecture `ncas-diffmoe` or `llama`) through tools/gguf.py, dequantises
 every weight to float64 and runs the tokens one at a time, keeping per layer a
 cache of (position, k, v) rows for the tokens routed into that layer.
@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gguf import GGUFFile  # noqa: E402
 
 DEFAULT_EPS = 1e-5
-SUB_NORM_EPS = 1e-5        # SPEC: the attention sub-norm uses a fixed eps
+SUB_NORM_EPS = 1e-5        # docs/spec.md §1.1: the attention sub-norm uses a fixed eps
 DEFAULT_ROPE_THETA = 10000.0
 DEFAULT_MOD_THRESHOLD = 0.0
 

@@ -120,7 +120,7 @@ int info_preset(std::string name, int64_t vocab, const std::string& weight_type_
     model_dims m = p->dims;
     m.n_vocab = vocab;
 
-    std::printf("preset %.*s (the paper's table; SPEC section 3)\n", int(p->name.size()), p->name.data());
+    std::printf("preset %.*s (the paper's table; docs/spec.md §3)\n", int(p->name.size()), p->name.data());
     print_dims(m);
     std::printf("  not in the paper  vocabulary (here %lld, --vocab), GQA (none), MoD layers (none counted)\n",
                 (long long)vocab);

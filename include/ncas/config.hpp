@@ -103,7 +103,7 @@ struct model_config : model_dims {
     std::vector<float> lambda_init;  // per layer
 };
 
-// ---- presets: the paper's table (SPEC §3) ----------------------------------
+// ---- presets: the paper's table (docs/spec.md §3) --------------------------
 
 // A preset fixes the dimensions; vocabulary, GQA ratio, output tying and the MoD
 // layer set come from the file (counts below use vocabulary 0 and no routers).
@@ -139,7 +139,7 @@ template <class P>
 concept preset = requires { P::dims; P::name; };
 
 // Checks the paper's table is self-consistent: the heads tile the residual
-// width exactly, and the computed size is where SPEC §3 says it is.
+// width exactly, and the computed size is where docs/spec.md §3 says it is.
 template <preset P>
 constexpr bool preset_is_consistent() {
     constexpr model_dims m = P::dims;
@@ -148,7 +148,7 @@ constexpr bool preset_is_consistent() {
 }
 static_assert(preset_is_consistent<preset_pi>() && preset_is_consistent<preset_pi_s>() &&
               preset_is_consistent<preset_pi_p>());
-// 2-matrix experts: PI is ≈74B, not the claimed 54B; PI-S ≈18B and PI-P ≈5B agree (SPEC §3).
+// 2-matrix experts: PI is ≈74B, not the claimed 54B; PI-S ≈18B and PI-P ≈5B agree (docs/spec.md §3).
 static_assert(count_params(preset_pi::dims).total() / 1'000'000'000 == 73);
 static_assert(count_params(preset_pi_s::dims).total() / 1'000'000'000 == 17);
 static_assert(count_params(preset_pi_p::dims).total() / 100'000'000 == 45);

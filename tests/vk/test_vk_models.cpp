@@ -1,5 +1,5 @@
 // The whole model on Vulkan: every tiny model against the float64 reference's
-// golden logits (SPEC §4), the MoD cache lengths and expert counts, the same
+// golden logits (docs/spec.md §4), the MoD cache lengths and expert counts, the same
 // greedy tokens as the CPU backend for 32 steps, rewinding, errors, the
 // pipeline cache on disk and the backend hook the CLI uses.
 #include <filesystem>
@@ -189,7 +189,7 @@ TEST_F(vk_api, pipeline_cache_persists_and_a_foreign_file_is_ignored) {
     std::filesystem::remove_all(dir);
 }
 
-// SPEC §4 asks for the same greedy tokens for 32 steps on the demo model: run it
+// docs/spec.md §4 asks for the same greedy tokens for 32 steps on the demo model: run it
 // when NCAS_DEMO_MODEL names one (the tiny models above always run).
 TEST_F(vk_api, demo_model_same_greedy_tokens_as_cpu) {
     const char* path = std::getenv("NCAS_DEMO_MODEL");

@@ -234,7 +234,7 @@ TEST_P(ops, moe_top_k_lists_and_expert_lambda) {
             vk::ops::moe_route(r, dl, dle, ctrl, rec, {n, vk::none, renorm, true, false, 0, 0.0f});
         });
         const auto words = ctrl.take<uint32_t>();
-        for (uint32_t i = 0; i < n; ++i)  // λ_t always uses renormalised weights (SPEC §1.1)
+        for (uint32_t i = 0; i < n; ++i)  // λ_t always uses renormalised weights (docs/spec.md §1.1)
             if (renorm) {
                 EXPECT_NEAR(std::bit_cast<float>(words[rec.lambda_t() + i]), lt[i], 1e-6f);
             }

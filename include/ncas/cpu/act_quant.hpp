@@ -5,7 +5,7 @@
 // largest value). One scale per row lets a kernel apply the weight block's
 // scale alone inside its loop and the activation scale once per row. 8-bit
 // activations with a scale per block of 32, as ggml uses, measured
-// 2.4e-2·max|logit| on the tiny Q8_0 model: outside the SPEC's 2e-2 bound, so
+// 2.4e-2·max|logit| on the tiny Q8_0 model: outside docs/spec.md §4's 2e-2 bound, so
 // ncas keeps 16 bits.
 //
 // The values are stored in the order the weight type's kernels read them:

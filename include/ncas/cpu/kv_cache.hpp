@@ -3,8 +3,11 @@
 // only for the tokens routed into it, so every layer has its own length and
 // stores each row's absolute position (RoPE was applied before storing; the
 // position keeps causality exact and lets the cache rewind).
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <vector>
 
 #include "ncas/config.hpp"
@@ -19,6 +22,7 @@ public:
         : type_(type), k_dim_(m.k_dim()), v_dim_(m.v_dim()), capacity_(capacity), layers_(size_t(m.n_layer)) {
         if (type != weight_type::f32 && type != weight_type::f16)
             throw error("KV cache type must be f32 or f16, not " + std::string(type_name(type)));
+        check_fits_in_memory();
         for (auto& l : layers_) {
             l.k.resize(size_t(capacity * row_bytes(type, k_dim_)));
             l.v.resize(size_t(capacity * row_bytes(type, v_dim_)));
@@ -54,6 +58,21 @@ public:
     }
 
 private:
+    // A cache larger than the machine's physical memory is refused before it is allocated:
+    // a file may claim a context of 2^31 tokens, and a session's default context is the file's.
+    void check_fits_in_memory() const {
+        const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+        const double need = double(layers_.size()) * double(capacity_) *
+                            double(row_bytes(type_, k_dim_) + row_bytes(type_, v_dim_) + int64_t(sizeof(int32_t)));
+        const double have = double(pages) * double(page);
+        if (pages <= 0 || page <= 0 || need <= have) return;
+        char msg[240];
+        std::snprintf(msg, sizeof msg, "a KV cache for a context of %lld tokens needs %.1f GiB, more than this machine's "
+                      "%.1f GiB of memory: choose a smaller context%s", (long long)capacity_, need / double(1 << 30),
+                      have / double(1 << 30), type_ == weight_type::f32 ? " or an f16 cache" : "");
+        throw error(msg);
+    }
+
     struct layer {
         std::vector<std::byte> k, v;  // [capacity, k_dim], [capacity, v_dim] of type_
         std::vector<int32_t> pos;     // [capacity]

@@ -1,6 +1,6 @@
 #pragma once
 // From a parsed GGUF file to a model_config and the weights bound by name, with
-// every shape and type checked against the config (SPEC §2). Matrices are used
+// every shape and type checked against the config (docs/spec.md §2). Matrices are used
 // in place; the small f32 vectors (norms, λ, routers) are copied out.
 #include <cmath>
 #include <functional>
@@ -38,6 +38,11 @@ inline model_config read_config(const gguf_file& f) {
     };
     c.n_embd = dim("embedding_length");
     c.n_layer = dim("block_count");
+    // Each layer is several tensors: a count beyond the file's tensors is refused here,
+    // before anything is sized by it (a block_count of 5·10^8 once allocated 2 GB of λ_init).
+    if (uint64_t(c.n_layer) > f.tensors().size())
+        f.fail("metadata key '" + p + "block_count' = " + std::to_string(c.n_layer) + " is more layers than the file's " +
+               std::to_string(f.tensors().size()) + " tensors can hold");
     c.n_head = dim("attention.head_count");
     c.n_head_kv = dim("attention.head_count_kv", c.n_head);
     c.n_ff = dim("feed_forward_length");

@@ -1,8 +1,8 @@
 #pragma once
 // The Vulkan session: the same API as ncas::session (prefill / decode /
-// evaluate / rewind), the same forward pass (model/forward.hpp runs this
-// backend's verbs, below, in the model's order), recorded as one command
-// buffer per forward pass.
+// evaluate / rewind), the same forward pass (docs/spec.md §1: model/forward.hpp
+// runs this backend's verbs, below, in the model's order), recorded as one
+// command buffer per forward pass.
 // Only the token ids go in and the logits come out; every data-dependent
 // decision (MoD routes, KV lengths, expert lists) stays in the control buffer.
 //
