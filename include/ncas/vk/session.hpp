@@ -16,6 +16,7 @@
 //   auto m = ncas::model::load("model.gguf");
 //   ncas::vk::session s(m, {.n_ctx = 2048}, {.device = 0});
 //   std::span<const float> logits = s.prefill(prompt_ids);
+#include <algorithm>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -89,16 +90,16 @@ inline void check_memory(const device_info& d, uint64_t available, const model_c
     const model_config& c = m.config();
     const bool stream = streams_experts(m, p);
     const uint64_t w = weight_upload_bytes(c, m.weights(), !stream) + (stream ? expert_slots::device_bytes(m, p) : 0);
-    const uint64_t s = session_bytes(c, p.n_ctx, p.n_batch, p.kv_type);
+    const session_buffers b(c, p.n_ctx, p.n_batch, p.kv_type);
+    const uint64_t s = b.total();
     if (w + s > available)
         throw error("model '" + m.path() + "' does not fit on Vulkan device '" + d.name + "': it needs " +
                     std::to_string((w + s) >> 20) + " MiB (weights " + std::to_string(w >> 20) + " MiB, cache and buffers " +
                     std::to_string(s >> 20) + " MiB for " + std::to_string(p.n_ctx) + " positions), the device has " +
                     std::to_string(available >> 20) + " MiB; use a smaller context, an f16 cache, a smaller weight type or " +
                     (stream ? "a smaller expert budget" : "an expert budget (streaming)"));
-    const uint64_t k_bytes = uint64_t(p.n_ctx) * uint64_t(c.k_dim()) * uint64_t(traits_of(p.kv_type).block_bytes);
-    if (k_bytes > d.max_storage_range)
-        throw error("Vulkan device '" + d.name + "' cannot bind a " + std::to_string(k_bytes >> 20) +
+    if (std::max(b.k_layer, b.v_layer) > d.max_storage_range)
+        throw error("Vulkan device '" + d.name + "' cannot bind a " + std::to_string(std::max(b.k_layer, b.v_layer) >> 20) +
                     " MiB cache layer; use a smaller context or an f16 cache");
 }
 
