@@ -13,6 +13,7 @@
 #include <fstream>
 #include <map>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -119,8 +120,15 @@ struct descriptor_key {
     bool operator==(const descriptor_key&) const = default;
 };
 struct descriptor_key_hash {
+    template <class H>  // a non-dispatchable handle: a pointer on 64-bit targets, a uint64_t elsewhere
+    static uint64_t bits(H h) {
+        if constexpr (std::is_pointer_v<H>)
+            return uint64_t(reinterpret_cast<uintptr_t>(h));
+        else
+            return uint64_t(h);
+    }
     size_t operator()(const descriptor_key& k) const {
-        uint64_t h = 0x9e3779b97f4a7c15ull ^ uint64_t(reinterpret_cast<uintptr_t>(k.set_layout)) ^ k.n;
+        uint64_t h = 0x9e3779b97f4a7c15ull ^ bits(k.set_layout) ^ k.n;
         const auto mix = [&h](uint64_t v) {  // splitmix64's finaliser over the running hash
             h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
             h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -128,7 +136,7 @@ struct descriptor_key_hash {
             h ^= h >> 31;
         };
         for (uint32_t i = 0; i < k.n; ++i)
-            mix(uint64_t(reinterpret_cast<uintptr_t>(k.views[i].buffer))), mix(k.views[i].offset), mix(k.views[i].range);
+            mix(bits(k.views[i].buffer)), mix(k.views[i].offset), mix(k.views[i].range);
         return size_t(h);
     }
 };
