@@ -1,7 +1,9 @@
-// Push constants of every kernel, one struct each (all 4-byte scalars, so the
-// GLSL push-constant layout and the C++ layout agree member for member).
-// include/ncas/vk/push_constants.hpp mirrors these structs and static_asserts
-// each offset against what glslang reports (generated/push_constant_layout.hpp).
+// Push constants of every kernel, one struct each, one uint, int or float a
+// line (all 4-byte scalars, so the GLSL push-constant layout and the C++ layout
+// agree member for member). The single source: tools/gen_spirv.py writes the
+// C++ structs from this file (include/ncas/vk/generated/push_constants.hpp,
+// comments included) with each offset and size static_asserted against what
+// glslang reports, and fails on a member no shader reads.
 //
 // Fields named *_at are word indices into the uint control buffer ("ctrl"),
 // which holds everything the GPU decides at run time (MoD routes, expert
@@ -53,7 +55,6 @@ struct rope_store_pc { // RoPE on q and k of each routed token; k, v appended to
     uint k_dim;
     uint v_dim;
     uint head_k;      // d: the RoPE half-head width
-    uint n_max;
     uint batch;
     uint route_at;
     uint n_ctx;       // rows of the rope table; also the cache capacity
@@ -69,8 +70,6 @@ struct attention_pc {  // both softmax maps in one pass over the layer's cache
     uint q_dim;
     uint k_dim;
     uint v_dim;
-    uint n_max;
-    uint batch;
     uint route_at;
     uint lambda_at;   // ctrl list of per-token λ_t, or NONE: lambda for all
     uint has_sub_norm;
@@ -102,7 +101,6 @@ struct ffn_act_pc {   // up = gelu_tanh(up)  or  up = silu(gate) ⊙ up
 
 struct residual_pc {
     uint n_embd;
-    uint n_max;
     uint batch;
     uint route_at;
     uint mode;        // 0: h[i] = x[routed[i]];  1: x[routed[i]] = mix(x, h[i])

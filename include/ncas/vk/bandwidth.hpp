@@ -14,6 +14,10 @@
 #include "ncas/vk/pipeline.hpp"
 
 namespace ncas::vk {
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic error "-Wnarrowing"  // as in ops.hpp: a retyped push-constant member fails to compile
+#endif
 namespace ops {
 
 // total += Σ uint words of data[0, bytes) (mod 2^32); bytes a multiple of 16. The
@@ -29,12 +33,16 @@ inline void read_sum(recorder& r, const buffer& data, uint64_t bytes, buffer_vie
         for (uint64_t at = 0; at < bytes; at += chunk) {
             const uint64_t n = std::min(chunk, bytes - at), n_vec4 = n / 16;
             const uint32_t groups = std::clamp<uint32_t>(div_up(n_vec4, wg * vec4_per_invocation), 1, 65535);
-            r.dispatch("read_sum", {}, {buffer_view(data.handle(), at, n), total}, read_sum_pc{uint32_t(n_vec4)}, groups);
+            r.dispatch<shader_id::read_sum>({}, {buffer_view(data.handle(), at, n), total}, {.n_vec4 = uint32_t(n_vec4)},
+                                            groups);
         }
     });
 }
 
 }  // namespace ops
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 struct bandwidth {
     double gbs = 0;           // bytes read per second of the fastest run, in GB/s (1e9)

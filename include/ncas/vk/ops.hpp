@@ -33,6 +33,14 @@ struct slots {
     bool accumulate = false;       // y += scale · W·x instead of y = W·x
 };
 
+// The push constants are filled with designated initializers, so a member the
+// GLSL renamed, reordered or retyped fails to compile here once the headers are
+// regenerated. A retyped one is a narrowing conversion, which GCC only warns
+// about (clang and MSVC reject it): made an error for these functions.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic error "-Wnarrowing"
+#endif
 namespace ops {
 
 inline constexpr uint32_t tile_rows = 32, tile_slots = 16, tile_wg = 64;  // matmul.comp's tile
@@ -40,30 +48,40 @@ inline constexpr uint32_t tile_rows = 32, tile_slots = 16, tile_wg = 64;  // mat
 // y[slot] (+)= W · x[slot]:   W [rows, cols], x [*, cols], y [*, rows].
 // One slot: the matrix-vector kernel (decode); more: the tiled matrix-matrix kernel (prefill).
 inline void matmul(recorder& r, const gpu_matrix& w, buffer_view x, buffer_view y, buffer_view ctrl, const slots& s) {
-    matmul_pc pc{uint32_t(w.rows), uint32_t(w.cols), w.offset, s.n_max, s.count_at, s.x_index_at, s.y_index_at,
-                 s.scale_at, s.accumulate ? 1u : 0u};
+    const matmul_pc pc{.rows = uint32_t(w.rows),
+                       .cols = uint32_t(w.cols),
+                       .w_offset = w.offset,
+                       .n_max = s.n_max,
+                       .count_at = s.count_at,
+                       .x_index_at = s.x_index_at,
+                       .y_index_at = s.y_index_at,
+                       .scale_at = s.scale_at,
+                       .accumulate = s.accumulate ? 1u : 0u};
     const uint32_t type = uint32_t(w.type);
     if (s.n_max == 1) {
         constexpr uint32_t max_x = 65535;
-        r.dispatch("matvec", {type}, {w.view, x, y, ctrl}, pc, std::min<uint32_t>(uint32_t(w.rows), max_x), 1,
-                   div_up(uint64_t(w.rows), max_x));
+        r.dispatch<shader_id::matvec>({type}, {w.view, x, y, ctrl}, pc, std::min<uint32_t>(uint32_t(w.rows), max_x), 1,
+                                      div_up(uint64_t(w.rows), max_x));
     } else {
-        r.dispatch("matmul", {type, tile_rows, tile_slots}, {w.view, x, y, ctrl}, pc, div_up(uint64_t(w.rows), tile_rows),
-                   div_up(s.n_max, tile_slots), 1, tile_wg);
+        r.dispatch<shader_id::matmul>({type, tile_rows, tile_slots}, {w.view, x, y, ctrl}, pc,
+                                      div_up(uint64_t(w.rows), tile_rows), div_up(s.n_max, tile_slots), 1, tile_wg);
     }
 }
 
 // y[slot] = RMSNorm(x[src row]; w):   x [*, n], w [n], y [n_max, n].
 inline void rms_norm(recorder& r, buffer_view x, buffer_view w, buffer_view y, buffer_view ctrl, uint32_t n, float eps,
                      uint32_t n_max, uint32_t count_at = none, uint32_t index_at = none, uint32_t src_row0 = 0) {
-    r.dispatch("rms_norm", {}, {x, w, y, ctrl}, rms_norm_pc{n, n_max, count_at, index_at, src_row0, eps}, n_max);
+    r.dispatch<shader_id::rms_norm>(
+        {}, {x, w, y, ctrl},
+        {.n = n, .n_max = n_max, .count_at = count_at, .index_at = index_at, .src_row0 = src_row0, .eps = eps}, n_max);
 }
 
 // x[t] = token_embd[ctrl[tokens_at + t]]:   x [n_tokens, D].
 inline void embed(recorder& r, const gpu_matrix& table, buffer_view x, buffer_view ctrl, uint32_t n_tokens, uint32_t tokens_at) {
     const uint32_t D = uint32_t(table.cols);
-    r.dispatch("embed", {uint32_t(table.type)}, {table.view, x, ctrl}, embed_pc{D, n_tokens, tokens_at},
-               div_up(D / 4, r.kernels().ctx().workgroup_size()), n_tokens);
+    r.dispatch<shader_id::embed>({uint32_t(table.type)}, {table.view, x, ctrl},
+                                 {.n_embd = D, .n_tokens = n_tokens, .tokens_at = tokens_at},
+                                 div_up(D / 4, r.kernels().ctx().workgroup_size()), n_tokens);
 }
 
 // Control-buffer records a layer's kernels share.
@@ -95,10 +113,19 @@ struct route_args {
 };
 inline void route(recorder& r, buffer_view x, buffer_view router, buffer_view ctrl, const route_record& rec, const route_args& a) {
     const uint32_t mode = a.scale == mod_scale::sigmoid ? 0u : a.scale == mod_scale::raw ? 1u : 2u;
-    r.dispatch("route", {}, {x, router, ctrl},
-               route_pc{a.n_embd, a.n_tokens, a.pos0, a.layer, a.has_router ? 1u : 0u, mode, a.threshold, rec.batch, rec.at,
-                        a.kv_len_at, a.kept_at},
-               1);
+    r.dispatch<shader_id::route>({}, {x, router, ctrl},
+                                 {.n_embd = a.n_embd,
+                                  .n_tokens = a.n_tokens,
+                                  .pos0 = a.pos0,
+                                  .layer = a.layer,
+                                  .has_router = a.has_router ? 1u : 0u,
+                                  .scale_mode = mode,
+                                  .threshold = a.threshold,
+                                  .batch = rec.batch,
+                                  .route_at = rec.at,
+                                  .kv_len_at = a.kv_len_at,
+                                  .kept_at = a.kept_at},
+                                 1);
 }
 
 // The layer's KV cache on the device.
@@ -112,10 +139,16 @@ struct gpu_cache_layer {
 inline void rope_store(recorder& r, const model_dims& m, buffer_view q, buffer_view k, buffer_view v, buffer_view rope,
                        const gpu_cache_layer& c, buffer_view ctrl, const route_record& rec, uint32_t n_max) {
     const uint32_t widest = uint32_t(std::max({m.q_dim(), m.k_dim(), m.v_dim()}));
-    r.dispatch("rope_store", {c.f16 ? 1u : 0u}, {q, k, v, rope, c.k, c.v, c.pos, ctrl},
-               rope_store_pc{uint32_t(m.q_dim()), uint32_t(m.k_dim()), uint32_t(m.v_dim()), uint32_t(m.head_k), n_max,
-                             rec.batch, rec.at, c.n_ctx, c.layer},
-               div_up(widest / 2, r.kernels().ctx().workgroup_size()), n_max);
+    r.dispatch<shader_id::rope_store>({c.f16 ? 1u : 0u}, {q, k, v, rope, c.k, c.v, c.pos, ctrl},
+                                      {.q_dim = uint32_t(m.q_dim()),
+                                       .k_dim = uint32_t(m.k_dim()),
+                                       .v_dim = uint32_t(m.v_dim()),
+                                       .head_k = uint32_t(m.head_k),
+                                       .batch = rec.batch,
+                                       .route_at = rec.at,
+                                       .n_ctx = c.n_ctx,
+                                       .layer = c.layer},
+                                      div_up(widest / 2, r.kernels().ctx().workgroup_size()), n_max);
 }
 
 // o [n, attn_dim] = differential attention of q [n, q_dim] over the layer's cache.
@@ -130,11 +163,21 @@ inline void attention(recorder& r, const model_dims& m, buffer_view q, const gpu
     const uint32_t wg = r.kernels().ctx().workgroup_size();
     if (m.head_v > 8 * int64_t(wg))
         throw error("Vulkan attention: head width " + std::to_string(m.head_v) + " exceeds 8 × workgroup size " + std::to_string(wg));
-    attention_pc pc{uint32_t(m.n_head), uint32_t(m.n_head / m.n_head_kv), uint32_t(m.n_maps), uint32_t(m.head_k),
-                    uint32_t(m.head_v), uint32_t(m.q_dim()), uint32_t(m.k_dim()), uint32_t(m.v_dim()), n_max, rec.batch,
-                    rec.at, a.lambda_at, a.sub_norm ? 1u : 0u, a.lambda, float(1.0 / std::sqrt(double(m.head_k))),
-                    1.0f - a.lambda_init};
-    r.dispatch("attention", {c.f16 ? 1u : 0u}, {q, c.k, c.v, o, sub_norm, ctrl}, pc, uint32_t(m.n_head), n_max);
+    const attention_pc pc{.n_head = uint32_t(m.n_head),
+                          .group = uint32_t(m.n_head / m.n_head_kv),
+                          .n_maps = uint32_t(m.n_maps),
+                          .head_k = uint32_t(m.head_k),
+                          .head_v = uint32_t(m.head_v),
+                          .q_dim = uint32_t(m.q_dim()),
+                          .k_dim = uint32_t(m.k_dim()),
+                          .v_dim = uint32_t(m.v_dim()),
+                          .route_at = rec.at,
+                          .lambda_at = a.lambda_at,
+                          .has_sub_norm = a.sub_norm ? 1u : 0u,
+                          .lambda = a.lambda,
+                          .scale = float(1.0 / std::sqrt(double(m.head_k))),
+                          .sub_scale = 1.0f - a.lambda_init};
+    r.dispatch<shader_id::attention>({c.f16 ? 1u : 0u}, {q, c.k, c.v, o, sub_norm, ctrl}, pc, uint32_t(m.n_head), n_max);
 }
 
 // Top-k routing of logits [n, E] (n = ctrl[count_at]): per-expert lists in the moe record
@@ -152,38 +195,53 @@ inline void moe_route(recorder& r, buffer_view logits, buffer_view lambda_exp, b
         throw error("Vulkan MoE routing handles up to " + std::to_string(max_experts) + " experts and top-" +
                     std::to_string(max_experts_used) + ", the model has " + std::to_string(rec.n_expert) + " and top-" +
                     std::to_string(rec.k));
-    r.dispatch("moe_route", {}, {logits, lambda_exp, ctrl},
-               moe_route_pc{rec.n_expert, rec.k, a.n_max, a.count_at, a.renorm ? 1u : 0u, a.has_gate ? 1u : 0u,
-                            a.lambda_mode ? 1u : 0u, rec.batch, rec.at, a.use_at, a.lambda},
-               1);
+    r.dispatch<shader_id::moe_route>({}, {logits, lambda_exp, ctrl},
+                                     {.n_expert = rec.n_expert,
+                                      .k = rec.k,
+                                      .n_max = a.n_max,
+                                      .count_at = a.count_at,
+                                      .renorm = a.renorm ? 1u : 0u,
+                                      .has_gate = a.has_gate ? 1u : 0u,
+                                      .lambda_mode = a.lambda_mode ? 1u : 0u,
+                                      .batch = rec.batch,
+                                      .moe_at = rec.at,
+                                      .use_at = a.use_at,
+                                      .lambda = a.lambda},
+                                     1);
 }
 
 // up [n, F] = gelu_tanh(up)  or  silu(gate) ⊙ up.
 inline void ffn_act(recorder& r, buffer_view up, buffer_view gate, buffer_view ctrl, uint32_t n_ff, bool swiglu, uint32_t n_max,
                     uint32_t count_at) {
-    r.dispatch("ffn_act", {}, {up, gate, ctrl}, ffn_act_pc{n_ff, n_max, count_at, swiglu ? 1u : 0u},
-               div_up(n_ff, r.kernels().ctx().workgroup_size()), n_max);
+    r.dispatch<shader_id::ffn_act>({}, {up, gate, ctrl},
+                                   {.n_ff = n_ff, .n_max = n_max, .count_at = count_at, .swiglu = swiglu ? 1u : 0u},
+                                   div_up(n_ff, r.kernels().ctx().workgroup_size()), n_max);
 }
 
 // h[i] = x[routed[i]]   (before the layer)
 inline void gather_residual(recorder& r, buffer_view x, buffer_view h, buffer_view ctrl, const route_record& rec, uint32_t D,
                             uint32_t n_max) {
-    r.dispatch("residual", {}, {x, h, ctrl}, residual_pc{D, n_max, rec.batch, rec.at, 0, 0},
-               div_up(D, r.kernels().ctx().workgroup_size()), n_max);
+    r.dispatch<shader_id::residual>({}, {x, h, ctrl}, {.n_embd = D, .batch = rec.batch, .route_at = rec.at, .mode = 0, .lerp = 0},
+                                    div_up(D, r.kernels().ctx().workgroup_size()), n_max);
 }
 // x[routed[i]] = h[i], or x + s·(h − x) when lerp   (after the layer)
 inline void scatter_residual(recorder& r, buffer_view x, buffer_view h, buffer_view ctrl, const route_record& rec, uint32_t D,
                              uint32_t n_max, bool lerp) {
-    r.dispatch("residual", {}, {x, h, ctrl}, residual_pc{D, n_max, rec.batch, rec.at, 1, lerp ? 1u : 0u},
-               div_up(D, r.kernels().ctx().workgroup_size()), n_max);
+    r.dispatch<shader_id::residual>({}, {x, h, ctrl},
+                                    {.n_embd = D, .batch = rec.batch, .route_at = rec.at, .mode = 1, .lerp = lerp ? 1u : 0u},
+                                    div_up(D, r.kernels().ctx().workgroup_size()), n_max);
 }
 
 // Each layer keeps its cached rows at positions < n_past.
 inline void kv_truncate(recorder& r, buffer_view pos, buffer_view ctrl, uint32_t n_layer, uint32_t n_ctx, uint32_t kv_len_at,
                         uint32_t n_past) {
-    r.dispatch("kv_truncate", {}, {pos, ctrl}, kv_truncate_pc{n_layer, n_ctx, kv_len_at, n_past},
-               div_up(n_layer, r.kernels().ctx().workgroup_size()));
+    r.dispatch<shader_id::kv_truncate>({}, {pos, ctrl},
+                                       {.n_layer = n_layer, .n_ctx = n_ctx, .kv_len_at = kv_len_at, .n_past = n_past},
+                                       div_up(n_layer, r.kernels().ctx().workgroup_size()));
 }
 
 }  // namespace ops
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 }  // namespace ncas::vk

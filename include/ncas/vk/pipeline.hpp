@@ -4,20 +4,21 @@
 // workgroup size and per-kernel sizes, a requested subgroup size where the
 // device allows it, a pipeline cache persisted on disk (validated against
 // vendor, device, driver and cache UUID, as ncnn does) and descriptor sets
-// cached by the buffers they bind. recorder turns one kernel call into
-// bind + push + dispatch + barrier.
+// cached by the buffers they bind. Shaders are named by the generated
+// shader_id, so a dispatch indexes arrays instead of looking up names. recorder
+// turns one kernel call into bind + push + dispatch + barrier.
+#include <array>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <string>
-#include <string_view>
-#include <tuple>
+#include <type_traits>
+#include <unordered_map>
 #include <vector>
 
 #include "ncas/vk/buffer.hpp"
 #include "ncas/vk/generated/shaders.hpp"
-#include "ncas/vk/push_constants.hpp"
 
 namespace ncas::vk {
 
@@ -110,6 +111,42 @@ struct pipeline {
     uint32_t n_bindings = 0;
 };
 
+// The descriptor-set cache's key: a set layout and the buffers bound at 0 .. n-1.
+// Fixed size, so looking one up allocates nothing.
+struct descriptor_key {
+    VkDescriptorSetLayout set_layout = VK_NULL_HANDLE;
+    uint32_t n = 0;
+    std::array<buffer_view, spirv::max_bindings> views{};
+    bool operator==(const descriptor_key&) const = default;
+};
+struct descriptor_key_hash {
+    template <class H>  // a non-dispatchable handle: a pointer on 64-bit targets, a uint64_t elsewhere
+    static uint64_t bits(H h) {
+        if constexpr (std::is_pointer_v<H>)
+            return uint64_t(reinterpret_cast<uintptr_t>(h));
+        else
+            return uint64_t(h);
+    }
+    size_t operator()(const descriptor_key& k) const {
+        uint64_t h = 0x9e3779b97f4a7c15ull ^ bits(k.set_layout) ^ k.n;
+        const auto mix = [&h](uint64_t v) {  // splitmix64's finaliser over the running hash
+            h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+            h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
+            h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
+            h ^= h >> 31;
+        };
+        for (uint32_t i = 0; i < k.n; ++i)
+            mix(bits(k.views[i].buffer)), mix(k.views[i].offset), mix(k.views[i].range);
+        return size_t(h);
+    }
+};
+
+// Every pipeline of a context: per shader (shader_id indexes arrays, no names are
+// looked up) the module of the variant that fits the device, chosen once, and the
+// pipelines made from it, one per (workgroup size, specialization constants),
+// created on first use and found again by a scan of the shader's few entries.
+// Descriptor sets are cached by the buffers they bind in a hash map keyed by
+// value (no allocation per lookup).
 class pipelines {
 public:
     explicit pipelines(const context& ctx)
@@ -120,30 +157,83 @@ public:
     pipelines& operator=(const pipelines&) = delete;
     ~pipelines() {
         const VkDevice dev = ctx_.device();
-        for (auto& [k, p] : pipelines_) vkDestroyPipeline(dev, p.handle, nullptr);
-        for (auto& [k, l] : layouts_) vkDestroyPipelineLayout(dev, l.second, nullptr), vkDestroyDescriptorSetLayout(dev, l.first, nullptr);
-        for (auto& [k, m] : modules_) vkDestroyShaderModule(dev, m, nullptr);
+        for (const auto& per_shader : variants_)
+            for (const variant& v : per_shader) vkDestroyPipeline(dev, v.p.handle, nullptr);
+        for (const auto& [k, l] : layouts_) vkDestroyPipelineLayout(dev, l.second, nullptr), vkDestroyDescriptorSetLayout(dev, l.first, nullptr);
+        for (VkShaderModule m : modules_)
+            if (m) vkDestroyShaderModule(dev, m, nullptr);
         for (VkDescriptorPool p : pools_) vkDestroyDescriptorPool(dev, p, nullptr);
     }
 
     const context& ctx() const { return ctx_; }
     const pipeline_cache& cache() const { return cache_; }
-    size_t size() const { return pipelines_.size(); }
+    size_t size() const {
+        size_t n = 0;
+        for (const auto& per_shader : variants_) n += per_shader.size();
+        return n;
+    }
 
     // The pipeline of `shader` with specialization constants {wg, spec...} (ids 0, 1, ...).
-    const pipeline& get(std::string_view shader, uint32_t wg, std::span<const uint32_t> spec, uint32_t n_bindings,
-                        uint32_t push_bytes) {
-        std::string key(shader);
-        key += '/' + std::to_string(wg);
-        for (uint32_t v : spec) key += ',' + std::to_string(v);
-        if (auto it = pipelines_.find(key); it != pipelines_.end()) return it->second;
+    pipeline get(shader_id shader, uint32_t wg, std::span<const uint32_t> spec) {
+        const spirv::shader_info& info = spirv::info(shader);
+        if (spec.size() != info.spec_constants)
+            throw error("Vulkan shader '" + std::string(info.name) + "' takes " + std::to_string(info.spec_constants) +
+                        " specialization constants, got " + std::to_string(spec.size()));
+        std::vector<variant>& per_shader = variants_[size_t(shader)];
+        for (const variant& v : per_shader)
+            if (v.wg == wg && std::equal(spec.begin(), spec.end(), v.spec.begin())) return v.p;
+        variant v{wg, {}, create(shader, wg, spec)};
+        std::copy(spec.begin(), spec.end(), v.spec.begin());
+        per_shader.push_back(v);
+        return v.p;
+    }
 
-        const auto [set_layout, layout] = layout_for(n_bindings, push_bytes);
-        std::vector<uint32_t> values{wg};
-        values.insert(values.end(), spec.begin(), spec.end());
-        std::vector<VkSpecializationMapEntry> entries;
-        for (uint32_t i = 0; i < values.size(); ++i) entries.push_back({i, i * 4, 4});
-        VkSpecializationInfo si{uint32_t(entries.size()), entries.data(), values.size() * 4, values.data()};
+    // A descriptor set binding `views` to bindings 0.. of the pipeline, made once per distinct set of buffers.
+    VkDescriptorSet descriptors(const pipeline& p, std::span<const buffer_view> views) {
+        if (views.size() != p.n_bindings || views.size() > spirv::max_bindings)
+            throw error("Vulkan kernel binds " + std::to_string(views.size()) + " buffers, its layout has " +
+                        std::to_string(p.n_bindings));
+        descriptor_key key{p.set_layout, uint32_t(views.size()), {}};
+        std::copy(views.begin(), views.end(), key.views.begin());
+        if (auto it = sets_.find(key); it != sets_.end()) return it->second;
+        VkDescriptorSet set = allocate(p.set_layout);
+        std::array<VkDescriptorBufferInfo, spirv::max_bindings> infos;
+        std::array<VkWriteDescriptorSet, spirv::max_bindings> writes;
+        for (uint32_t i = 0; i < views.size(); ++i) {
+            infos[i] = {views[i].buffer, views[i].offset, views[i].range};
+            writes[i] = make<VkWriteDescriptorSet>(VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET);
+            writes[i].dstSet = set, writes[i].dstBinding = i, writes[i].descriptorCount = 1;
+            writes[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+            writes[i].pBufferInfo = &infos[i];
+        }
+        vkUpdateDescriptorSets(ctx_.device(), uint32_t(views.size()), writes.data(), 0, nullptr);
+        sets_.emplace(key, set);
+        return set;
+    }
+
+    // Frees every cached descriptor set. Needed before a buffer they bind is destroyed
+    // and another created (a new buffer may get the old handle); a session never does this.
+    void reset_descriptors() {
+        for (VkDescriptorPool p : pools_) vkResetDescriptorPool(ctx_.device(), p, 0);
+        sets_.clear();
+    }
+
+private:
+    struct variant {
+        uint32_t wg = 0;
+        std::array<uint32_t, spirv::max_spec_constants> spec{};
+        pipeline p;
+    };
+
+    pipeline create(shader_id shader, uint32_t wg, std::span<const uint32_t> spec) {
+        const spirv::shader_info& info = spirv::info(shader);
+        const auto [set_layout, layout] = layout_for(info.bindings, info.push_bytes);
+        std::array<uint32_t, 1 + spirv::max_spec_constants> values{wg};
+        std::copy(spec.begin(), spec.end(), values.begin() + 1);
+        std::array<VkSpecializationMapEntry, 1 + spirv::max_spec_constants> entries;
+        const uint32_t n_values = uint32_t(1 + spec.size());
+        for (uint32_t i = 0; i < n_values; ++i) entries[i] = {i, i * 4, 4};
+        VkSpecializationInfo si{n_values, entries.data(), n_values * 4, values.data()};
 
         auto sg = make<VkPipelineShaderStageRequiredSubgroupSizeCreateInfoEXT>(
             VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_REQUIRED_SUBGROUP_SIZE_CREATE_INFO_EXT);
@@ -156,59 +246,35 @@ public:
         ci.stage.pName = "main";
         ci.stage.pSpecializationInfo = &si;
         ci.layout = layout;
-        pipeline p{VK_NULL_HANDLE, layout, set_layout, n_bindings};
-        check(vkCreateComputePipelines(ctx_.device(), cache_.handle(), 1, &ci, nullptr, &p.handle),
-              ("vkCreateComputePipelines(" + key + ")").c_str());
-        return pipelines_.emplace(key, p).first->second;
-    }
-
-    // A descriptor set binding `views` to bindings 0.. of the pipeline, made once per distinct set of buffers.
-    VkDescriptorSet descriptors(const pipeline& p, std::span<const buffer_view> views) {
-        if (views.size() != p.n_bindings) throw error("Vulkan kernel binds " + std::to_string(views.size()) +
-                                                      " buffers, its layout has " + std::to_string(p.n_bindings));
-        auto key = std::make_pair(p.set_layout, std::vector<buffer_view>(views.begin(), views.end()));
-        if (auto it = sets_.find(key); it != sets_.end()) return it->second;
-        VkDescriptorSet set = allocate(p.set_layout);
-        std::vector<VkDescriptorBufferInfo> infos;
-        std::vector<VkWriteDescriptorSet> writes;
-        for (const buffer_view& v : views) infos.push_back({v.buffer, v.offset, v.range});
-        for (uint32_t i = 0; i < views.size(); ++i) {
-            auto w = make<VkWriteDescriptorSet>(VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET);
-            w.dstSet = set, w.dstBinding = i, w.descriptorCount = 1;
-            w.descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
-            w.pBufferInfo = &infos[i];
-            writes.push_back(w);
+        pipeline p{VK_NULL_HANDLE, layout, set_layout, info.bindings};
+        const VkResult r = vkCreateComputePipelines(ctx_.device(), cache_.handle(), 1, &ci, nullptr, &p.handle);
+        if (r != VK_SUCCESS) {
+            std::string what = "vkCreateComputePipelines(" + std::string(info.name) + "/" + std::to_string(wg);
+            for (uint32_t v : spec) what += "," + std::to_string(v);
+            check(r, (what + ")").c_str());
         }
-        vkUpdateDescriptorSets(ctx_.device(), uint32_t(writes.size()), writes.data(), 0, nullptr);
-        return sets_.emplace(std::move(key), set).first->second;
+        return p;
     }
 
-    // Frees every cached descriptor set. Needed before a buffer they bind is destroyed
-    // and another created (a new buffer may get the old handle); a session never does this.
-    void reset_descriptors() {
-        for (VkDescriptorPool p : pools_) vkResetDescriptorPool(ctx_.device(), p, 0);
-        sets_.clear();
-    }
-
-private:
-    VkShaderModule module(std::string_view shader) {
+    // The shader's module: the variant using the most of what the device allows, made on first use.
+    VkShaderModule module(shader_id shader) {
+        VkShaderModule& m = modules_[size_t(shader)];
+        if (m) return m;
         const bool sg = ctx_.use_subgroups(), ss = ctx_.use_small_storage();
-        const spirv::shader_code* best = nullptr;  // the variant using the most of what the device allows
+        const spirv::shader_code* best = nullptr;
         for (const auto& c : spirv::all_shaders)
-            if (c.name == shader && (!c.subgroup || sg) && (!c.small_storage || ss) &&
+            if (c.id == shader && (!c.subgroup || sg) && (!c.small_storage || ss) &&
                 (!best || int(c.subgroup) + int(c.small_storage) > int(best->subgroup) + int(best->small_storage)))
                 best = &c;
-        if (!best) throw error("no SPIR-V for shader '" + std::string(shader) + "'");
-        const std::string key = std::string(shader) + (best->subgroup ? "_sg" : "") + (best->small_storage ? "_ss" : "");
-        if (auto it = modules_.find(key); it != modules_.end()) return it->second;
+        if (!best) throw error("no SPIR-V for shader '" + std::string(spirv::info(shader).name) + "'");
         auto ci = make<VkShaderModuleCreateInfo>(VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO);
         ci.codeSize = best->code.size_bytes();
         ci.pCode = best->code.data();
-        VkShaderModule m;
         check(vkCreateShaderModule(ctx_.device(), &ci, nullptr, &m), "vkCreateShaderModule");
-        return modules_.emplace(key, m).first->second;
+        return m;
     }
 
+    // Shaders with the same bindings and push-constant size share a layout, so their descriptor sets are shared too.
     std::pair<VkDescriptorSetLayout, VkPipelineLayout> layout_for(uint32_t n_bindings, uint32_t push_bytes) {
         const auto key = std::make_pair(n_bindings, push_bytes);
         if (auto it = layouts_.find(key); it != layouts_.end()) return it->second;
@@ -258,10 +324,10 @@ private:
 
     const context& ctx_;
     pipeline_cache cache_;
-    std::map<std::string, VkShaderModule> modules_;
-    std::map<std::pair<uint32_t, uint32_t>, std::pair<VkDescriptorSetLayout, VkPipelineLayout>> layouts_;
-    std::map<std::string, pipeline> pipelines_;
-    std::map<std::pair<VkDescriptorSetLayout, std::vector<buffer_view>>, VkDescriptorSet> sets_;
+    std::array<VkShaderModule, shader_count> modules_{};
+    std::array<std::vector<variant>, shader_count> variants_;
+    std::map<std::pair<uint32_t, uint32_t>, std::pair<VkDescriptorSetLayout, VkPipelineLayout>> layouts_;  // made with a pipeline only
+    std::unordered_map<descriptor_key, VkDescriptorSet, descriptor_key_hash> sets_;
     std::vector<VkDescriptorPool> pools_;
 };
 
@@ -275,17 +341,19 @@ public:
     VkCommandBuffer command_buffer() const { return cmd_; }
     pipelines& kernels() const { return p_; }
 
-    // Dispatches `shader` over groups (x, y, z), specialised with spec (ids 1..) and workgroup size wg (0: the context's).
-    template <class PC>
-    void dispatch(std::string_view shader, std::initializer_list<uint32_t> spec, std::initializer_list<buffer_view> views,
-                  const PC& pc, uint32_t gx, uint32_t gy = 1, uint32_t gz = 1, uint32_t wg = 0) {
+    // Dispatches `S` over groups (x, y, z), specialised with spec (ids 1..) and workgroup size wg (0: the
+    // context's). The push constants must be S's struct and views one buffer per binding of S (both checked
+    // when compiling, against the generated registry); no string is built and no name looked up.
+    template <shader_id S, size_t N>
+    void dispatch(const std::array<uint32_t, spirv::info(S).spec_constants>& spec, const buffer_view (&views)[N],
+                  const push_constants_of<S>& pc, uint32_t gx, uint32_t gy = 1, uint32_t gz = 1, uint32_t wg = 0) {
+        static_assert(N == spirv::info(S).bindings, "the shader's bindings and the buffers passed differ in number");
         if (gx == 0 || gy == 0 || gz == 0) return;
-        const pipeline& pl = p_.get(shader, wg ? wg : p_.ctx().workgroup_size(), std::span(spec.begin(), spec.size()),
-                                    uint32_t(views.size()), uint32_t(sizeof(PC)));
-        const VkDescriptorSet set = p_.descriptors(pl, std::span(views.begin(), views.size()));
+        const pipeline pl = p_.get(S, wg ? wg : p_.ctx().workgroup_size(), spec);
+        const VkDescriptorSet set = p_.descriptors(pl, views);
         vkCmdBindPipeline(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, pl.handle);
         vkCmdBindDescriptorSets(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, pl.layout, 0, 1, &set, 0, nullptr);
-        vkCmdPushConstants(cmd_, pl.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(PC), &pc);
+        vkCmdPushConstants(cmd_, pl.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof pc, &pc);
         vkCmdDispatch(cmd_, gx, gy, gz);
         if (!batching_) barrier();
     }
