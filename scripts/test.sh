@@ -23,6 +23,11 @@
 # (most of it compiling: the release ctest took 52s, meson test 21s). A second
 # run with nothing changed: 4 minutes.
 #
+# Every ctest/meson stage sets the build options it needs (tests and examples on: a
+# folder configured before, e.g. by scripts/demo.sh with tests off, is reconfigured)
+# and fails when it ran fewer tests than its floor below; the summary gives each
+# stage's count of tests, of kernel ISA tables and of Vulkan device configurations.
+#
 # Environment: NCAS_JOBS = parallel compile jobs (default: the number of cores).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -31,6 +36,18 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
 
 summary=()
 failed=()
+counts=$(mktemp -d)
+trap 'rm -rf "$counts"' EXIT
+
+# The fewest tests each stage may run, a little under the counts of 5029002 on the
+# AVX2 development machine with lavapipe: release 401 ctest tests (2 kernel ISA tables,
+# 4 Vulkan device configurations); asan about 397 (219 ctest tests, cli, and the Vulkan
+# executables' 177 gtests that do not skip); meson 17 test programs. An AVX-512 machine
+# runs more. To raise a floor when tests are added: read the stage's count in the
+# summary of a full run and set the floor a little under it.
+floor_release=380
+floor_asan=375
+floor_meson=15
 
 # stage NAME FUNCTION: runs FUNCTION with errexit in a subshell; records the outcome and time.
 stage() {
@@ -41,14 +58,36 @@ stage() {
     rc=$?
     set -e
     local took=$((SECONDS - t0))
+    local what=""
+    [ -f "$counts/$name" ] && what="  $(cat "$counts/$name")"
     if [ "$rc" = 0 ]; then
-        summary+=("$(printf '  %-10s ok      %4ds' "$name" "$took")")
+        summary+=("$(printf '  %-10s ok      %4ds%s' "$name" "$took" "$what")")
     else
-        summary+=("$(printf '  %-10s FAILED  %4ds  (exit %d)' "$name" "$took" "$rc")")
+        summary+=("$(printf '  %-10s FAILED  %4ds  (exit %d)%s' "$name" "$took" "$rc" "$what")")
         failed+=("$name")
     fi
     printf -- '---- %s: %s in %ds\n' "$name" "$([ "$rc" = 0 ] && echo ok || echo FAILED)" "$took"
 }
+
+# ran STAGE FLOOR N LOG...: records for the summary that STAGE ran N tests, and the kernel
+# ISA tables and Vulkan device configurations they exercised: the distinct last parts
+# of the passed parameterised tests isa/kernels_on.TEST/ISA and vk/SUITE.TEST/CONFIG
+# in the gtest output of the LOGs. Fails when N is under FLOOR.
+ran() {
+    local stage=$1 floor=$2 n=$3 logs isas configs
+    shift 3
+    logs=$(cat -- "$@" 2>/dev/null || true)
+    isas=$(sed -n 's,^\[       OK \] isa/kernels_on\.[A-Za-z0-9_]*/\([A-Za-z0-9_]*\) .*,\1,p' <<<"$logs" | sort -u | wc -l)
+    configs=$(sed -n 's,^\[       OK \] vk/[A-Za-z0-9_]*\.[A-Za-z0-9_]*/\([A-Za-z0-9_]*\) .*,\1,p' <<<"$logs" | sort -u | wc -l)
+    echo "$n tests, $isas kernel ISA tables, $configs Vulkan device configurations" > "$counts/$stage"
+    echo "$stage: $(cat "$counts/$stage") (floor: $floor tests)"
+    if [ "$n" -lt "$floor" ]; then
+        echo "FAIL: $stage ran $n tests, fewer than its floor of $floor"
+        return 1
+    fi
+}
+# ctest_count LOG: the N of ctest's "... tests failed out of N" (0 when it found none).
+ctest_count() { sed -n 's/.* tests failed out of \([0-9]*\)$/\1/p' "$1" | tail -1 | grep . || echo 0; }
 
 # A source listed in only one of the two builds would be tested by only one.
 check_lists() {
@@ -76,13 +115,15 @@ check_lists() {
 }
 
 release() {
-    cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release
+    cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DNCAS_BUILD_TESTS=ON -DNCAS_BUILD_EXAMPLES=ON
     cmake --build build/release -j "$jobs"
-    ctest --test-dir build/release --output-on-failure -j2
+    ctest --test-dir build/release --output-on-failure -j2 | tee build/release/ctest.log
+    ran release "$floor_release" "$(ctest_count build/release/ctest.log)" build/release/Testing/Temporary/LastTest.log
 }
 
 asan() {
-    cmake -S . -B build/asan -G Ninja -DNCAS_SANITIZE=ON -DCMAKE_BUILD_TYPE= -DCMAKE_CXX_FLAGS="-O1 -g"
+    cmake -S . -B build/asan -G Ninja -DNCAS_SANITIZE=ON -DCMAKE_BUILD_TYPE= -DCMAKE_CXX_FLAGS="-O1 -g" \
+        -DNCAS_BUILD_TESTS=ON -DNCAS_BUILD_EXAMPLES=ON
     cmake --build build/asan -j "$jobs"
     # Left out: streaming_memory measures the process's resident memory against the
     # expert budget, and ASan's shadow memory and quarantine count in it (the
@@ -93,8 +134,10 @@ asan() {
     # 128-byte blocks (a realloc at libvulkan_lvp.so+0x78451, Mesa 22.3) and
     # is unloaded before LeakSanitizer runs, so no suppression can name it.
     # Address and UB checks stay on there; every other test runs with all three.
-    ctest --test-dir build/asan --output-on-failure -j2 -E '^streaming_memory\.|vk|^cli$'
-    ASAN_OPTIONS=detect_leaks=0 ctest --test-dir build/asan --output-on-failure -R '^cli$'
+    ctest --test-dir build/asan --output-on-failure -j2 -E '^streaming_memory\.|vk|^cli$' | tee build/asan/ctest.log
+    cp build/asan/Testing/Temporary/LastTest.log build/asan/ctest-detail.log
+    ASAN_OPTIONS=detect_leaks=0 ctest --test-dir build/asan --output-on-failure -R '^cli$' | tee build/asan/ctest-cli.log
+    local n=$(($(ctest_count build/asan/ctest.log) + $(ctest_count build/asan/ctest-cli.log)))
     # The vk tests one process per executable, not one per test (each starts an instance).
     local exe pids=() rc=0 i
     for exe in build/asan/tests/vk/test_vk_*; do
@@ -106,19 +149,26 @@ asan() {
         exe=${i#*:}
         if wait "${i%%:*}"; then
             echo "ok   $exe: $(grep -E '^\[  PASSED  \]' "$exe.log")"
+            n=$((n + $(sed -n 's/^\[  PASSED  \] \([0-9]*\) tests\{0,1\}\.$/\1/p' "$exe.log" | grep . || echo 0)))
         else
             cat "$exe.log"
             echo "FAIL $exe (log: $exe.log)"
             rc=1
         fi
     done
+    ran asan "$floor_asan" "$n" build/asan/ctest-detail.log build/asan/tests/vk/test_vk_*.log || rc=1
     return "$rc"
 }
 
 meson_stage() {
-    meson setup build/meson
+    local reconfigure=""
+    [ -f build/meson/meson-private/coredata.dat ] && reconfigure=--reconfigure
+    meson setup $reconfigure build/meson -Dtests=enabled -Dexamples=enabled
     meson compile -C build/meson -j "$jobs"
-    meson test -C build/meson --print-errorlogs --num-processes 2
+    meson test -C build/meson --print-errorlogs --num-processes 2 | tee build/meson/test.log
+    # meson runs each test program as one test; its log holds their gtest output.
+    ran meson "$floor_meson" "$(sed -n 's/^Ok: *\([0-9]*\).*/\1/p' build/meson/test.log | grep . || echo 0)" \
+        build/meson/meson-logs/testlog.txt
 }
 
 check_layers() { /usr/bin/python3 scripts/check_layers.py; }

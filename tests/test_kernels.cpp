@@ -367,6 +367,41 @@ TEST_P(kernels_on, a_nonfinite_activation_row_gives_nan_outputs) {
         }
 }
 
+// A token row too small for a finite inverse scale (max|x| < 32767/FLT_MAX ≈ 9.6e-35) is
+// zeros with scale 0 on every table, the reference included (x·(1/d) was ±inf, or NaN for a
+// zero, and undefined as int16; found by the GGUF fuzz harness); a row just above the bound
+// and the other rows of the batch are quantised as before.
+TEST_P(kernels_on, an_activation_row_too_small_for_its_scale_is_zero) {
+    const kernel_table& k = *table_for(GetParam());
+    for (weight_type type : {weight_type::q8_0, weight_type::q4_0})
+        for (int64_t cols : {160, 2592}) {
+            problem p = make(type, 8, cols, 3, 21);
+            for (int64_t i = 0; i < cols; ++i) p.x[size_t(cols + i)] *= 1e-38f;     // token 1: below the bound
+            for (int64_t i = 0; i < cols; ++i) p.x[size_t(2 * cols + i)] *= 1e-33f; // token 2: above it
+            p.x[size_t(cols + 3)] = 0.0f;
+            act_rows a, ref;
+            a.quantize(type, p.x.data(), p.T, cols, k.quantize_act);
+            ref.quantize(type, p.x.data(), p.T, cols);
+            const int64_t nb = cols / quant_block, places = type == weight_type::q4_0 ? (nb + 3) / 4 * 128 : cols;
+            for (int64_t t = 0; t < p.T; ++t) {
+                EXPECT_EQ(a.d(t), ref.d(t)) << isa_name(k.id) << " " << type_name(type) << " token " << t;
+                for (int64_t i = 0; i < places; ++i)
+                    ASSERT_EQ(a.q(t)[i], ref.q(t)[i]) << isa_name(k.id) << " " << type_name(type) << " token " << t << " at " << i;
+                if (type == weight_type::q4_0) {
+                    for (int64_t i = 0; i < (nb + 3) / 4 * 16; ++i) ASSERT_EQ(a.corr(t)[i], ref.corr(t)[i]) << "lane " << i;
+                }
+            }
+            EXPECT_EQ(a.d(1), 0.0f);
+            for (int64_t i = 0; i < places; ++i) ASSERT_EQ(a.q(1)[i], 0) << isa_name(k.id) << " at " << i;
+            EXPECT_GT(a.d(2), 0.0f);
+            const std::vector<float> y = run(k, p);
+            for (int64_t r = 0; r < p.rows; ++r) {
+                EXPECT_EQ(y[size_t(p.rows + r)], 0.0f) << isa_name(k.id) << " " << type_name(type) << " row " << r;
+                EXPECT_NE(y[size_t(2 * p.rows + r)], 0.0f) << isa_name(k.id) << " " << type_name(type) << " row " << r;
+            }
+        }
+}
+
 TEST_P(kernels_on, rms_norm_and_softmax_match_double) {
     const kernel_table& k = *table_for(GetParam());
     std::mt19937 rng(11);

@@ -56,7 +56,10 @@ inline void quantize_act_row(weight_type t, const float* x, int64_t nb, int16_t*
     float amax = 0.0f, zero = 0.0f;  // zero: Σ x·0, NaN when a value is NaN or infinite
     for (int64_t i = 0; i < nb * quant_block; ++i) amax = std::max(amax, std::abs(x[i])), zero += x[i] * 0.0f;
     if (zero != 0.0f) return quantize_nonfinite_row(t, nb, q, corr, d_out);
-    const float d = amax / 32767.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    float d = amax / 32767.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    // A row too small for a finite inverse scale (amax < 32767/FLT_MAX ≈ 9.6e-35) is zeros
+    // with scale 0: x·id would be ±inf or NaN (undefined as int16; found by the GGUF fuzz harness).
+    if (std::isinf(id)) d = 0.0f, id = 0.0f;
     *d_out = d;
     if (t != weight_type::q4_0) {
         for (int64_t i = 0; i < nb * quant_block; ++i) q[i] = int16_t(std::nearbyint(x[i] * id));
@@ -89,7 +92,17 @@ public:
         const auto base = (reinterpret_cast<uintptr_t>(store_.data()) + 63) / 64 * 64;
         q_ = reinterpret_cast<int16_t*>(base);
         c_ = reinterpret_cast<int32_t*>(base + size_t(T * q_stride_ * 2));
-        for (int64_t t = 0; t < T; ++t) row(type, x + t * K, nb, q_ + t * q_stride_, c_ + t * c_stride_, &d_[size_t(t)]);
+        for (int64_t t = 0; t < T; ++t) {
+            float& d = d_[size_t(t)];
+            row(type, x + t * K, nb, q_ + t * q_stride_, c_ + t * c_stride_, &d);
+            // A row too small for a finite inverse scale: zeros and scale 0 on every table, as
+            // quantize_act_row makes it (a vector kernel turns x·inf into -32768).
+            if (d > 0.0f && std::isinf(1.0f / d)) {
+                std::memset(q_ + t * q_stride_, 0, size_t(q_stride_) * sizeof(int16_t));
+                std::memset(c_ + t * c_stride_, 0, size_t(c_stride_) * sizeof(int32_t));
+                d = 0.0f;
+            }
+        }
     }
 
     float d(int64_t t) const { return d_[size_t(t)]; }
