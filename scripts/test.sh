@@ -11,6 +11,8 @@
 #   lists      every test_*.cpp and example source is registered in both CMake and Meson
 #   layers     scripts/check_layers.py: no header includes one from a layer above it
 #   release    CMake Release build, ctest
+#   symbols    nm on the per-ISA kernel objects of build/release: every weak symbol they
+#              define names their instruction set's tag (the multi-arch rule; under a second)
 #   asan       CMake -DNCAS_SANITIZE=ON (ASan + UBSan, -O1, asserts on): every test but the RSS bound
 #   meson      Meson build (release), meson test
 #   install    tests/install/run.sh: install with CMake and with Meson, build and run a consumer against each 3 ways
@@ -121,6 +123,59 @@ release() {
     ran release "$floor_release" "$(ctest_count build/release/ctest.log)" build/release/Testing/Temporary/LastTest.log
 }
 
+# The multi-arch rule (include/ncas/cpu/kernels/tags.hpp). src/cpu/kernels_<isa>.cpp
+# is compiled with its instruction set's flags; a weak (COMDAT) definition in it that
+# another translation unit could also emit -- a shared non-template inline function,
+# or a template instantiation whose arguments do not name the instruction set -- may
+# be the one copy the linker keeps for the whole program, and then a CPU without that
+# instruction set faults in code that never asked for it. So every weak symbol these
+# objects define (nm types W, V, u, i) must name the object's tag. std:: instantiations
+# get no exemption, since they are exactly the hazard: std::vector<float>::
+# _M_default_append or std::min<long> emitted out of line from AVX-512 code, VEX- or
+# EVEX-encoded, is the copy every other caller could end up with. Those that name the
+# tag (std::vector<packed_prefill<x86_tag<...>>::q4_packed>::~vector) pass: no other
+# translation unit can produce that name. Allowed by name: DW.ref.__gxx_personality_v0,
+# a pointer-sized data word holding the C++ runtime's personality routine, the same
+# in every object compiled with exceptions, no code. The objects are Release ones: at
+# -O0 every inline helper (xsimd's, std::'s) is emitted out of line and the rule cannot
+# hold; -O1 (the asan build) was checked clean by hand.
+symbols() {
+    if [ "$(uname -m)" != x86_64 ]; then
+        echo "not x86-64: no per-ISA objects to check"
+        return 0
+    fi
+    local -A tag=(
+        [avx2]='ncas::cpu::detail::x86_tag<xsimd::fma3<xsimd::avx2>, (ncas::cpu::isa)1>'
+        [avx512]='ncas::cpu::detail::x86_tag<xsimd::avx512bw, (ncas::cpu::isa)2>'
+        [avx512vnni]='ncas::cpu::detail::x86_tag<xsimd::avx512bw, (ncas::cpu::isa)3>'
+    )
+    local isa obj weak bad_syms n bad=0
+    for isa in avx2 avx512 avx512vnni; do
+        obj=build/release/CMakeFiles/ncas_dispatch.dir/src/cpu/kernels_$isa.cpp.o
+        if [ ! -f "$obj" ]; then
+            echo "FAIL: $obj is missing (the release stage builds it)"
+            bad=1
+            continue
+        fi
+        if ! nm -C --defined-only "$obj" | grep -qF " T ncas::cpu::detail::table_$isa()"; then
+            echo "FAIL $obj: defines no table_$isa()"
+            bad=1
+            continue
+        fi
+        weak=$(nm -C --defined-only "$obj" | awk '$2 ~ /^[WVui]$/' | cut -d' ' -f3-)
+        n=$(grep -c . <<<"$weak" || true)
+        bad_syms=$(grep -vF -e "${tag[$isa]}" <<<"$weak" | grep -vxF 'DW.ref.__gxx_personality_v0' || true)
+        if [ -n "$bad_syms" ]; then
+            echo "FAIL $obj: weak symbols that do not name ${tag[$isa]}:"
+            sed 's/^/    /' <<<"$bad_syms"
+            bad=1
+        else
+            echo "ok   kernels_$isa: $n weak symbols, each names ${tag[$isa]} (or is DW.ref.__gxx_personality_v0)"
+        fi
+    done
+    return "$bad"
+}
+
 asan() {
     cmake -S . -B build/asan -G Ninja -DNCAS_SANITIZE=ON -DCMAKE_BUILD_TYPE= -DCMAKE_CXX_FLAGS="-O1 -g" \
         -DNCAS_BUILD_TESTS=ON -DNCAS_BUILD_EXAMPLES=ON
@@ -183,6 +238,7 @@ echo "test dependencies installed"
 stage lists check_lists
 stage layers check_layers
 stage release release
+stage symbols symbols
 stage asan asan
 stage meson meson_stage
 stage install install_stage

@@ -1,7 +1,7 @@
 // `ncas bench`: how close ncas runs to this machine's limits.
 //
 // Machine: read bandwidth with 1 and N threads (the fastest plain read loop of
-// the kernel table over a buffer far larger than the caches) and the peak rate
+// the kernels' instruction set, cpu/probes.hpp, over a buffer far larger than the caches) and the peak rate
 // of f32 FMAs and of the 16-bit integer multiply-adds the Q8_0/Q4_0 kernels use.
 // Model: prefill of --prompt tokens and greedy decode of --gen tokens on a model
 // file or on a synthetic preset (random weights of the exact shape, written once
@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "common.hpp"
+#include "ncas/cpu/probes.hpp"
 #include "ncas/memory/page_cache.hpp"
 #include "synthetic.hpp"
 
@@ -46,7 +47,7 @@ double best_seconds(int reps, F&& f) {
     return best;
 }
 
-// A buffer far larger than the caches, read by the kernel table's plain read loop.
+// A buffer far larger than the caches, read by the probes' plain read loop.
 class read_probe {
 public:
     read_probe(thread_pool& pool, int64_t bytes) : pool_(pool), bytes_(bytes / 4096 * 4096), buf_(new std::byte[size_t(bytes_)]) {
@@ -55,7 +56,7 @@ public:
     // Seconds to read the buffer once on the calling thread, or split across the pool.
     double one_thread() {
         const stopwatch t;
-        sink_ = sink_ + cpu::kernels().read_sum(buf_.get(), size_t(bytes_));
+        sink_ = sink_ + cpu::probes().read_sum(buf_.get(), size_t(bytes_));
         return t.seconds();
     }
     double all_threads() {
@@ -63,7 +64,7 @@ public:
         pool_.parallel_for(pool_.size(), [&](int64_t b, int64_t e) {
             for (int64_t i = b; i < e; ++i) {
                 const auto [lo, hi] = thread_pool::chunk(bytes_ / 256, pool_.size(), int(i));
-                sink_ = sink_ + cpu::kernels().read_sum(buf_.get() + lo * 256, size_t(hi - lo) * 256);
+                sink_ = sink_ + cpu::probes().read_sum(buf_.get() + lo * 256, size_t(hi - lo) * 256);
             }
         });
         return t.seconds();
@@ -96,8 +97,8 @@ machine measure_machine(thread_pool& pool, read_probe& probe) {
         });
         return std::accumulate(rate.begin(), rate.end(), 0.0) / 1e9;
     };
-    m.fma_gflops = peak(cpu::kernels().fma_ops);
-    m.madd_gops = peak(cpu::kernels().madd_ops);
+    m.fma_gflops = peak(cpu::probes().fma_ops);
+    m.madd_gops = peak(cpu::probes().madd_ops);
     return m;
 }
 

@@ -1,4 +1,6 @@
-// The avx512 variant of the CPU kernels, for multi-arch builds (see ncas/cpu/kernels.hpp).
-// Compiled with that instruction set's flags; everything else is compiled without them.
+// The avx512 variant of the CPU kernels and of the benchmark's probes, for multi-arch
+// builds (see ncas/cpu/kernels.hpp and ncas/cpu/probes.hpp). Compiled with that
+// instruction set's flags; everything else is compiled without them.
 #define NCAS_CPU_BUILD_AVX512
 #include "ncas/cpu/kernels.hpp"
+#include "ncas/cpu/probes.hpp"

@@ -1,8 +1,10 @@
 #pragma once
 // The CPU kernel table and its run-time dispatch.
 //
-// Kernels are written once (kernels_impl.hpp) over an instruction-set tag and
-// compiled once per instruction set. Two ways to get them:
+// Kernels are written once over an instruction-set tag, one family a file under
+// cpu/kernels/ (tags.hpp lists them and states the multi-arch rule; table.hpp
+// gathers a tag's families into its table), and compiled once per instruction
+// set. Two ways to get them:
 //  - header-only (default): the including translation unit instantiates the
 //    variants its own compiler flags allow (plain -march=native gives the best
 //    one for this CPU), plus the portable scalar one;
@@ -11,6 +13,7 @@
 //    binary carries every variant and picks the best the CPU runs.
 // At run time the best variant that is both compiled in and supported by the
 // CPU and OS is chosen (cpu/isa.hpp), unless NCAS_ISA / force_isa() says otherwise.
+// The benchmark's machine probes have a table of their own (cpu/probes.hpp).
 #include <cstdint>
 
 #include "ncas/cpu/isa.hpp"
@@ -47,20 +50,13 @@ struct kernel_table {
     void (*softmax)(float* x, int64_t n);
     // Rotates the interleaved pairs (2i, 2i+1) of a d-wide head by the angles of cos_t/sin_t (d/2 each).
     void (*rope)(float* v, const float* cos_t, const float* sin_t, int64_t d);
-    // For the benchmark's machine figures: the fastest plain read of n bytes
-    // (n a multiple of 256; returns a sum so the loads are not optimised away),
-    // and `iters` rounds of independent FMAs / 16-bit multiply-adds (returns the
-    // number of floating-point operations, or integer multiply-add operations, done).
-    uint64_t (*read_sum)(const std::byte* p, size_t n);
-    double (*fma_ops)(int64_t iters);
-    double (*madd_ops)(int64_t iters);
 };
 
 // Whether a weight type's kernels take integer (act_rows) activations.
 constexpr bool uses_int_dot(weight_type t) { return t == weight_type::q8_0 || t == weight_type::q4_0; }
 
 #if defined(NCAS_CPU_MULTI_ARCH)
-#define NCAS_KERNEL_LINKAGE  // defined once, in src/cpu/kernels_<isa>.cpp
+#define NCAS_KERNEL_LINKAGE  // defined once, in src/cpu/kernels_<isa>.cpp (tables and probes)
 #else
 #define NCAS_KERNEL_LINKAGE inline
 #endif
@@ -100,4 +96,4 @@ inline const kernel_table& kernels() {
 
 }  // namespace ncas::cpu
 
-#include "ncas/cpu/kernels_impl.hpp"
+#include "ncas/cpu/kernels/table.hpp"

@@ -1,0 +1,174 @@
+#pragma once
+// Attention over one head's cached rows, f32 or f16 (kernels.hpp states the
+// contract): attn_scores, both maps' scores in one pass over the keys;
+// attn_values, the value rows summed with the probabilities as weights.
+#include "ncas/cpu/kernels/tags.hpp"
+
+namespace ncas::cpu::detail {
+
+template <class Tag>
+struct attention;
+
+// ---- scalar ---------------------------------------------------------------------
+
+template <>
+struct attention<scalar_tag> {
+    static void attn_scores(weight_type kv, const std::byte* k, int64_t stride, int64_t rows, const float* q,
+                            int64_t maps, int64_t d, float scale, float* scores) {
+        for (int64_t j = 0; j < rows; ++j)
+            for (int64_t m = 0; m < maps; ++m)
+                scores[m * rows + j] = dot_row(kv, k + j * stride + row_bytes(kv, m * d), q + m * d, d) * scale;
+    }
+    static void attn_values(weight_type kv, const std::byte* v, int64_t stride, int64_t rows, const float* p, int64_t dv,
+                            float* o) {
+        std::fill(o, o + dv, 0.0f);
+        float buf[64];
+        for (int64_t j = 0; j < rows; ++j)
+            for (int64_t e0 = 0; e0 < dv; e0 += 64) {
+                const int64_t n = std::min<int64_t>(64, dv - e0);
+                dequantize_row(kv, v + j * stride + row_bytes(kv, e0), buf, n);
+                for (int64_t e = 0; e < n; ++e) o[e0 + e] += p[j] * buf[e];
+            }
+    }
+};
+
+#if defined(NCAS_CPU_HAVE_AVX2)
+NCAS_CPU_X86_WARNINGS_OFF
+
+// ---- AVX-512 pieces of the x86 kernels: masked loads, 16 rows' sums in one register --
+
+template <class Tag>
+struct attention_avx512;
+
+#if defined(NCAS_CPU_HAVE_AVX512)
+template <isa Level>
+struct attention_avx512<avx512_tag<Level>> {
+    // The f32 or f16 values of the lanes in `lanes` (the others zero), as f32.
+    template <weight_type t>
+    static __m512 load_masked(__mmask16 lanes, const std::byte* p) {
+        if constexpr (t == weight_type::f16) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(lanes, p));
+        else return _mm512_maskz_loadu_ps(lanes, p);
+    }
+
+    // Lane r of the result: the sum of v[r]'s 16 lanes.
+    static __m512 sum16(const __m512 (&v)[16]) {
+        __m512 x[8], y[4], z[2];
+        for (int i = 0; i < 8; ++i)  // per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3]
+            x[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+        for (int i = 0; i < 4; ++i) {  // per 128-bit lane: the lane's sum of rows 4i .. 4i+3
+            const __m512d a = _mm512_castps_pd(x[2 * i]), b = _mm512_castps_pd(x[2 * i + 1]);
+            y[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+        }
+        for (int i = 0; i < 2; ++i)  // 128-bit lanes: y[2i] (L0+L1, L2+L3), y[2i+1] (L0+L1, L2+L3)
+            z[i] = _mm512_add_ps(_mm512_shuffle_f32x4(y[2 * i], y[2 * i + 1], 0x88), _mm512_shuffle_f32x4(y[2 * i], y[2 * i + 1], 0xdd));
+        return _mm512_add_ps(_mm512_shuffle_f32x4(z[0], z[1], 0x88), _mm512_shuffle_f32x4(z[0], z[1], 0xdd));
+    }
+};
+#endif
+
+// ---- x86: AVX2 and AVX-512 --------------------------------------------------------
+
+template <class Simd, isa Level>
+struct attention<x86_tag<Simd, Level>> {
+    using tag = x86_tag<Simd, Level>;
+    using fbatch = typename tag::fbatch;
+    static constexpr int64_t W = tag::W;
+    using wide = attention_avx512<tag>;  // complete for AVX-512 tags only (used where W == 16)
+
+    template <weight_type t>
+    static void scores_of(const std::byte* k, int64_t stride, int64_t rows, const float* q, int64_t maps, int64_t d,
+                          float scale, float* scores) {
+        constexpr int64_t es = t == weight_type::f16 ? 2 : 4;
+        int64_t j = 0;
+        if constexpr (W == 16) {
+            // 16 rows at a time: a lane accumulator per row, the query's chunk loaded once
+            // for all 16, and one transposing reduction giving the 16 scores in a register
+            // (3 operations a row instead of a horizontal sum each).
+            for (; j + 16 <= rows; j += 16)
+                for (int64_t m = 0; m < maps; ++m) {
+                    const std::byte* km = k + j * stride + m * d * es;
+                    const float* qm = q + m * d;
+                    __m512 acc[16];
+#pragma GCC unroll 16
+                    for (int r = 0; r < 16; ++r) acc[r] = _mm512_setzero_ps();
+                    for (int64_t e = 0; e < d; e += 16) {
+                        const __mmask16 lanes = d - e >= 16 ? __mmask16(0xffff) : __mmask16((1u << (d - e)) - 1);
+                        const __m512 qc = _mm512_maskz_loadu_ps(lanes, qm + e);
+#pragma GCC unroll 16
+                        for (int r = 0; r < 16; ++r) {
+                            acc[r] = _mm512_fmadd_ps(wide::template load_masked<t>(lanes, km + r * stride + e * es), qc, acc[r]);
+                        }
+                    }
+                    _mm512_storeu_ps(scores + m * rows + j, _mm512_mul_ps(wide::sum16(acc), _mm512_set1_ps(scale)));
+                }
+        }
+        for (; j < rows; ++j) {
+            const std::byte* kj = k + j * stride;
+            for (int64_t m = 0; m < maps; ++m) {
+                const std::byte* km = kj + m * d * es;
+                const float* qm = q + m * d;
+                fbatch acc(0.0f);
+                int64_t e = 0;
+                for (; e + W <= d; e += W) acc = xsimd::fma(tag::template load_weights<t>(km + e * es), fbatch::load_unaligned(qm + e), acc);
+                if constexpr (W == 16) {
+                    if (e < d) {  // the tail in masked lanes (d = 72: 8 of 72), not one element at a time
+                        const __mmask16 tail = __mmask16((1u << (d - e)) - 1);
+                        acc = fbatch(_mm512_fmadd_ps(wide::template load_masked<t>(tail, km + e * es), _mm512_maskz_loadu_ps(tail, qm + e), acc));
+                        e = d;
+                    }
+                }
+                float s = xsimd::hadd(acc);
+                for (; e < d; ++e) s += tag::template element<t>(km, e) * qm[e];
+                scores[m * rows + j] = s * scale;
+            }
+        }
+    }
+
+    static void attn_scores(weight_type kv, const std::byte* k, int64_t stride, int64_t rows, const float* q,
+                            int64_t maps, int64_t d, float scale, float* scores) {
+        if (kv == weight_type::f16) scores_of<weight_type::f16>(k, stride, rows, q, maps, d, scale, scores);
+        else scores_of<weight_type::f32>(k, stride, rows, q, maps, d, scale, scores);
+    }
+
+    template <weight_type t>
+    static void values_of(const std::byte* v, int64_t stride, int64_t rows, const float* p, int64_t dv, float* o) {
+        constexpr int64_t es = t == weight_type::f16 ? 2 : 4;
+        // Columns in chunks of up to 8 batches held in registers across all rows.
+        for (int64_t e0 = 0; e0 < dv; e0 += 8 * W) {
+            const int64_t nbat = std::min<int64_t>(8, (dv - e0) / W);
+            fbatch acc[8];
+#pragma GCC unroll 8
+            for (int b = 0; b < 8; ++b) acc[b] = fbatch(0.0f);
+            for (int64_t j = 0; j < rows; ++j) {
+                const fbatch pj(p[j]);
+                const std::byte* vj = v + j * stride + e0 * es;
+#pragma GCC unroll 8
+                for (int b = 0; b < 8; ++b)
+                    if (b < nbat) acc[b] = xsimd::fma(pj, tag::template load_weights<t>(vj + b * W * es), acc[b]);
+            }
+#pragma GCC unroll 8
+            for (int b = 0; b < 8; ++b)
+                if (b < nbat) acc[b].store_unaligned(o + e0 + b * W);
+            if (nbat < 8) {  // the columns after the last whole batch
+                for (int64_t e = e0 + nbat * W; e < std::min(dv, e0 + 8 * W); ++e) {
+                    float s = 0.0f;
+                    for (int64_t j = 0; j < rows; ++j) s += p[j] * tag::template element<t>(v + j * stride, e);
+                    o[e] = s;
+                }
+                break;
+            }
+        }
+    }
+    static void attn_values(weight_type kv, const std::byte* v, int64_t stride, int64_t rows, const float* p, int64_t dv,
+                            float* o) {
+        if (kv == weight_type::f16) values_of<weight_type::f16>(v, stride, rows, p, dv, o);
+        else values_of<weight_type::f32>(v, stride, rows, p, dv, o);
+    }
+};
+
+NCAS_CPU_X86_WARNINGS_ON
+#endif
+
+// ---- ARM64 (issue #19): attention<arm_tag<Level>> goes here -------------------------
+
+}  // namespace ncas::cpu::detail

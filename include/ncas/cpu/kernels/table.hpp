@@ -1,0 +1,69 @@
+#pragma once
+// One tag's kernel table from its families, and the table of each instruction set
+// (kernels.hpp declares them; tags.hpp lists the families).
+#include "ncas/cpu/kernels.hpp"
+#include "ncas/cpu/kernels/act_quant.hpp"
+#include "ncas/cpu/kernels/attention.hpp"
+#include "ncas/cpu/kernels/elementwise.hpp"
+#include "ncas/cpu/kernels/float_matmul.hpp"
+#include "ncas/cpu/kernels/quant_matmul.hpp"
+
+namespace ncas::cpu::detail {
+
+// The table's matmul: Q8_0 / Q4_0 through quant_matmul.hpp, the float types through float_matmul.hpp.
+template <class Tag>
+inline void matmul_rows(const weight_matrix& w, const float* x, const act_rows* xq, int64_t T, float* y, int64_t r0,
+                        int64_t r1) {
+    switch (w.type) {
+        case weight_type::q4_0: return quant_rows<Tag, weight_type::q4_0>(w, *xq, T, y, r0, r1);
+        case weight_type::q8_0: return quant_rows<Tag, weight_type::q8_0>(w, *xq, T, y, r0, r1);
+        default: return float_rows<Tag>(w, x, T, y, r0, r1);
+    }
+}
+
+// A tag's kernel table (one static table per tag).
+template <class Tag>
+inline const kernel_table* table_of() {
+    using A = attention<Tag>;
+    using E = elementwise<Tag>;
+    static const kernel_table t{Tag::level, &matmul_rows<Tag>, A::attn_scores,   A::attn_values,
+                                E::gelu,    E::silu_mul,       act_quant<Tag>::quantize_act,
+                                E::rms_norm, E::softmax,       E::rope};
+    return &t;
+}
+
+inline const kernel_table* table_scalar() { return table_of<scalar_tag>(); }
+
+#if !defined(NCAS_CPU_MULTI_ARCH) || defined(NCAS_CPU_BUILD_AVX2)
+NCAS_KERNEL_LINKAGE const kernel_table* table_avx2() {
+#if defined(NCAS_CPU_HAVE_AVX2)
+    return table_of<avx2_tag<isa::avx2>>();
+#else
+    return nullptr;
+#endif
+}
+#endif
+
+#if !defined(NCAS_CPU_MULTI_ARCH) || defined(NCAS_CPU_BUILD_AVX512)
+NCAS_KERNEL_LINKAGE const kernel_table* table_avx512() {
+#if defined(NCAS_CPU_HAVE_AVX512)
+    return table_of<avx512_tag<isa::avx512>>();
+#else
+    return nullptr;
+#endif
+}
+#endif
+
+#if !defined(NCAS_CPU_MULTI_ARCH) || defined(NCAS_CPU_BUILD_AVX512VNNI)
+NCAS_KERNEL_LINKAGE const kernel_table* table_avx512vnni() {
+#if defined(NCAS_CPU_HAVE_AVX512VNNI)
+    return table_of<avx512_tag<isa::avx512vnni>>();
+#else
+    return nullptr;
+#endif
+}
+#endif
+
+// ---- ARM64 (issue #19): table_neon(), table_dotprod(), table_i8mm() go here ----------
+
+}  // namespace ncas::cpu::detail

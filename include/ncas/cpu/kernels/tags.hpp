@@ -1,0 +1,175 @@
+#pragma once
+// The instruction-set tags the CPU kernels are written over, and the rule that
+// keeps their compiled variants apart in one program (kernels.hpp has the table
+// and its run-time dispatch).
+//
+// Each kernel family is a class template over a tag with one specialisation per
+// instruction set, or per vector width where AVX2 and AVX-512 differ; a family
+// file holds one concern, and an instruction set's code for it sits together:
+//   float_matmul.hpp   F32 / F16 / BF16 rows against token tiles
+//   quant_blocks.hpp   Q8_0 / Q4_0 block primitives (unpacking, integer dots, prefetch)
+//   quant_tiles.hpp    Q8_0 / Q4_0 loop order 1: tiles of rows × tokens (decode, short prefill)
+//   quant_chunked.hpp  loop order 2: long rows in column chunks (AVX2 prefill)
+//   quant_packed.hpp   loop order 3: Q4_0 rows unpacked once per block (AVX-512 prefill)
+//   quant_matmul.hpp   the Q8_0 / Q4_0 tile driver and the choice of loop order
+//   attention.hpp      scores and value sums over the KV cache
+//   elementwise.hpp    FFN activations, RMSNorm, softmax, RoPE
+//   act_quant.hpp      activation quantisation (the format: cpu/act_quant.hpp)
+//   table.hpp          one tag's kernel_table; the table function of each instruction set
+//   probes.hpp         the benchmark's machine figures (cpu/probes.hpp; not in the kernel table)
+//
+// The tags:
+//  - scalar_tag: portable C++, the reference algorithms spelled out.
+//  - x86_tag<Simd, Level>: Simd is the xsimd architecture of the f32 batches
+//    (fma3<avx2>: 8 lanes; avx512bw: 16), Level the instruction set compiled for
+//    (avx512 and avx512vnni share Simd; their VBMI / VNNI code is chosen by
+//    `if constexpr (tag::vbmi)` / `(tag::vnni)`). avx2_tag<Level> and avx512_tag<Level>
+//    name the two widths for the families' specialisations.
+//  - ARM64 (issue #19): an arm_tag<Level> (neon, dotprod, i8mm) gets its section
+//    in this file after the x86 one, a specialisation in each family file after
+//    the x86 ones, and its table functions in table.hpp.
+// xsimd 8.1 defines an instruction set's batch types only when the compiler flags
+// enable it, so a family file has one section per instruction set, guarded by the
+// NCAS_CPU_HAVE_* macros below; inside a section, differences are `if constexpr`.
+//
+// The multi-arch rule. src/cpu/kernels_<isa>.cpp compiles the kernels with its
+// instruction set's flags, and everything else is compiled without them. Code in
+// those objects calls no shared non-template inline function: an out-of-line copy
+// emitted there (VEX- or EVEX-encoded) could be the one the linker keeps for the
+// whole program, and a CPU without that instruction set would then fault in code
+// that never asked for it. So every function of the kernels is a member of a
+// family specialised on the tag or a template with the tag among its arguments
+// (row_of, below, stands in for weight_matrix::row), and its symbol names the
+// instruction set; the x86 scalar tails spell out their float arithmetic (expf /
+// tanhf from libm, no ops.hpp helper, no std::max on floats, no act_rows accessor
+// returning a float). scripts/test.sh's `symbols` stage checks the rule with nm:
+// every weak symbol the per-ISA objects define must name their tag.
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "ncas/cpu/isa.hpp"
+#include "ncas/cpu/ops.hpp"
+
+// What this translation unit's compiler flags allow.
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define NCAS_CPU_HAVE_AVX2 1
+#include <immintrin.h>
+#include <xsimd/xsimd.hpp>
+#endif
+#if defined(NCAS_CPU_HAVE_AVX2) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
+    defined(__AVX512DQ__)
+#define NCAS_CPU_HAVE_AVX512 1
+#endif
+#if defined(NCAS_CPU_HAVE_AVX512) && defined(__AVX512VBMI__) && defined(__AVX512VNNI__)
+#define NCAS_CPU_HAVE_AVX512VNNI 1
+#endif
+
+namespace ncas::cpu::detail {
+
+inline constexpr int max_tile = 4;  // tokens per weight pass
+
+// Calls f(std::integral_constant<int, n>) for 1 <= n <= N (n > N runs N).
+template <int N, class F>
+inline void with_count(int n, F&& f) {
+    if constexpr (N > 1)
+        if (n < N) return with_count<N - 1>(n, f);
+    f(std::integral_constant<int, N>{});
+}
+
+// Row r of w (weight_matrix::row, as a template over the tag: see the multi-arch rule).
+template <class Tag>
+inline const std::byte* row_of(const weight_matrix& w, int64_t r) {
+    return w.data + r * w.row_stride();
+}
+
+// ---- scalar ---------------------------------------------------------------------
+
+struct scalar_tag {
+    static constexpr isa level = isa::scalar;
+};
+
+// ---- x86: AVX2 and AVX-512 --------------------------------------------------------
+
+#if defined(NCAS_CPU_HAVE_AVX2)
+
+// GCC 12's own AVX-512 intrinsic headers trip -Wmaybe-uninitialized and, at -O1,
+// -Wuninitialized (the `__Y = __Y` of _mm256_undefined_*, reached through casts and
+// extracts): every x86 section of a family file is wrapped in these two.
+#if defined(__clang__)
+#define NCAS_CPU_X86_WARNINGS_OFF _Pragma("clang diagnostic push")
+#define NCAS_CPU_X86_WARNINGS_ON _Pragma("clang diagnostic pop")
+#else
+#define NCAS_CPU_X86_WARNINGS_OFF                                                              \
+    _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wmaybe-uninitialized\"") \
+        _Pragma("GCC diagnostic ignored \"-Wuninitialized\"")
+#define NCAS_CPU_X86_WARNINGS_ON _Pragma("GCC diagnostic pop")
+#endif
+
+NCAS_CPU_X86_WARNINGS_OFF
+
+// The tag also carries what every x86 family uses: the f32 batch type, loads of
+// F32 / F16 / BF16 values, the largest of a few floats, zeroing a tile of accumulators.
+template <class Simd, isa Level>
+struct x86_tag {
+    static constexpr isa level = Level;
+    static constexpr bool vbmi = Level == isa::avx512vnni, vnni = Level == isa::avx512vnni;
+    using fbatch = xsimd::batch<float, Simd>;
+    static constexpr int64_t W = int64_t(fbatch::size);
+
+    template <weight_type t>
+    static fbatch load_weights(const std::byte* p) {
+        if constexpr (t == weight_type::f16) {
+            if constexpr (W == 16) return fbatch(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
+            else return fbatch(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+        } else if constexpr (t == weight_type::bf16) {
+            if constexpr (W == 16)
+                return fbatch(_mm512_castsi512_ps(
+                    _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16)));
+            else
+                return fbatch(_mm256_castsi256_ps(
+                    _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16)));
+        } else {
+            return fbatch::load_unaligned(reinterpret_cast<const float*>(p));
+        }
+    }
+
+    // Element e of an F32 / F16 / BF16 row.
+    template <weight_type t>
+    static float element(const std::byte* row, int64_t e) {
+        if constexpr (t == weight_type::f16) return _cvtsh_ss(reinterpret_cast<const uint16_t*>(row)[e]);
+        else if constexpr (t == weight_type::bf16)
+            return std::bit_cast<float>(uint32_t(reinterpret_cast<const uint16_t*>(row)[e]) << 16);
+        else return reinterpret_cast<const float*>(row)[e];
+    }
+
+    // The largest of n floats (the tag's own loop: see the multi-arch rule).
+    static float max_of(const float* v, int64_t n) {
+        float m = v[0];
+        for (int64_t j = 1; j < n; ++j) m = v[j] > m ? v[j] : m;
+        return m;
+    }
+
+    // Zeroes a tile of vector accumulators (__m256 or __m512; V{} is all zero bits).
+    template <class V, int R, int NT>
+    static void zero_all(V (&acc)[R][NT]) {
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+            for (int i = 0; i < NT; ++i) acc[r][i] = V{};
+    }
+};
+
+template <isa Level>
+using avx2_tag = x86_tag<xsimd::fma3<xsimd::avx2>, Level>;
+template <isa Level>
+using avx512_tag = x86_tag<xsimd::avx512bw, Level>;  // used where NCAS_CPU_HAVE_AVX512
+
+NCAS_CPU_X86_WARNINGS_ON
+#endif
+
+// ---- ARM64 (issue #19): arm_tag<Level> goes here ------------------------------------
+
+}  // namespace ncas::cpu::detail
