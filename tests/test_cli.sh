@@ -298,6 +298,8 @@ expect "bench --expert-budget min" 0 '^decode +20 tokens' \
     "$ncas" bench --model "$data/base_q8_0.gguf" --prompt 20 --gen 20 --expert-budget min --bw-mib 64 -t 1 --json "$tmp/bench.json"
 grep -q '^experts: ' "$tmp/out" && [ "$(json_field "$tmp/bench.json" backend)" = cpu ]
 check "bench --expert-budget min prints the expert report and JSON" $? "$(head -c 300 "$tmp/out")"
+grep -Eq '^kernels +[a-z0-9]+ \(best of: scalar( [a-z0-9]+)* compiled in; CPU supports up to [a-z0-9]+\)$' "$tmp/out"
+check "bench prints the kernels chosen and why" $? "$(grep '^kernels' "$tmp/out")"
 grep -qE '^paired +decode at [0-9.]+% \(median of 8 chunks; [0-9.]+–[0-9.]+%\)' "$tmp/out" &&
     [ "$(json_field "$tmp/bench.json" paired_chunks)" = 8 ] &&
     "$py" -c 'import json, sys; j = json.load(open(sys.argv[1])); sys.exit(not (j["decode_pct_paired"] > 0 and 0 < j["paired_read_gbs_min"] <= j["paired_read_gbs_max"]))' "$tmp/bench.json"
@@ -364,6 +366,17 @@ expect "info --preset PI" 0 "paper's claim +54,000,000,000" "$ncas" info --prese
 grep -Eq 'total +73,' "$tmp/out" && grep -q '32768 (full)' "$tmp/out" && grep -q '^  2048 ' "$tmp/out"
 check "info --preset PI: 73B computed, memory at 2k, 8k and 32k" $?
 expect "info --preset pi-p" 0 'preset PI-P' "$ncas" info --preset pi-p --weight-type q8_0
+# The kernels: the best compiled in that the CPU runs (every variant of the architecture is compiled
+# into the CLI, so the CPU's best level), or the one NCAS_ISA forces.
+best=$(sed -n 's/^kernels .*CPU supports up to \([a-z0-9]*\))$/\1/p' "$tmp/out")
+grep -Eq "^kernels +$best \(best of: scalar( [a-z0-9]+)* compiled in; CPU supports up to $best\)\$" "$tmp/out"
+check "info prints the kernels chosen, the best this CPU runs${best:+ ($best)}" $? "$(grep '^kernels' "$tmp/out")"
+expect "info with NCAS_ISA=scalar" 0 '^kernels +scalar \(forced by NCAS_ISA; compiled in: scalar' \
+    env NCAS_ISA=scalar "$ncas" info --preset pi-p
+[ ! -s "$tmp/err" ]
+check "NCAS_ISA=scalar: no warning on stderr" $? "$(err_text)"
+expect "bench --isa scalar says it is forced" 0 '^kernels +scalar \(forced by --isa;' \
+    "$ncas" bench --model "$model" --prompt 2 --gen 2 --skip-machine -t 1 --isa scalar
 
 echo "$((checks - failures)) of $checks checks passed"
 [ "$failures" = 0 ]

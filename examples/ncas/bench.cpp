@@ -286,8 +286,9 @@ int run_bench(int argc, char** argv) {
     const std::string device = s.device();
     std::printf("model      %s\n", path.c_str());
     if (cpu_backend)
-        std::printf("kernels    %s, %d threads, batch %lld; loaded in %.2f s%s\n", std::string(cpu::isa_name(cpu::kernels().id)).c_str(),
-                    threads, (long long)sp.n_batch, load_s, mo.streams() ? " (experts streamed)" : " (mapped)");
+        std::printf("kernels    %s\n           %d threads, batch %lld; loaded in %.2f s%s\n",
+                    cpu::kernels_chosen_text(isa_name_s.empty() ? "" : "--isa").c_str(), threads, (long long)sp.n_batch,
+                    load_s, mo.streams() ? " (experts streamed)" : " (mapped)");
     else
         std::printf("device     vulkan: %s, batch %lld; loaded in %.2f s, on the device in %.2f s\n", device.c_str(),
                     (long long)sp.n_batch, load_s, session_s);

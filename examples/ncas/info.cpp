@@ -175,7 +175,8 @@ int run_info(int argc, char** argv) {
     arg_parser p("info", "[--model FILE | --preset PI|PI-S|PI-P] [options]",
                  "Prints a model's config, its parameter counts (total, active per token) and the memory it\n"
                  "needs (weights + KV cache at 2k, 8k and the full context, f32 and f16 cache). --preset\n"
-                 "prints the same for one of the paper's presets, beside the paper's claim, without a file.");
+                 "prints the same for one of the paper's presets, beside the paper's claim, without a file.\n"
+                 "Last, the CPU kernels chosen here and why (the best compiled in that the CPU runs, or NCAS_ISA).");
     add_model_option(p, model_path);
     p.option("--preset", preset_name, "NAME", "a preset of the paper instead of a file: PI, PI-S or PI-P");
     p.option("--vocab", vocab, "N", "with --preset: vocabulary size to count (the paper gives none)",
@@ -187,7 +188,10 @@ int run_info(int argc, char** argv) {
     if (p.given("--preset") && p.given("--model")) throw usage_error("give --model or --preset, not both");
     if (!p.given("--preset") && (p.given("--vocab") || p.given("--weight-type")))
         throw usage_error("--vocab and --weight-type go with --preset");
-    return p.given("--preset") ? info_preset(preset_name, vocab, weight_type_name, ctx) : info_file(model_path, ctx);
+    const int rc = p.given("--preset") ? info_preset(preset_name, vocab, weight_type_name, ctx) : info_file(model_path, ctx);
+    // The CPU kernels this program runs here, and why (NCAS_ISA forces a level).
+    std::printf("\nkernels           %s\n", cpu::kernels_chosen_text().c_str());
+    return rc;
 }
 
 }  // namespace ncas::cli

@@ -1,7 +1,9 @@
 // A program outside the ncas tree, built against an installed ncas (see run.sh).
 // Usage: consumer MODEL.gguf [TOKEN...]
 // Runs the tokens (default: the golden tokens of tests/data/tiny/base_f32) one
-// at a time through a session and prints the argmax of the logits after each.
+// at a time through a session and prints the argmax of the logits after each,
+// then the CPU kernels it ran ("kernels: avx2"): built against ncas::ncas /
+// pkg-config ncas with default flags, the best this CPU runs, not scalar.
 #include <ncas/ncas.hpp>
 
 #include <algorithm>
@@ -27,7 +29,7 @@ int main(int argc, char** argv) {
             const auto logits = s.decode(t);
             std::printf(" %ld", long(std::max_element(logits.begin(), logits.end()) - logits.begin()));
         }
-        std::printf("\n");
+        std::printf("\nkernels: %s\n", std::string(ncas::cpu::isa_name(ncas::cpu::kernels().id)).c_str());
     } catch (const std::exception& e) {
         std::fprintf(stderr, "error: %s\n", e.what());
         return 1;

@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # Installs ncas into temporary prefixes, once with CMake and once with Meson,
-# and builds tests/install/main.cpp against each install three ways:
+# and builds tests/install/main.cpp against each install three ways, with the
+# compilers' default flags (no -m flags):
 #   cmake  find_package(ncas CONFIG REQUIRED) + ncas::ncas
 #   meson  dependency('ncas') through pkg-config
 #   g++    $(pkg-config --cflags --libs ncas)
 # Each consumer runs the tiny model tests/data/tiny/base_f32.gguf and must print
-# the argmax of the golden logits. Also: both installs hold the same headers and
-# the same version. Exits non-zero on any failure. Usage: tests/install/run.sh
+# the argmax of the golden logits, and the CPU kernels it ran: the level the
+# repo's own `ncas info` chooses on this CPU (every variant is compiled into
+# it), never scalar on a CPU that runs SIMD, with nothing on stderr. A fourth
+# consumer, g++ $(pkg-config --cflags --libs ncas-headers) (header-only, default
+# flags), must run scalar and say so once on stderr on such a CPU. Also: both
+# installs hold the same headers and the same version. Exits non-zero on any
+# failure. Usage: [NCAS_CLI=path/to/ncas] tests/install/run.sh
+# (without NCAS_CLI, the CLI is built from this tree first).
 set -euo pipefail
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 here=$src/tests/install
@@ -26,14 +33,18 @@ PY
 )
 tokens=$(/usr/bin/python3 -c 'import json,sys; print(*json.load(open(sys.argv[1]))["tokens"])' "$src/tests/data/tiny/base_f32.json")
 
-check_run() {  # check_run LABEL EXE
-    local got
-    got=$("$2" "$model" $tokens)
-    if [ "$got" != "$want" ]; then
-        printf 'FAIL %s: printed "%s", the reference gives "%s"\n' "$1" "$got" "$want" >&2
+check_run() {  # check_run LABEL EXE [KERNELS]: argmax as the reference, the kernels given (default: $best)
+    local got kernels=${3:-$best}
+    got=$("$2" "$model" $tokens 2>"$work/err")
+    if [ "$got" != "$want"$'\n'"kernels: $kernels" ]; then
+        printf 'FAIL %s: printed "%s", expected "%s" and "kernels: %s"\n' "$1" "$got" "$want" "$kernels" >&2
         exit 1
     fi
-    printf 'ok   %s: %s\n' "$1" "$got"
+    if [ -s "$work/err" ] && [ -z "${3:-}" ]; then
+        printf 'FAIL %s: wrote on stderr: %s\n' "$1" "$(cat "$work/err")" >&2
+        exit 1
+    fi
+    printf 'ok   %s: %s\n' "$1" "$(echo $got)"
 }
 
 consume() {  # consume NAME PREFIX: the three consumer builds against one install
@@ -64,12 +75,28 @@ consume() {  # consume NAME PREFIX: the three consumer builds against one instal
     echo "g++ -O2 main.cpp $flags"
     g++ -O2 "$here/main.cpp" $flags -o "$work/$name-gxx"
     check_run "$name/g++" "$work/$name-gxx"
+
+    step "$name install, consumer (d): header-only, g++ \$(pkg-config --cflags --libs ncas-headers)"
+    flags=$(pkg-config --cflags --libs ncas-headers)
+    echo "g++ -O2 main.cpp $flags"
+    g++ -O2 "$here/main.cpp" $flags -o "$work/$name-headers"
+    check_run "$name/headers" "$work/$name-headers" scalar
+    local warnings
+    warnings=$(grep -c "^ncas: this CPU supports $best but only the scalar kernels" "$work/err" || true)
+    if [ "$best" = scalar ]; then
+        [ ! -s "$work/err" ] || { echo "FAIL $name/headers: stderr on a scalar CPU: $(cat "$work/err")" >&2; exit 1; }
+    elif [ "$(wc -l <"$work/err")" != 1 ] || [ "$warnings" != 1 ]; then
+        printf 'FAIL %s/headers: expected one warning line on stderr, got: %s\n' "$name" "$(cat "$work/err")" >&2
+        exit 1
+    fi
+    echo "ok   $name/headers: ${best} CPU, scalar kernels, warned once: $(cat "$work/err")"
     unset PKG_CONFIG_LIBDIR PKG_CONFIG_PATH
 }
 
 step "CMake install into $work/cmake-prefix"
-cmake -S "$src" -B "$work/cmake-build" -G Ninja -DNCAS_BUILD_TESTS=OFF -DNCAS_BUILD_EXAMPLES=OFF \
+cmake -S "$src" -B "$work/cmake-build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DNCAS_BUILD_TESTS=OFF -DNCAS_BUILD_EXAMPLES=OFF \
     -DCMAKE_INSTALL_PREFIX="$work/cmake-prefix" >"$work/log" || { cat "$work/log"; exit 1; }
+cmake --build "$work/cmake-build"
 cmake --install "$work/cmake-build" | grep -v '/include/ncas/'
 
 step "Meson install into $work/meson-prefix"
@@ -85,6 +112,20 @@ v_meson=$(PKG_CONFIG_LIBDIR=$(dirname "$(find "$work/meson-prefix" -name ncas.pc
 [ "$v_cmake" = "$v_meson" ] || { echo "FAIL: version $v_cmake (CMake) != $v_meson (Meson)" >&2; exit 1; }
 echo "version: $v_cmake"
 
+step "The kernels the repo's own CLI chooses here: the best level this CPU runs"
+cli=${NCAS_CLI:-}
+if [ -z "$cli" ]; then
+    echo "building the CLI (NCAS_CLI not given)"
+    cmake -S "$src" -B "$work/cli-build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DNCAS_BUILD_TESTS=OFF \
+        -DNCAS_BUILD_EXAMPLES=ON >"$work/log" || { cat "$work/log"; exit 1; }
+    cmake --build "$work/cli-build" --target ncas_cli >"$work/log" || { cat "$work/log"; exit 1; }
+    cli=$work/cli-build/examples/ncas
+fi
+best=$(env -u NCAS_ISA "$cli" info --preset pi-p | sed -n 's/^kernels  *\([a-z0-9]*\) (best of: .*/\1/p')
+[ -n "$best" ] || { echo "FAIL: '$cli info' printed no kernels line" >&2; exit 1; }
+echo "kernels: $best (the CLI: $(env -u NCAS_ISA "$cli" info --preset pi-p | sed -n 's/^kernels  *//p'))"
+unset NCAS_ISA
+
 consume cmake "$work/cmake-prefix"
 consume meson "$work/meson-prefix"
-printf '\ninstall tests passed: 2 installs x 3 consumers\n'
+printf '\ninstall tests passed: 2 installs x 4 consumers (3 dispatching, kernels %s; 1 header-only)\n' "$best"

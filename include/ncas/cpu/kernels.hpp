@@ -5,16 +5,22 @@
 // cpu/kernels/ (tags.hpp lists them and states the multi-arch rule; table.hpp
 // gathers a tag's families into its table), and compiled once per instruction
 // set. Two ways to get them:
-//  - header-only (default): the including translation unit instantiates the
-//    variants its own compiler flags allow (plain -march=native gives the best
-//    one for this CPU), plus the portable scalar one;
-//  - multi-arch (define NCAS_CPU_MULTI_ARCH and compile src/cpu/kernels_*.cpp,
-//    each with its ISA's flags; the CMake/Meson builds of the CLI do this): one
-//    binary carries every variant and picks the best the CPU runs.
+//  - multi-arch (NCAS_CPU_MULTI_ARCH defined, src/cpu/kernels_<isa>.cpp compiled
+//    each with its ISA's flags into the static library ncas_kernels): one
+//    binary carries every variant of its architecture and picks the best the
+//    CPU runs. What the installed CMake package (ncas::ncas), pkg-config file
+//    (ncas) and Meson dependency give, and what the CLI and tests use;
+//  - header-only (ncas::headers, ncas-headers.pc, or plain include paths): the
+//    including translation unit instantiates the variants its own compiler
+//    flags allow (plain -march=native gives the best one for this CPU), plus
+//    the portable scalar one; default flags give scalar only, and kernels()
+//    then says so once on stderr when the CPU could do better.
 // At run time the best variant that is both compiled in and supported by the
 // CPU and OS is chosen (cpu/isa.hpp), unless NCAS_ISA / force_isa() says otherwise.
 // The benchmark's machine probes have a table of their own (cpu/probes.hpp).
 #include <cstdint>
+#include <cstdio>
+#include <string>
 
 #include "ncas/cpu/isa.hpp"
 #include "ncas/cpu/ops.hpp"
@@ -80,6 +86,18 @@ inline const kernel_table* table_for(isa i) {
     return nullptr;
 }
 
+namespace detail {
+// Said once on stderr when only the scalar kernels are compiled in on a CPU that
+// runs a SIMD variant (a header-only build without -m flags: 20-50x slower).
+inline void warn_scalar_only(isa cpu) {
+    std::fprintf(stderr,
+                 "ncas: this CPU supports %.*s but only the scalar kernels are compiled into this program (20-50x "
+                 "slower); link the kernels library (CMake ncas::ncas, pkg-config ncas, Meson dependency('ncas')) "
+                 "or compile with -march=native (NCAS_ISA=scalar silences this)\n",
+                 int(isa_name(cpu).size()), isa_name(cpu).data());
+}
+}  // namespace detail
+
 // The kernels in use: the forced instruction set, else the best one compiled in and supported.
 inline const kernel_table& kernels() {
     if (const auto& f = forced_isa()) {
@@ -87,11 +105,33 @@ inline const kernel_table& kernels() {
         throw error("instruction set " + std::string(isa_name(*f)) + " is not compiled into this program");
     }
     static const kernel_table* best = [] {
-        for (int i = int(detect_isa()); i >= 0; --i)
-            if (const kernel_table* t = table_for(isa(i))) return t;
+        const isa cpu = detect_isa();
+        for (int i = int(cpu); i >= 0; --i)
+            if (const kernel_table* t = table_for(isa(i))) {
+                if (t->id == isa::scalar && cpu != isa::scalar) detail::warn_scalar_only(cpu);
+                return t;
+            }
         return detail::table_scalar();
     }();
     return *best;
+}
+
+// The variant kernels() uses and why, for `ncas info` and `ncas bench`:
+//   "avx2 (best of: scalar avx2 avx512 avx512vnni compiled in; CPU supports up to avx2)"
+//   "scalar (forced by NCAS_ISA; compiled in: scalar avx2; CPU supports up to avx2)"
+// forced_by names what forced a level (default: NCAS_ISA when it is set, else force_isa()).
+inline std::string kernels_chosen_text(std::string_view forced_by = {}) {
+    std::string compiled;
+    for (isa i : all_isas)
+        if (table_for(i)) compiled += (compiled.empty() ? "" : " ") + std::string(isa_name(i));
+    const char* env = std::getenv("NCAS_ISA");
+    const std::string cpu = "CPU supports up to " + std::string(isa_name(detect_isa()));
+    std::string text = std::string(isa_name(kernels().id)) + " (";
+    if (forced_isa()) {
+        if (forced_by.empty()) forced_by = env && *env ? "NCAS_ISA" : "force_isa()";
+        return text + "forced by " + std::string(forced_by) + "; compiled in: " + compiled + "; " + cpu + ")";
+    }
+    return text + "best of: " + compiled + " compiled in; " + cpu + ")";
 }
 
 }  // namespace ncas::cpu
