@@ -30,7 +30,10 @@ std::string base_path() { return test_golden::data_dir() + "/tiny/base_f32.gguf"
 
 // A scratch file per test, removed at the end.
 struct temp_file {
-    std::string path = ::testing::TempDir() + "ncas_" + ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".gguf";
+    // The process id keeps two runs of the suite at once (two build folders, say) from
+    // writing one file: a file cut short under another process's mapping is a SIGBUS there.
+    std::string path = ::testing::TempDir() + "ncas_" + std::to_string(::getpid()) + "_" +
+                       ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".gguf";
     ~temp_file() { std::remove(path.c_str()); }
     void write(std::span<const std::byte> b) const {
         std::ofstream out(path, std::ios::binary | std::ios::trunc);
