@@ -121,7 +121,7 @@ inline const kernel_table& kernels() {
 //   "scalar (forced by NCAS_ISA; compiled in: scalar avx2; CPU supports up to avx2)"
 // forced_by names what forced a level (default: NCAS_ISA when it is set, else force_isa()).
 inline std::string kernels_chosen_text(std::string_view forced_by = {}) {
-    std::string compiled;
+    std::string compiled;  // table_for() of a level the CPU lacks runs none of its instructions: it returns a constant table
     for (isa i : all_isas)
         if (table_for(i)) compiled += (compiled.empty() ? "" : " ") + std::string(isa_name(i));
     const char* env = std::getenv("NCAS_ISA");
