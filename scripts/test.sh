@@ -150,7 +150,7 @@ symbols() {
         [avx512]='ncas::cpu::detail::x86_tag<xsimd::avx512bw, (ncas::cpu::isa)2>'
         [avx512vnni]='ncas::cpu::detail::x86_tag<xsimd::avx512bw, (ncas::cpu::isa)3>'
     )
-    local isa obj weak bad_syms n bad=0
+    local isa obj syms weak bad_syms n bad=0
     for isa in avx2 avx512 avx512vnni; do
         obj=build/release/CMakeFiles/ncas_kernels.dir/src/cpu/kernels_$isa.cpp.o
         if [ ! -f "$obj" ]; then
@@ -158,12 +158,15 @@ symbols() {
             bad=1
             continue
         fi
-        if ! nm -C --defined-only "$obj" | grep -qF " T ncas::cpu::detail::table_$isa()"; then
+        # nm's output is read whole first: `nm | grep -q` under pipefail fails when grep
+        # stops at the first match and nm dies of SIGPIPE.
+        syms=$(nm -C --defined-only "$obj")
+        if ! grep -qF " T ncas::cpu::detail::table_$isa()" <<<"$syms"; then
             echo "FAIL $obj: defines no table_$isa()"
             bad=1
             continue
         fi
-        weak=$(nm -C --defined-only "$obj" | awk '$2 ~ /^[WVui]$/' | cut -d' ' -f3-)
+        weak=$(awk '$2 ~ /^[WVui]$/' <<<"$syms" | cut -d' ' -f3-)
         n=$(grep -c . <<<"$weak" || true)
         bad_syms=$(grep -vF -e "${tag[$isa]}" <<<"$weak" | grep -vxF 'DW.ref.__gxx_personality_v0' || true)
         if [ -n "$bad_syms" ]; then
