@@ -75,11 +75,6 @@ struct session_buffers {
     }
 };
 
-// Device bytes a session needs besides the weights: KV cache, activations, tables.
-inline uint64_t session_bytes(const model_dims& m, int64_t n_ctx, int64_t B, weight_type kv_type) {
-    return session_buffers(m, n_ctx, B, kv_type).total();
-}
-
 // Whether a session with these parameters streams its experts.
 inline bool streams_experts(const model_core& m, const session_params& p) { return p.expert_budget != 0 || m.streams_experts(); }
 
