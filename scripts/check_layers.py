@@ -39,6 +39,7 @@ FILES = {
     "session.hpp": "session",
     "backend.hpp": "session",
     "generate.hpp": "session",
+    "state.hpp": "session",
     "ncas.hpp": "session",
     "vk.hpp": "session",
     "vk/session.hpp": "session",

@@ -111,6 +111,28 @@ public:
         cached_.clear();
     }
 
+    // The session's own verbs, run through the generator so that it keeps
+    // knowing what the cache holds (for code that mixes them with generate).
+    std::span<const float> prefill(std::span<const int32_t> ids) {
+        if (s_->n_past() != int64_t(cached_.size())) reset();
+        const auto l = s_->prefill(ids);
+        cached_.insert(cached_.end(), ids.begin(), ids.end());
+        return l;
+    }
+    std::span<const float> decode(int32_t id) { return prefill(std::span<const int32_t>(&id, 1)); }
+    void rewind(int64_t n_past) {
+        if (s_->n_past() != int64_t(cached_.size())) reset();
+        s_->rewind(n_past);
+        cached_.resize(size_t(n_past));
+    }
+    // After the session's cache was filled from elsewhere (a saved state): the tokens it now holds.
+    void assume_cached(std::vector<int32_t> ids) {
+        if (int64_t(ids.size()) != s_->n_past())
+            throw error("generator: " + std::to_string(ids.size()) + " tokens given for a session that holds " +
+                        std::to_string(s_->n_past()));
+        cached_ = std::move(ids);
+    }
+
     // Text -> prompt ids: the BOS token first when the vocabulary has one;
     // special: control tokens written in the text (<|im_start|>) become those tokens.
     std::vector<int32_t> encode(std::string_view text, bool special = false) const {
@@ -264,5 +286,11 @@ private:
 
 // The generator over a session of any backend (make_session).
 using generator = basic_generator<any_session>;
+
+// The chat format of a model: from its tokenizer.chat_template (plain when it
+// has none); an error names the built-in formats when the template is unknown.
+inline chat_format chat_format_of(const model_core& m) {
+    return chat_format::from_template(m.file().get_string("tokenizer.chat_template", ""));
+}
 
 }  // namespace ncas
