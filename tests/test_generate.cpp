@@ -6,10 +6,13 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstdio>
+#include <fstream>
 #include <thread>
 
 #include "ncas/generate.hpp"
 #include "ncas/ncas.hpp"
+#include "ncas/state.hpp"
 #include "support/golden.hpp"
 
 namespace {
@@ -252,6 +255,79 @@ TEST(chat_format, errors_name_the_choices_and_the_bad_message) {
               "chat: message 1 has role 'robot' (expected system, user or assistant)");
     EXPECT_EQ(what([] { ncas::chat_format().apply({{"user", "a"}, {"system", "b"}}); }),
               "chat: message 1 is a system message; only the first may be");
+}
+
+}  // namespace
+
+// ---- session state on disk ------------------------------------------------------
+
+namespace {
+
+std::string temp_state(const char* name) { return ::testing::TempDir() + "/ncas_" + name + ".state"; }
+
+std::string error_of(const std::function<void()>& f) {
+    try {
+        f();
+    } catch (const ncas::error& e) {
+        return e.what();
+    }
+    return "no error";
+}
+
+TEST(session_state, a_restored_session_continues_bit_identically) {
+    ncas::session a(demo(), {.n_ctx = 128, .n_threads = 1});
+    const auto prompt = demo().tokenizer().encode("It was the best of times, it was the worst of times");
+    a.prefill(prompt);
+    const std::string path = temp_state("roundtrip");
+    ncas::save_state(a, prompt, path);
+    ncas::session b(demo(), {.n_ctx = 128, .n_threads = 1});
+    b.prefill(std::vector<int32_t>{1, 2, 3});  // something to be replaced
+    EXPECT_EQ(ncas::load_state(b, path), prompt);
+    EXPECT_EQ(b.n_past(), a.n_past());
+    for (int32_t t : {11, 200, 7}) {
+        const auto la = a.decode(t);
+        const std::vector<float> want(la.begin(), la.end());
+        const auto lb = b.decode(t);
+        ASSERT_EQ(std::vector<float>(lb.begin(), lb.end()), want);
+    }
+    std::remove(path.c_str());
+}
+
+TEST(session_state, a_mismatch_is_a_clear_error_and_leaves_the_session_empty) {
+    ncas::session a(demo(), {.n_ctx = 64, .n_threads = 1});
+    const std::vector<int32_t> ids = {5, 6, 7, 8};
+    a.prefill(ids);
+    const std::string path = temp_state("mismatch");
+    ncas::save_state(a, ids, path);
+    ncas::session f16(demo(), {.n_ctx = 64, .n_threads = 1, .kv_type = ncas::weight_type::f16});
+    EXPECT_NE(error_of([&] { ncas::load_state(f16, path); }).find("its KV cache is F32, the session's F16"), std::string::npos);
+    EXPECT_EQ(f16.n_past(), 0);
+    ncas::session tiny_ctx(demo(), {.n_ctx = 3, .n_threads = 1});
+    EXPECT_NE(error_of([&] { ncas::load_state(tiny_ctx, path); }).find("more than the session's context"), std::string::npos);
+    EXPECT_NE(error_of([&] { ncas::save_state(a, std::vector<int32_t>{1}, path); }).find("1 tokens given"), std::string::npos);
+    // Another version, a flipped byte, a missing file.
+    ncas::save_state(a, ids, path);
+    std::string bytes;
+    {
+        std::ifstream in(path, std::ios::binary);
+        bytes.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    const auto write = [&](std::string b) { std::ofstream(path, std::ios::binary | std::ios::trunc) << b; };
+    std::string v2 = bytes;
+    v2[8] = 2;
+    write(v2);
+    EXPECT_NE(error_of([&] { ncas::load_state(a, path); }).find("version 2, this ncas reads version 1"), std::string::npos);
+    EXPECT_EQ(a.n_past(), 0);
+    std::string flipped = bytes;
+    flipped[bytes.size() - 20] ^= 1;
+    write(flipped);
+    EXPECT_NE(error_of([&] { ncas::load_state(a, path); }).find("checksum mismatch"), std::string::npos);
+    write(bytes.substr(0, bytes.size() - 9));
+    EXPECT_NE(error_of([&] { ncas::load_state(a, path); }).find("truncated"), std::string::npos);
+    write(bytes);
+    EXPECT_EQ(ncas::load_state(a, path), ids);
+    std::remove(path.c_str());
+    EXPECT_NE(error_of([&] { ncas::load_state(a, path); }).find("cannot open"), std::string::npos);
 }
 
 }  // namespace

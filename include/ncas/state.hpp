@@ -148,10 +148,8 @@ inline void save_state(const session& s, std::span<const int32_t> tokens, const 
     w.finish();
 }
 
-// Replaces the session's cache with the saved one; returns the tokens it holds.
-// On an error the session is left empty.
-inline std::vector<int32_t> load_state(session& s, const std::string& path) {
-    using namespace state_detail;
+namespace state_detail {
+inline std::vector<int32_t> load(session& s, const std::string& path) {
     reader r(path);
     char m[8];
     r.bytes(m, sizeof m, "the magic");
@@ -199,6 +197,18 @@ inline std::vector<int32_t> load_state(session& s, const std::string& path) {
         r.check_sum();
     });
     return tokens;
+}
+}  // namespace state_detail
+
+// Replaces the session's cache with the saved one; returns the tokens it holds.
+// On an error the session is left empty.
+inline std::vector<int32_t> load_state(session& s, const std::string& path) {
+    try {
+        return state_detail::load(s, path);
+    } catch (...) {
+        s.rewind(0);
+        throw;
+    }
 }
 
 // The same for a session of any backend: the CPU's; another is an error.
