@@ -69,7 +69,9 @@ TEST_F(fixture, pieces_are_whole_characters_and_add_up_to_the_text) {
     std::string all;
     for (size_t i = 0; i < pieces.size(); ++i) {
         EXPECT_FALSE(pieces[i].empty());
-        if (i + 1 < pieces.size()) EXPECT_EQ(ncas::utf8::complete_prefix(pieces[i]), pieces[i].size()) << i;
+        if (i + 1 < pieces.size()) {
+            EXPECT_EQ(ncas::utf8::complete_prefix(pieces[i]), pieces[i].size()) << i;
+        }
         all += pieces[i];
     }
     EXPECT_EQ(all, r.text);

@@ -71,7 +71,7 @@ struct generate_params {
     sampler_params sampling = {};     // temperature, top-k/p, min-p, penalty, seed
     bool reseed = true;               // start the random sequence at sampling.seed; false: carry on the generator's
     int64_t max_tokens = -1;          // tokens to generate at most; -1: no limit (end of text, a stop, a full context)
-    std::vector<std::string> stops;   // the reply ends before the first of these (empty strings are ignored)
+    std::vector<std::string> stops = {};  // the reply ends before the first of these (empty strings are ignored)
     bool ignore_eos = false;          // treat the end-of-text token as text and go on
     bool keep_last = false;           // also run the last generated token, so the cache holds the whole reply
     const std::atomic<bool>* cancel = nullptr;  // checked before each token; set from any thread
