@@ -38,6 +38,8 @@ FILES = {
     "session_base.hpp": "backend",
     "session.hpp": "session",
     "backend.hpp": "session",
+    "generate.hpp": "session",
+    "state.hpp": "session",
     "ncas.hpp": "session",
     "vk.hpp": "session",
     "vk/session.hpp": "session",

@@ -42,19 +42,6 @@ void out(std::string_view s) {
     std::fflush(stdout);
 }
 
-// How many bytes at the end of text could be the start of a stop string
-// (held back until the next token decides).
-size_t stop_prefix_at_end(std::string_view text, const std::vector<std::string>& stops) {
-    size_t keep = 0;
-    for (const auto& stop : stops)
-        for (size_t k = std::min(stop.size() - 1, text.size()); k > keep; --k)
-            if (text.substr(text.size() - k) == std::string_view(stop).substr(0, k)) {
-                keep = k;
-                break;
-            }
-    return keep;
-}
-
 }  // namespace
 
 int run_chat(int argc, char** argv) {
@@ -98,8 +85,9 @@ int run_chat(int argc, char** argv) {
     if (!user_stop.empty()) stops.push_back(user_stop);
     if (!multiline) stops.emplace_back("\n");
 
-    std::vector<int32_t> history;  // the tokens in the cache
-    std::string carry;             // conversation text not in the cache yet
+    generator g(s, tok);  // knows the tokens in the cache: each turn runs only its new ones
+    std::string carry;    // conversation text not in the cache yet
+    generate_params gp{.sampling = smp.params(), .max_tokens = n_predict, .stops = stops, .keep_last = true};
     const std::string_view shown_user = without_leading_newlines(user_prefix), shown_bot = without_leading_newlines(bot_prefix);
     if (at_terminal)
         std::fprintf(stderr, "chat with %s: %lld tokens of context. /reset starts over, /quit leaves.\n",
@@ -113,8 +101,7 @@ int run_chat(int argc, char** argv) {
         if (line.empty()) continue;
         if (line == "/quit" || line == "/exit") break;
         if (line == "/reset") {
-            s.reset();
-            history.clear();
+            g.reset();
             carry.clear();
             out("[conversation reset]\n");
             continue;
@@ -143,66 +130,25 @@ int run_chat(int argc, char** argv) {
         carry.clear();
         out(shown_bot);
 
-        const stopwatch prefill_time;
-        std::span<const float> logits = s.prefill(ids);
-        const double prefill_s = prefill_time.seconds();
-        history.insert(history.end(), ids.begin(), ids.end());
-
-        const int64_t reply_start = s.n_past();
-        std::string reply;
-        std::vector<size_t> ends;  // reply bytes after each generated token
-        size_t shown = 0, cut = std::string::npos;
-        int64_t decoded = 0;
-        bool context_full = false;
-        const stopwatch reply_time;
-        for (int64_t n = 0; n < n_predict; ++n) {
-            const int32_t id = smp.sample(logits, history);
-            if (id == tok.eos_id()) break;
-            const size_t before = reply.size();
-            reply += tok.token_bytes(id);
-            ends.push_back(reply.size());
-            for (const auto& stop : stops) {
-                // A stop may begin inside the text of earlier tokens.
-                const size_t from = before >= stop.size() ? before - stop.size() + 1 : 0;
-                cut = std::min(cut, reply.find(stop, from));
-            }
-            if (cut != std::string::npos) break;
-            const size_t safe = utf8::complete_prefix(
-                std::string_view(reply).substr(0, reply.size() - stop_prefix_at_end(reply, stops)));
-            if (safe > shown) {
-                out(std::string_view(reply).substr(shown, safe - shown));
-                shown = safe;
-            }
-            if (s.n_past() == s.n_ctx()) {
-                context_full = true;
-                break;
-            }
-            logits = s.decode(id);
-            history.push_back(id);
-            ++decoded;
-        }
-        const double reply_s = reply_time.seconds();
-        const size_t visible = std::min(cut, reply.size());
-        if (visible > shown) out(std::string_view(reply).substr(shown, visible - shown));
+        std::vector<int32_t> prompt(g.cached().begin(), g.cached().end());
+        prompt.insert(prompt.end(), ids.begin(), ids.end());
+        const generate_result r = g.generate(std::span<const int32_t>(prompt), gp, [](std::string_view piece) {
+            out(piece);
+            return true;
+        });
+        gp.reseed = false;  // one random sequence over the conversation
         out("\n");
-
-        // Keep in the cache only whole tokens of the visible reply; carry the rest as text.
-        int64_t whole = 0;
-        while (whole < decoded && ends[size_t(whole)] <= visible) ++whole;
-        if (whole < decoded) {
-            s.rewind(reply_start + whole);
-            history.resize(history.size() - size_t(decoded - whole));
-        }
-        const size_t kept = whole ? ends[size_t(whole - 1)] : 0;
-        carry = reply.substr(kept, visible - kept);
-
+        carry = r.tail;  // what a stop cut off inside a token
+        const bool context_full = r.finish == finish_reason::context;
         if (context_full)
             out("[context full: all " + std::to_string(s.n_ctx()) +
                 " tokens are used; /reset starts a new conversation]\n");
         if (verbose)
             std::fprintf(stderr, "[%zu new tokens at %.1f tok/s, %lld generated at %.1f tok/s; context %lld of %lld]\n",
-                         ids.size(), prefill_s > 0 ? double(ids.size()) / prefill_s : 0.0, (long long)ends.size(),
-                         reply_s > 0 ? double(decoded) / reply_s : 0.0, (long long)s.n_past(), (long long)s.n_ctx());
+                         ids.size(), r.usage.prefill_s > 0 ? double(ids.size()) / r.usage.prefill_s : 0.0,
+                         (long long)r.usage.completion_tokens,
+                         r.usage.decode_s > 0 ? double(r.usage.decoded_tokens) / r.usage.decode_s : 0.0,
+                         (long long)s.n_past(), (long long)s.n_ctx());
     }
     if (at_terminal) out("\n");
     if (verbose) {

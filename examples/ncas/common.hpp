@@ -26,6 +26,7 @@
 #else
 #include <ncas/backend.hpp>
 #endif
+#include <ncas/generate.hpp>
 
 #include "args.hpp"
 

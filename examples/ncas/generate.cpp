@@ -51,47 +51,25 @@ int run_generate(int argc, char** argv) {
         std::fwrite(prompt.data(), 1, prompt.size(), stdout);
         std::fflush(stdout);
     }
-    const stopwatch prefill_time;
-    std::span<const float> logits = s.prefill(tokens);
-    const double prefill_s = prefill_time.seconds();
-
-    streaming_decoder text(tok);
-    std::string piece;
-    int64_t n_generated = 0, n_decoded = 0;
-    double decode_s = 0;
-    std::string stop = "token limit (" + std::to_string(n_predict) + ")";
-    while (n_predict < 0 || n_generated < n_predict) {
-        const int32_t id = smp.sample(logits, tokens);
-        if (id == tok.eos_id() && !ignore_eos) {
-            stop = "end of text";
-            break;
-        }
-        tokens.push_back(id);
-        ++n_generated;
-        piece.clear();
-        text.feed(id, piece);
-        std::fwrite(piece.data(), 1, piece.size(), stdout);
-        std::fflush(stdout);
-        if (n_generated == n_predict) break;
-        if (s.n_past() == s.n_ctx()) {
-            stop = "context full (" + std::to_string(s.n_ctx()) + " tokens)";
-            break;
-        }
-        const stopwatch t;
-        logits = s.decode(id);
-        decode_s += t.seconds();
-        ++n_decoded;
-    }
-    piece = text.flush();
-    std::fwrite(piece.data(), 1, piece.size(), stdout);
+    generator g(s, tok);
+    const generate_result r =
+        g.generate(std::span<const int32_t>(tokens), {.sampling = smp.params(), .max_tokens = n_predict, .stops = {}, .ignore_eos = ignore_eos},
+                   [](std::string_view piece) {
+                       std::fwrite(piece.data(), 1, piece.size(), stdout);
+                       std::fflush(stdout);
+                       return true;
+                   });
     std::fputc('\n', stdout);
     std::fflush(stdout);
 
+    const std::string stop = r.finish == finish_reason::eos       ? std::string("end of text")
+                             : r.finish == finish_reason::context ? "context full (" + std::to_string(s.n_ctx()) + " tokens)"
+                                                                  : "token limit (" + std::to_string(n_predict) + ")";
     std::fprintf(stderr, "\nstopped: %s after %lld generated tokens; seed %llu\n", stop.c_str(),
-                 (long long)n_generated, (unsigned long long)smp.params().seed);
+                 (long long)r.usage.completion_tokens, (unsigned long long)smp.params().seed);
     print_backend(s);
-    print_rate("prefill:", n_prompt, prefill_s);
-    print_rate("decode:", n_decoded, decode_s);
+    print_rate("prefill:", n_prompt, r.usage.prefill_s);
+    print_rate("decode:", r.usage.decoded_tokens, r.usage.decode_s);
     print_run_stats(s.stats(), m.config());
     if (stats) {
         if (const auto es = s.expert_stats()) std::fputs(es->report().c_str(), stderr);

@@ -50,6 +50,20 @@ public:
     }
     const expert_arena* arena() const { return arena_.get(); }
 
+    // Empties the cache, lets fill() write it (a saved state: ncas/state.hpp), and then holds n_past tokens.
+    void restore(int64_t n_past, const std::function<void(kv_cache&)>& fill) {
+        rewind(0);
+        if (n_past < 0 || n_past > n_ctx())
+            throw error("restore: " + std::to_string(n_past) + " tokens do not fit in the context of " + std::to_string(n_ctx()));
+        try {
+            fill(cache_);
+        } catch (...) {
+            cache_.truncate(0);
+            throw;
+        }
+        set_n_past(n_past);
+    }
+
 private:
     friend session_base;
     void run_batch(std::span<const int32_t> tokens, bool all_logits, float* out) {

@@ -72,6 +72,7 @@ protected:
 
     const model_core& m_;
     Params p_;
+    void set_n_past(int64_t n) { n_past_ = n; }  // a backend that restored its cache from a saved state
 
 private:
     Backend& backend() { return static_cast<Backend&>(*this); }

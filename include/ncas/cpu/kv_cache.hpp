@@ -40,6 +40,21 @@ public:
     const std::byte* v_row(int64_t layer, int64_t row) const {
         return layers_[size_t(layer)].v.data() + row * row_bytes(type_, v_dim_);
     }
+    int64_t n_layer() const { return int64_t(layers_.size()); }
+    int64_t k_row_bytes() const { return row_bytes(type_, k_dim_); }
+    int64_t v_row_bytes() const { return row_bytes(type_, v_dim_); }
+    // Layer `layer` as `rows` rows of raw k and v bytes (k_row_bytes() and v_row_bytes() each) at
+    // positions pos (ascending): what a saved state (ncas/state.hpp) holds.
+    void set_layer(int64_t layer, int64_t rows, const std::byte* k, const std::byte* v, const int32_t* pos) {
+        if (layer < 0 || layer >= n_layer() || rows < 0 || rows > capacity_)
+            throw error("KV cache: layer " + std::to_string(layer) + " with " + std::to_string(rows) +
+                        " rows does not fit (" + std::to_string(n_layer()) + " layers of " + std::to_string(capacity_) + ")");
+        auto& l = layers_[size_t(layer)];
+        std::copy(k, k + rows * k_row_bytes(), l.k.begin());
+        std::copy(v, v + rows * v_row_bytes(), l.v.begin());
+        std::copy(pos, pos + rows, l.pos.begin());
+        l.n = rows;
+    }
     int64_t bytes() const { return int64_t(layers_.size()) * capacity_ * (row_bytes(type_, k_dim_) + row_bytes(type_, v_dim_)); }
 
     // Appends one row (f32 k of k_dim, v of v_dim) for a token at `pos`; rows arrive in position order.
