@@ -921,7 +921,7 @@ std::vector<int32_t> literal_spm(const ncas::tokenizer& t, std::string_view text
 TEST(SpmTokenizer, HeapMergeMatchesLiteralMergeOnRandomText) {
     const auto& t = spm_tok();
     std::mt19937 rng(7);
-    const std::vector<std::string> alphabet = {"a", "e", "t", "h", "s", "n", " ", " ", "  ", "th", "the ", "in",
+    const std::vector<std::string> alphabet = {"a", "e", "t", "h", "s", "n", "l", "l", "o", " ", " ", "  ", "th", "the ", "in",
                                                "\n", "\t", "\xC3\xA9", "\xE6\x97\xA5", "\xF0\x9F\x98\x80", "Z", ".",
                                                "\xE2\x96\x81", "\xFF", "\xC3"};
     for (int n = 0; n < 400; ++n) {

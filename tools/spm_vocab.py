@@ -70,6 +70,7 @@ TEXTS = [
     "<0x41> looks like a byte token",
     "supercalifragilisticexpialidocious antidisestablishmentarianism",
     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "lll llll Hellllo balll Mississippi sssss eeeee ooooo ththth",  # equal-score pairs overlap: leftmost first
     "thethethethe the the the",
     "1 22 333 4444 55555 3.14159 -42 +7e10",
     "Psalms 71\nIn thee, O LORD, do I put my trust",
