@@ -208,4 +208,146 @@ inline void quantize_row(weight_type t, const float* src, void* dst, int64_t n) 
     }
 }
 
+// ---- K-quants (super-blocks of 256) --------------------------------------
+//
+// ggml's Q6_K, byte for byte: quantize_row_q6_K_ref with make_qx_quants'
+// scale search, and dequantize_row_q6_K, every operation in float32 in ggml's
+// order (tools/kquants.py, numpy written from the same published algorithm,
+// gives the same bytes; tests/test_quant.cpp). Not a weight_type yet: no
+// matmul kernels read it so far.
+//   Q6_K  256 values: ql[128] low 4 bits, qh[64] high 2 bits, int8 scales[16]
+//         (one per 16 values), f16 d;  x = d * scales[j] * (q - 32)
+
+inline constexpr int64_t qk_k = 256;
+
+struct block_q6_K {
+    uint8_t ql[qk_k / 2];
+    uint8_t qh[qk_k / 4];
+    int8_t scales[qk_k / 16];
+    uint16_t d;
+};
+static_assert(sizeof(block_q6_K) == 210, "ggml block_q6_K layout");
+
+namespace kquant {
+
+inline constexpr float group_max_eps = 1e-15f;
+
+// ggml's nearest_int: round to nearest even by adding 1.5 * 2^23 (|v| < 2^22).
+inline int nearest_int(float v) {
+    const float s = v + 12582912.0f;
+    return int(std::bit_cast<int32_t>(s) & 0x007fffff) - 0x00400000;
+}
+
+// make_qx_quants(n, nmax, x, L, rmse_type = 1, qw = NULL).
+inline float make_qx_quants(int n, int nmax, const float* x, int8_t* L) {
+    float max = 0, amax = 0;
+    for (int i = 0; i < n; ++i) {
+        const float ax = std::fabs(x[i]);
+        if (ax > amax) { amax = ax; max = x[i]; }
+    }
+    if (amax < group_max_eps) {
+        for (int i = 0; i < n; ++i) L[i] = 0;
+        return 0.f;
+    }
+    auto sums = [&](float iscale, float& sumlx, float& suml2, bool store) {
+        sumlx = 0;
+        suml2 = 0;
+        for (int i = 0; i < n; ++i) {
+            const int l = std::max(-nmax, std::min(nmax - 1, nearest_int(iscale * x[i])));
+            if (store) L[i] = int8_t(l + nmax);
+            const float w = x[i] * x[i];
+            const float lf = float(l);
+            const float wx = w * x[i];
+            sumlx += wx * lf;
+            const float wl = w * lf;
+            suml2 += wl * lf;
+        }
+    };
+    float sumlx, suml2;
+    sums(float(-nmax) / max, sumlx, suml2, true);
+    float scale = suml2 != 0 ? sumlx / suml2 : 0.0f;
+    float best = scale * sumlx;
+    for (int is = -9; is <= 9; ++is) {
+        if (is == 0) continue;
+        const float iscale = -(float(nmax) + 0.1f * float(is)) / max;
+        sums(iscale, sumlx, suml2, false);
+        if (suml2 > 0 && sumlx * sumlx > best * suml2) {
+            for (int i = 0; i < n; ++i)
+                L[i] = int8_t(nmax + std::max(-nmax, std::min(nmax - 1, nearest_int(iscale * x[i]))));
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    return scale;
+}
+
+}  // namespace kquant
+
+// n values (a multiple of 256) into n / 256 Q6_K blocks.
+inline void quantize_row_q6_k(const float* x, block_q6_K* y, int64_t n) {
+    int8_t L[qk_k];
+    float scales[qk_k / 16];
+    for (int64_t i = 0; i < n / qk_k; ++i, x += qk_k) {
+        float max_scale = 0, max_abs_scale = 0;
+        for (int ib = 0; ib < qk_k / 16; ++ib) {
+            const float scale = kquant::make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib);
+            scales[ib] = scale;
+            const float abs_scale = std::fabs(scale);
+            if (abs_scale > max_abs_scale) { max_abs_scale = abs_scale; max_scale = scale; }
+        }
+        block_q6_K& b = y[i];
+        if (max_abs_scale < kquant::group_max_eps) {
+            std::memset(&b, 0, sizeof b);
+            b.d = f32_to_f16(0.f);
+            continue;
+        }
+        const float iscale = -128.f / max_scale;
+        b.d = f32_to_f16(1 / iscale);
+        for (int ib = 0; ib < qk_k / 16; ++ib) b.scales[ib] = int8_t(std::min(127, kquant::nearest_int(iscale * scales[ib])));
+        for (int j = 0; j < qk_k / 16; ++j) {
+            const float d = f16_to_f32(b.d) * float(b.scales[j]);
+            if (d == 0) continue;
+            for (int ii = 0; ii < 16; ++ii) {
+                const int l = std::max(-32, std::min(31, kquant::nearest_int(x[16 * j + ii] / d)));
+                L[16 * j + ii] = int8_t(l + 32);
+            }
+        }
+        uint8_t* ql = b.ql;
+        uint8_t* qh = b.qh;
+        for (int j = 0; j < qk_k; j += 128, ql += 64, qh += 32) {
+            for (int l = 0; l < 32; ++l) {
+                const auto q1 = uint8_t(L[j + l + 0] & 0xF), q2 = uint8_t(L[j + l + 32] & 0xF);
+                const auto q3 = uint8_t(L[j + l + 64] & 0xF), q4 = uint8_t(L[j + l + 96] & 0xF);
+                ql[l + 0] = uint8_t(q1 | (q3 << 4));
+                ql[l + 32] = uint8_t(q2 | (q4 << 4));
+                qh[l] = uint8_t((L[j + l] >> 4) | ((L[j + l + 32] >> 4) << 2) | ((L[j + l + 64] >> 4) << 4) |
+                                ((L[j + l + 96] >> 4) << 6));
+            }
+        }
+    }
+}
+
+// n / 256 Q6_K blocks into n values.
+inline void dequantize_row_q6_k(const block_q6_K* x, float* y, int64_t n) {
+    for (int64_t i = 0; i < n / qk_k; ++i) {
+        const float d = f16_to_f32(x[i].d);
+        const uint8_t* ql = x[i].ql;
+        const uint8_t* qh = x[i].qh;
+        const int8_t* sc = x[i].scales;
+        for (int h = 0; h < qk_k; h += 128, y += 128, ql += 64, qh += 32, sc += 8) {
+            for (int l = 0; l < 32; ++l) {
+                const int is = l / 16;
+                const int q1 = ((ql[l + 0] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                const int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                const int q3 = ((ql[l + 0] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                y[l + 0] = d * float(sc[is + 0]) * float(q1);
+                y[l + 32] = d * float(sc[is + 2]) * float(q2);
+                y[l + 64] = d * float(sc[is + 4]) * float(q3);
+                y[l + 96] = d * float(sc[is + 6]) * float(q4);
+            }
+        }
+    }
+}
+
 }  // namespace ncas
