@@ -220,3 +220,40 @@ TEST(q4_k, same_bytes_as_numpy_and_round_trip) {
     }
     std::fclose(f);
 }
+
+TEST(q5_k, same_bytes_as_numpy_and_round_trip) {
+    const std::string path = q6k_data_path().substr(0, q6k_data_path().size() - std::string("q6_k_cases.bin").size()) +
+                             "q5_k_cases.bin";
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    ASSERT_NE(f, nullptr) << path;
+    uint32_t rows = 0, n = 0;
+    ASSERT_EQ(std::fread(&rows, 4, 1, f), 1u);
+    ASSERT_EQ(std::fread(&n, 4, 1, f), 1u);
+    ASSERT_EQ(n % ncas::qk_k, 0u);
+    ASSERT_GE(rows, 5u);
+    const size_t nb = n / ncas::qk_k;
+    for (uint32_t r = 0; r < rows; ++r) {
+        std::vector<float> x(n), y(n);
+        std::vector<ncas::block_q5_K> want(nb), got(nb);
+        ASSERT_EQ(std::fread(x.data(), 4, n, f), n);
+        ASSERT_EQ(std::fread(want.data(), sizeof(ncas::block_q5_K), nb, f), nb);
+        ncas::quantize_row_q5_k(x.data(), got.data(), n);
+        for (size_t b = 0; b < nb; ++b)
+            EXPECT_EQ(std::memcmp(&got[b], &want[b], sizeof got[b]), 0) << "row " << r << " block " << b;
+        // Round trip as for Q4_K with 31 steps; RMS under 8% of the row's.
+        ncas::dequantize_row_q5_k(got.data(), y.data(), n);
+        double se = 0, sx = 0;
+        for (size_t k = 0; k < size_t(n); ++k) {
+            const size_t s0 = k / 32 * 32;
+            float lo = 0, hi = 0;
+            for (size_t i = s0; i < s0 + 32; ++i) lo = std::min(lo, x[i]), hi = std::max(hi, x[i]);
+            const float d = ncas::f16_to_f32(got[k / 256].d), dmin = ncas::f16_to_f32(got[k / 256].dmin);
+            EXPECT_LE(std::fabs(y[k] - x[k]), (hi - lo) / 31.f * 1.5f + 15.5f * d + 0.5f * dmin + 1e-30f)
+                << "row " << r << " value " << k;
+            se += double(y[k] - x[k]) * (y[k] - x[k]);
+            sx += double(x[k]) * x[k];
+        }
+        if (sx > 0) EXPECT_LT(std::sqrt(se / sx), 0.08) << "row " << r;
+    }
+    std::fclose(f);
+}

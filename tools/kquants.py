@@ -2,17 +2,18 @@
 """ggml's K-quant super-blocks in numpy, written from ggml's published reference
 algorithm (ggml-quants.c: make_qx_quants, quantize_row_q6_K_ref,
 dequantize_row_q6_K), every operation in float32 in ggml's order so that the
-bytes are ggml's: Q6_K (make_qx_quants) and Q4_K (make_qkx2_quants); Q5_K is to come.
+bytes are ggml's: Q6_K (make_qx_quants), Q4_K and Q5_K (make_qkx2_quants).
 
   /usr/bin/python3 tools/kquants.py [--out tests/data/quant]
 
-writes q6_k_cases.bin and q4_k_cases.bin, the test data of tests/test_quant.cpp:
+writes q6_k_cases.bin, q4_k_cases.bin and q5_k_cases.bin, the test data of tests/test_quant.cpp:
   uint32 n_rows, uint32 n (values per row, a multiple of 256), then per row
   n float32 inputs followed by the n/256 blocks numpy made of them.
 
 Q4_K block (144 bytes, 256 values): fp16 d, fp16 dmin, scales[12] (eight 6-bit
 scales and eight 6-bit mins, one pair per 32 values), qs[128] (4-bit quants).
-Value = d * sc[j] * q - dmin * m[j].
+Value = d * sc[j] * q - dmin * m[j]. Q5_K block (176 bytes): the same with
+qh[32] before qs (the 5th bit of each quant).
 
 Q6_K block (210 bytes, 256 values): ql[128] (low 4 bits), qh[64] (high 2
 bits), int8 scales[16] (one per 16 values), fp16 d. Value = d * scales[j] * (q - 32).
@@ -211,13 +212,22 @@ def make_qkx2_quants(x, w, nmax, rmin, rdelta, nstep):
 
 def quantize_q4_k(x):
     """quantize_row_q4_K_ref: float32 values (a multiple of 256) -> bytes."""
+    return _quantize_qk_min(x, 15, -1.0, 0.1, 20)
+
+
+def quantize_q5_k(x):
+    """quantize_row_q5_K_ref: as Q4_K with 5-bit quants (nmax 31, rmin -0.5, 15 steps), the 5th bit in qh."""
+    return _quantize_qk_min(x, 31, -0.5, 0.1, 15)
+
+
+def _quantize_qk_min(x, nmax, rmin, rdelta, nstep):
     x = np.ascontiguousarray(x, dtype=F).reshape(-1, QK_K)
     nb = len(x)
     sub = x.reshape(nb * 8, 32)
     sum_x2 = seqsum((sub * sub).astype(F))
     av_x = np.sqrt((sum_x2 / F(32)).astype(F)).astype(F)
     weights = (av_x[:, None] + np.abs(sub)).astype(F)
-    scales, mins, L = make_qkx2_quants(sub, weights, 15, -1.0, 0.1, 20)
+    scales, mins, L = make_qkx2_quants(sub, weights, nmax, rmin, rdelta, nstep)
     scales, mins = scales.reshape(nb, 8), mins.reshape(nb, 8)
     L = L.reshape(nb, QK_K)
     max_scale = np.zeros(nb, F)
@@ -251,19 +261,37 @@ def quantize_q4_k(x):
         dm = (dmin16.astype(F) * m_.astype(F)).astype(F)
         xs = x[:, 32 * j:32 * j + 32]
         with np.errstate(divide="ignore", invalid="ignore"):
-            q = np.clip(nearest_int(((xs + dm[:, None]).astype(F) / np.where(d != 0, d, F(1))[:, None]).astype(F)), 0, 15)
+            q = np.clip(nearest_int(((xs + dm[:, None]).astype(F) / np.where(d != 0, d, F(1))[:, None]).astype(F)), 0, nmax)
         L[:, 32 * j:32 * j + 32] = np.where((d != 0)[:, None], q, L[:, 32 * j:32 * j + 32])
     L = L.astype(np.uint8)
     qs = np.zeros((nb, 128), np.uint8)
+    qh = np.zeros((nb, 32), np.uint8)
     for k, j in enumerate(range(0, QK_K, 64)):
-        qs[:, 32 * k:32 * k + 32] = L[:, j:j + 32] | (L[:, j + 32:j + 64] << 4)
-    rec = np.zeros(nb, dtype=[("d", "<f2"), ("dmin", "<f2"), ("sc", "u1", (12,)), ("qs", "u1", (128,))])
+        l1, l2 = L[:, j:j + 32], L[:, j + 32:j + 64]
+        if nmax == 31:  # Q5_K: the 5th bit of value n + j goes to bit 2k of qh[j], of n + j + 32 to bit 2k + 1
+            qh |= ((l1 > 15).astype(np.uint8) << (2 * k)) | ((l2 > 15).astype(np.uint8) << (2 * k + 1))
+            l1, l2 = l1 & 0xF, l2 & 0xF
+        qs[:, 32 * k:32 * k + 32] = l1 | (l2 << 4)
+    if nmax == 15:
+        rec = np.zeros(nb, dtype=[("d", "<f2"), ("dmin", "<f2"), ("sc", "u1", (12,)), ("qs", "u1", (128,))])
+    else:
+        rec = np.zeros(nb, dtype=[("d", "<f2"), ("dmin", "<f2"), ("sc", "u1", (12,)), ("qh", "u1", (32,)),
+                                  ("qs", "u1", (128,))])
+        rec["qh"] = qh
     rec["d"], rec["dmin"], rec["sc"], rec["qs"] = d16, dmin16, sc.astype(np.uint8), qs
     return rec.tobytes()
 
 
-def dequantize_q4_k(raw):
-    rec = np.frombuffer(raw, dtype=[("d", "<f2"), ("dmin", "<f2"), ("sc", "u1", (12,)), ("qs", "u1", (128,))])
+def dequantize_q5_k(raw):
+    return dequantize_q4_k(raw, five_bit=True)
+
+
+def dequantize_q4_k(raw, five_bit=False):
+    if five_bit:
+        rec = np.frombuffer(raw, dtype=[("d", "<f2"), ("dmin", "<f2"), ("sc", "u1", (12,)), ("qh", "u1", (32,)),
+                                        ("qs", "u1", (128,))])
+    else:
+        rec = np.frombuffer(raw, dtype=[("d", "<f2"), ("dmin", "<f2"), ("sc", "u1", (12,)), ("qs", "u1", (128,))])
     nb = len(rec)
     out = np.zeros((nb, QK_K), F)
     d, dmin = rec["d"].astype(F), rec["dmin"].astype(F)
@@ -276,6 +304,8 @@ def dequantize_q4_k(raw):
             m_ = (sc[:, j + 4] >> 4) | ((sc[:, j] >> 6) << 4)
         q = rec["qs"][:, 32 * (j // 2):32 * (j // 2) + 32].astype(np.int64)
         q = (q & 0xF) if j % 2 == 0 else (q >> 4)
+        if five_bit:
+            q = q + ((rec["qh"].astype(np.int64) >> j) & 1) * 16
         d1 = (d * s_.astype(F)).astype(F)
         m1 = (dmin * m_.astype(F)).astype(F)
         out[:, 32 * j:32 * j + 32] = ((d1[:, None] * q.astype(F)).astype(F) - m1[:, None]).astype(F)
@@ -306,7 +336,8 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     rows = test_rows()
     for name, quant, dequant, bound in (("q6_k", quantize_q6_k, dequantize_q6_k, 0.05),
-                                        ("q4_k", quantize_q4_k, dequantize_q4_k, 0.15)):
+                                        ("q4_k", quantize_q4_k, dequantize_q4_k, 0.15),
+                                        ("q5_k", quantize_q5_k, dequantize_q5_k, 0.08)):
         with open(os.path.join(a.out, f"{name}_cases.bin"), "wb") as f:
             f.write(struct.pack("<II", len(rows), rows.shape[1]))
             for r in rows:

@@ -210,16 +210,17 @@ inline void quantize_row(weight_type t, const float* src, void* dst, int64_t n) 
 
 // ---- K-quants (super-blocks of 256) --------------------------------------
 //
-// ggml's Q6_K and Q4_K, byte for byte: quantize_row_q6_K_ref (make_qx_quants'
-// scale search) and quantize_row_q4_K_ref (make_qkx2_quants' scale and min
-// search), and their dequantisations, every operation in float32 in ggml's
+// ggml's Q6_K, Q4_K and Q5_K, byte for byte: quantize_row_q6_K_ref (make_qx_quants'
+// scale search), quantize_row_q4_K_ref and quantize_row_q5_K_ref
+// (make_qkx2_quants' scale and min search), and their dequantisations, every operation in float32 in ggml's
 // order (tools/kquants.py, numpy written from the same published algorithm,
 // gives the same bytes; tests/test_quant.cpp). Not weight_types yet: no
-// matmul kernels read them so far. Q5_K is to come.
+// matmul kernels read them so far.
 //   Q6_K  256 values: ql[128] low 4 bits, qh[64] high 2 bits, int8 scales[16]
 //         (one per 16 values), f16 d;  x = d * scales[j] * (q - 32)
 //   Q4_K  256 values: f16 d, f16 dmin, scales[12] (8 six-bit scales and 8
 //         six-bit mins, one pair per 32 values), qs[128];  x = d*sc*q - dmin*m
+//   Q5_K  as Q4_K with 5-bit quants: qh[32] (the 5th bits) before qs[128]
 
 inline constexpr int64_t qk_k = 256;
 
@@ -238,6 +239,15 @@ struct block_q4_K {
     uint8_t qs[qk_k / 2];
 };
 static_assert(sizeof(block_q4_K) == 144, "ggml block_q4_K layout");
+
+struct block_q5_K {
+    uint16_t d;
+    uint16_t dmin;
+    uint8_t scales[12];
+    uint8_t qh[qk_k / 8];
+    uint8_t qs[qk_k / 2];
+};
+static_assert(sizeof(block_q5_K) == 176, "ggml block_q5_K layout");
 
 namespace kquant {
 
@@ -381,8 +391,12 @@ inline void scale_min_k4(int j, const uint8_t* q, uint8_t& d, uint8_t& m) {
 
 }  // namespace kquant
 
-// n values (a multiple of 256) into n / 256 Q4_K blocks.
-inline void quantize_row_q4_k(const float* x, block_q4_K* y, int64_t n) {
+namespace kquant {
+
+// quantize_row_q4_K_ref (nmax 15, rmin -1, 20 steps) and quantize_row_q5_K_ref
+// (nmax 31, rmin -0.5, 15 steps): the same but for the quant width and the qh bits.
+template <class Block, int nmax>
+void quantize_row_qk_min(const float* x, Block* y, int64_t n, float rmin, int nstep) {
     uint8_t L[qk_k], Laux[32];
     float weights[32], mins[qk_k / 32], scales[qk_k / 32];
     for (int64_t i = 0; i < n / qk_k; ++i, x += qk_k) {
@@ -395,16 +409,16 @@ inline void quantize_row_q4_k(const float* x, block_q4_K* y, int64_t n) {
             }
             const float av_x = std::sqrt(sum_x2 / 32);
             for (int l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(x[32 * j + l]);
-            scales[j] = kquant::make_qkx2_quants(32, 15, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -1.f, 0.1f, 20);
+            scales[j] = make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, rmin, 0.1f, nstep);
             if (scales[j] > max_scale) max_scale = scales[j];
             if (mins[j] > max_min) max_min = mins[j];
         }
-        block_q4_K& b = y[i];
+        Block& b = y[i];
         const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
         const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
         for (int j = 0; j < qk_k / 32; ++j) {
-            uint8_t ls = uint8_t(kquant::nearest_int(inv_scale * scales[j]));
-            uint8_t lm = uint8_t(kquant::nearest_int(inv_min * mins[j]));
+            uint8_t ls = uint8_t(nearest_int(inv_scale * scales[j]));
+            uint8_t lm = uint8_t(nearest_int(inv_min * mins[j]));
             ls = std::min<uint8_t>(63, ls);
             lm = std::min<uint8_t>(63, lm);
             if (j < 4) {
@@ -420,20 +434,44 @@ inline void quantize_row_q4_k(const float* x, block_q4_K* y, int64_t n) {
         b.dmin = f32_to_f16(max_min / 63.f);
         for (int j = 0; j < qk_k / 32; ++j) {
             uint8_t sc, m;
-            kquant::scale_min_k4(j, b.scales, sc, m);
+            scale_min_k4(j, b.scales, sc, m);
             const float d = f16_to_f32(b.d) * float(sc);
             if (d == 0) continue;
             const float dm = f16_to_f32(b.dmin) * float(m);
             for (int ii = 0; ii < 32; ++ii) {
-                const int l = kquant::nearest_int((x[32 * j + ii] + dm) / d);
-                L[32 * j + ii] = uint8_t(std::max(0, std::min(15, l)));
+                const int l = nearest_int((x[32 * j + ii] + dm) / d);
+                L[32 * j + ii] = uint8_t(std::max(0, std::min(nmax, l)));
             }
         }
         uint8_t* q = b.qs;
-        for (int j = 0; j < qk_k; j += 64, q += 32)
-            for (int l = 0; l < 32; ++l) q[l] = uint8_t(L[j + l] | (L[j + l + 32] << 4));
+        if constexpr (nmax == 15) {
+            for (int j = 0; j < qk_k; j += 64, q += 32)
+                for (int l = 0; l < 32; ++l) q[l] = uint8_t(L[j + l] | (L[j + l + 32] << 4));
+        } else {
+            std::memset(b.qh, 0, sizeof b.qh);
+            uint8_t m1 = 1, m2 = 2;
+            for (int j = 0; j < qk_k; j += 64, q += 32, m1 = uint8_t(m1 << 2), m2 = uint8_t(m2 << 2)) {
+                for (int l = 0; l < 32; ++l) {
+                    int l1 = L[j + l], l2 = L[j + l + 32];
+                    if (l1 > 15) { l1 -= 16; b.qh[l] = uint8_t(b.qh[l] | m1); }
+                    if (l2 > 15) { l2 -= 16; b.qh[l] = uint8_t(b.qh[l] | m2); }
+                    q[l] = uint8_t(l1 | (l2 << 4));
+                }
+            }
+        }
     }
 }
+
+}  // namespace kquant
+
+// n values (a multiple of 256) into n / 256 Q4_K / Q5_K blocks.
+inline void quantize_row_q4_k(const float* x, block_q4_K* y, int64_t n) {
+    kquant::quantize_row_qk_min<block_q4_K, 15>(x, y, n, -1.f, 20);
+}
+inline void quantize_row_q5_k(const float* x, block_q5_K* y, int64_t n) {
+    kquant::quantize_row_qk_min<block_q5_K, 31>(x, y, n, -0.5f, 15);
+}
+
 
 // n / 256 Q4_K blocks into n values.
 inline void dequantize_row_q4_k(const block_q4_K* x, float* y, int64_t n) {
@@ -449,6 +487,26 @@ inline void dequantize_row_q4_k(const block_q4_K* x, float* y, int64_t n) {
             const float d2 = d * float(sc), m2 = min * float(m);
             for (int l = 0; l < 32; ++l) *y++ = d1 * float(q[l] & 0xF) - m1;
             for (int l = 0; l < 32; ++l) *y++ = d2 * float(q[l] >> 4) - m2;
+        }
+    }
+}
+
+// n / 256 Q5_K blocks into n values.
+inline void dequantize_row_q5_k(const block_q5_K* x, float* y, int64_t n) {
+    for (int64_t i = 0; i < n / qk_k; ++i) {
+        const uint8_t* ql = x[i].qs;
+        const uint8_t* qh = x[i].qh;
+        const float d = f16_to_f32(x[i].d), min = f16_to_f32(x[i].dmin);
+        int is = 0;
+        uint8_t u1 = 1, u2 = 2;
+        for (int j = 0; j < qk_k; j += 64, ql += 32, is += 2, u1 = uint8_t(u1 << 2), u2 = uint8_t(u2 << 2)) {
+            uint8_t sc, m;
+            kquant::scale_min_k4(is + 0, x[i].scales, sc, m);
+            const float d1 = d * float(sc), m1 = min * float(m);
+            kquant::scale_min_k4(is + 1, x[i].scales, sc, m);
+            const float d2 = d * float(sc), m2 = min * float(m);
+            for (int l = 0; l < 32; ++l) *y++ = d1 * float((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
+            for (int l = 0; l < 32; ++l) *y++ = d2 * float((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
         }
     }
 }
