@@ -54,7 +54,7 @@ for path in glob.glob("tests/data/tokenizer/*cases.json"):
         if not isinstance(case, dict) or "utf8" not in case:
             continue
         text = bytes.fromhex(case["utf8"])  # the exact bytes, invalid UTF-8 included
-        for mode in (0, 1, 4, 5):  # gpt2 / demo vocabulary, special tokens off / on
+        for mode in (0, 1, 4, 5, 8, 12):  # gpt2 / demo / SentencePiece vocabulary, special tokens off / on
             with open(os.path.join(out, f"case{n:04d}_{mode}"), "wb") as f:
                 f.write(bytes([mode]) + text)
         n += 1

@@ -5,7 +5,7 @@ set -euo pipefail
 what=${1:-all}
 build="g++ cmake meson ninja-build pkg-config libxsimd-dev libgtest-dev"
 vulkan="libvulkan-dev glslang-tools spirv-tools mesa-vulkan-drivers vulkan-validationlayers vulkan-tools"
-python="python3-numpy python3-regex python3-pytest"
+python="python3-numpy python3-regex python3-pytest sentencepiece python3-sentencepiece"  # sentencepiece: tools/spm_vocab.py (the SPM test data)
 train="python3-torch libopenblas0-pthread python3-matplotlib unicode-data bible-kjv bible-kjv-text libsword-utils sword-text-web sword-comm-mhcc sword-comm-tdavid sword-comm-scofield dict-devil"
 case "$what" in
   build) pkgs="$build" ;;

@@ -160,6 +160,14 @@ check "tokenize --decode round-trips the text" $? "got '$(cat "$tmp/out")'"
 run "$ncas" tokenize -m "$model" --bos --pieces "the"
 grep -q '"piece": "<|endoftext|>"' "$tmp/out" && "$py" -c 'import json, sys; json.load(open(sys.argv[1]))' "$tmp/out"
 check "tokenize --bos --pieces prints valid JSON" $?
+# A SentencePiece vocabulary-only GGUF (tools/spm_vocab.py): the ids the sentencepiece library gave.
+spm=$data/../tokenizer/spm_vocab.gguf
+run "$ncas" tokenize -m "$spm" "Hello world, 日本"
+[ "$(cat "$tmp/out")" = "[432, 288, 932, 621, 948, 929, 233, 154, 168, 233, 159, 175]" ]
+check "tokenize on a SentencePiece vocabulary-only file gives sentencepiece's ids" $? "got '$(cat "$tmp/out")'"
+run "$ncas" tokenize -m "$spm" --decode "432, 288, 932, 621, 948, 929, 233, 154, 168, 233, 159, 175"
+[ "$(cat "$tmp/out")" = "Hello world, 日本" ]
+check "tokenize --decode on a SentencePiece vocabulary drops the space prefix" $? "got '$(cat "$tmp/out")'"
 
 # ---- generate --------------------------------------------------------------
 expect "generate --temp 0" 0 'prefill:' "$ncas" generate -m "$model" -t 1 -p "the cat" --temp 0 -n 16

@@ -102,3 +102,158 @@ TEST(types, sizes_and_names) {
     EXPECT_EQ(parse_weight_type("BF16"), weight_type::bf16);
     EXPECT_THROW(parse_weight_type("q5_k"), ncas::error);
 }
+
+// ---- Q6_K: tools/kquants.py (numpy, from ggml's published algorithm) made
+// tests/data/quant/q6_k_cases.bin; the C++ must give the same bytes.
+namespace {
+
+std::string q6k_data_path() {
+#ifdef NCAS_TEST_DATA
+    return std::string(NCAS_TEST_DATA) + "/quant/q6_k_cases.bin";
+#else
+    return "tests/data/quant/q6_k_cases.bin";
+#endif
+}
+
+}  // namespace
+
+TEST(q6_k, same_bytes_as_numpy_and_round_trip) {
+    std::FILE* f = std::fopen(q6k_data_path().c_str(), "rb");
+    ASSERT_NE(f, nullptr) << q6k_data_path();
+    uint32_t rows = 0, n = 0;
+    ASSERT_EQ(std::fread(&rows, 4, 1, f), 1u);
+    ASSERT_EQ(std::fread(&n, 4, 1, f), 1u);
+    ASSERT_EQ(n % ncas::qk_k, 0u);
+    ASSERT_GE(rows, 5u);
+    const size_t nb = n / ncas::qk_k;
+    for (uint32_t r = 0; r < rows; ++r) {
+        std::vector<float> x(n), y(n);
+        std::vector<ncas::block_q6_K> want(nb), got(nb);
+        ASSERT_EQ(std::fread(x.data(), 4, n, f), n);
+        ASSERT_EQ(std::fread(want.data(), sizeof(ncas::block_q6_K), nb, f), nb);
+        ncas::quantize_row_q6_k(x.data(), got.data(), n);
+        for (size_t b = 0; b < nb; ++b)
+            EXPECT_EQ(std::memcmp(&got[b], &want[b], sizeof got[b]), 0) << "row " << r << " block " << b;
+        // Round trip: within half a step of each sub-block's scale, except where
+        // the 6-bit range clips (then within the sub-block's largest |x|).
+        ncas::dequantize_row_q6_k(got.data(), y.data(), n);
+        double se = 0, sx = 0;
+        for (size_t b = 0; b < nb; ++b) {
+            const float d = ncas::f16_to_f32(got[b].d);
+            for (int j = 0; j < 16; ++j) {
+                const float step = std::fabs(d * float(got[b].scales[j]));
+                float amax = 0;
+                for (int i = 0; i < 16; ++i) amax = std::max(amax, std::fabs(x[b * 256 + size_t(j * 16 + i)]));
+                for (int i = 0; i < 16; ++i) {
+                    const size_t k = b * 256 + size_t(j * 16 + i);
+                    const float err = std::fabs(y[k] - x[k]);
+                    const bool clipped = std::fabs(x[k]) > 31.5f * step;
+                    EXPECT_LE(err, clipped ? amax : 0.5f * step * 1.0001f + 1e-30f) << "row " << r << " value " << k;
+                    se += double(err) * err;
+                    sx += double(x[k]) * x[k];
+                }
+            }
+        }
+        if (sx > 0) EXPECT_LT(std::sqrt(se / sx), 0.05) << "row " << r;
+    }
+    std::fclose(f);
+}
+
+TEST(q6_k, block_layout_by_hand) {
+    // 256 values q - 32 with q = i % 64 on sub-block scales 1: d = 1/iscale...
+    // Check dequantisation of a hand-made block: ql/qh bit positions and scales.
+    ncas::block_q6_K b{};
+    b.d = ncas::f32_to_f16(0.5f);
+    for (int j = 0; j < 16; ++j) b.scales[j] = int8_t(j - 8);
+    // value 0 (first half, l = 0, q1): low nibble of ql[0], bits 0-1 of qh[0]; value 64 (q3): high nibble of ql[0], bits 4-5.
+    b.ql[0] = 0x3A;      // q1 low = 0xA, q3 low = 0x3
+    b.qh[0] = 0x21;      // q1 high = 1, q3 high = 2
+    b.ql[32 + 5] = 0x70; // value 32+5 (q2) low = 0, value 96+5 (q4) low = 7
+    b.qh[5] = 0xC0;      // q4 high = 3 (bits 6-7), q2 high = 0
+    b.ql[64 + 1] = 0x0F; // second half, value 128+1 low = 15
+    b.qh[32 + 1] = 0x02; // high = 2
+    std::vector<float> y(256);
+    ncas::dequantize_row_q6_k(&b, y.data(), 256);
+    EXPECT_EQ(y[0], 0.5f * float(0 - 8) * float(0x1A - 32));
+    EXPECT_EQ(y[64], 0.5f * float(4 - 8) * float(0x23 - 32));
+    EXPECT_EQ(y[37], 0.5f * float(2 - 8) * float(0x00 - 32));
+    EXPECT_EQ(y[101], 0.5f * float(6 - 8) * float(0x37 - 32));
+    EXPECT_EQ(y[129], 0.5f * float(8 - 8) * float(0x2F - 32));
+    EXPECT_EQ(y[128 + 64 + 1], 0.5f * float(12 - 8) * float(0x00 - 32));
+}
+
+TEST(q4_k, same_bytes_as_numpy_and_round_trip) {
+    const std::string path = q6k_data_path().substr(0, q6k_data_path().size() - std::string("q6_k_cases.bin").size()) +
+                             "q4_k_cases.bin";
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    ASSERT_NE(f, nullptr) << path;
+    uint32_t rows = 0, n = 0;
+    ASSERT_EQ(std::fread(&rows, 4, 1, f), 1u);
+    ASSERT_EQ(std::fread(&n, 4, 1, f), 1u);
+    ASSERT_EQ(n % ncas::qk_k, 0u);
+    ASSERT_GE(rows, 5u);
+    const size_t nb = n / ncas::qk_k;
+    for (uint32_t r = 0; r < rows; ++r) {
+        std::vector<float> x(n), y(n);
+        std::vector<ncas::block_q4_K> want(nb), got(nb);
+        ASSERT_EQ(std::fread(x.data(), 4, n, f), n);
+        ASSERT_EQ(std::fread(want.data(), sizeof(ncas::block_q4_K), nb, f), nb);
+        ncas::quantize_row_q4_k(x.data(), got.data(), n);
+        for (size_t b = 0; b < nb; ++b)
+            EXPECT_EQ(std::memcmp(&got[b], &want[b], sizeof got[b]), 0) << "row " << r << " block " << b;
+        // Round trip: every value within 1.5 steps of its 32-value sub-block's
+        // range / 15, plus the rounding of the 6-bit scale (d/2 per step, 15
+        // steps) and of the 6-bit min (dmin/2); RMS under 15% of the row's.
+        ncas::dequantize_row_q4_k(got.data(), y.data(), n);
+        double se = 0, sx = 0;
+        for (size_t k = 0; k < size_t(n); ++k) {
+            const size_t s0 = k / 32 * 32;
+            float lo = 0, hi = 0;
+            for (size_t i = s0; i < s0 + 32; ++i) lo = std::min(lo, x[i]), hi = std::max(hi, x[i]);
+            const float d = ncas::f16_to_f32(got[k / 256].d), dmin = ncas::f16_to_f32(got[k / 256].dmin);
+            EXPECT_LE(std::fabs(y[k] - x[k]), (hi - lo) / 15.f * 1.5f + 7.5f * d + 0.5f * dmin + 1e-30f)
+                << "row " << r << " value " << k;
+            se += double(y[k] - x[k]) * (y[k] - x[k]);
+            sx += double(x[k]) * x[k];
+        }
+        if (sx > 0) EXPECT_LT(std::sqrt(se / sx), 0.15) << "row " << r;
+    }
+    std::fclose(f);
+}
+
+TEST(q5_k, same_bytes_as_numpy_and_round_trip) {
+    const std::string path = q6k_data_path().substr(0, q6k_data_path().size() - std::string("q6_k_cases.bin").size()) +
+                             "q5_k_cases.bin";
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    ASSERT_NE(f, nullptr) << path;
+    uint32_t rows = 0, n = 0;
+    ASSERT_EQ(std::fread(&rows, 4, 1, f), 1u);
+    ASSERT_EQ(std::fread(&n, 4, 1, f), 1u);
+    ASSERT_EQ(n % ncas::qk_k, 0u);
+    ASSERT_GE(rows, 5u);
+    const size_t nb = n / ncas::qk_k;
+    for (uint32_t r = 0; r < rows; ++r) {
+        std::vector<float> x(n), y(n);
+        std::vector<ncas::block_q5_K> want(nb), got(nb);
+        ASSERT_EQ(std::fread(x.data(), 4, n, f), n);
+        ASSERT_EQ(std::fread(want.data(), sizeof(ncas::block_q5_K), nb, f), nb);
+        ncas::quantize_row_q5_k(x.data(), got.data(), n);
+        for (size_t b = 0; b < nb; ++b)
+            EXPECT_EQ(std::memcmp(&got[b], &want[b], sizeof got[b]), 0) << "row " << r << " block " << b;
+        // Round trip as for Q4_K with 31 steps; RMS under 8% of the row's.
+        ncas::dequantize_row_q5_k(got.data(), y.data(), n);
+        double se = 0, sx = 0;
+        for (size_t k = 0; k < size_t(n); ++k) {
+            const size_t s0 = k / 32 * 32;
+            float lo = 0, hi = 0;
+            for (size_t i = s0; i < s0 + 32; ++i) lo = std::min(lo, x[i]), hi = std::max(hi, x[i]);
+            const float d = ncas::f16_to_f32(got[k / 256].d), dmin = ncas::f16_to_f32(got[k / 256].dmin);
+            EXPECT_LE(std::fabs(y[k] - x[k]), (hi - lo) / 31.f * 1.5f + 15.5f * d + 0.5f * dmin + 1e-30f)
+                << "row " << r << " value " << k;
+            se += double(y[k] - x[k]) * (y[k] - x[k]);
+            sx += double(x[k]) * x[k];
+        }
+        if (sx > 0) EXPECT_LT(std::sqrt(se / sx), 0.08) << "row " << r;
+    }
+    std::fclose(f);
+}

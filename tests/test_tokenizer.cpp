@@ -9,6 +9,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cmath>
+#include <cstring>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -21,7 +23,9 @@
 #include <thread>
 #include <vector>
 
+#include "ncas/format/gguf.hpp"
 #include "ncas/text/tokenizer.hpp"
+#include "ncas/text/vocab.hpp"
 #include "support/errors.hpp"
 
 using test_errors::error_of;
@@ -792,6 +796,208 @@ TEST(Validation, ErrorsNameWhatIsWrong) {
         EXPECT_NO_THROW((void)tok.encode("abc"));
         expect_error([&] { (void)tok.encode("xyz"); }, {"byte 0x7A"});
     }
+}
+
+// ------------------------------------------------------------ SentencePiece
+//
+// tests/data/tokenizer/spm_vocab.gguf and spm_cases.json come from
+// tools/spm_vocab.py: a BPE model trained by the sentencepiece library, written
+// as llama.cpp writes SentencePiece vocabularies, and the ids and decoded texts
+// that library gives.
+
+std::vector<std::byte> spm_file_bytes() {
+    const std::string b = read_file(data_dir() / "spm_vocab.gguf");
+    std::vector<std::byte> out(b.size());
+    std::memcpy(out.data(), b.data(), b.size());
+    return out;
+}
+
+const ncas::tokenizer& spm_tok() {
+    static const auto t = [] {
+        static const std::vector<std::byte> bytes = spm_file_bytes();
+        const ncas::gguf_file f = ncas::gguf_file::from_memory("spm_vocab.gguf", bytes);
+        return ncas::read_vocab(f);
+    }();
+    return *t;
+}
+
+std::vector<int32_t> ids_of(const json& a) {
+    std::vector<int32_t> out;
+    for (const json& v : a.arr) out.push_back(static_cast<int32_t>(v.num));
+    return out;
+}
+
+TEST(SpmTokenizer, VocabularyLoadsFromGguf) {
+    const auto& t = spm_tok();
+    EXPECT_EQ(t.kind(), ncas::tokenizer_kind::spm);
+    EXPECT_EQ(t.size(), 1000);
+    EXPECT_EQ(t.unk_id(), 0);
+    EXPECT_EQ(t.bos_id(), 1);
+    EXPECT_EQ(t.eos_id(), 2);
+    EXPECT_TRUE(t.add_space_prefix());
+    EXPECT_TRUE(t.wants_bos());
+    EXPECT_FALSE(t.wants_eos());
+    EXPECT_EQ(t.type_of(0), ncas::token_type::unknown);
+    EXPECT_EQ(t.type_of(1), ncas::token_type::control);
+    EXPECT_EQ(t.token_text(3 + 0x0A), "<0x0A>");
+    EXPECT_EQ(t.token_bytes(3 + 0x0A), "\n");
+    const int32_t the = t.token_id("\xE2\x96\x81the");
+    ASSERT_GE(the, 0);
+    EXPECT_EQ(t.token_bytes(the), " the");
+    EXPECT_LT(t.score(the), 0.0f);
+}
+
+TEST(SpmTokenizer, MatchesSentencepieceLibrary) {
+    const json cases = parse_json(read_file(data_dir() / "spm_cases.json"));
+    ASSERT_GE(cases.arr.size(), 100u);
+    const auto& t = spm_tok();
+    std::size_t encoded = 0, decoded = 0;
+    for (const json& c : cases.arr) {
+        const std::vector<int32_t> want = ids_of(c["ids"]);
+        bool decode_only = false;
+        for (const auto& k : c.keys) decode_only = decode_only || k == "decode_only";
+        if (!decode_only) {
+            const std::string text = from_hex(c["utf8"].str);
+            EXPECT_EQ(t.encode(text, c["add_bos"].b), want) << "text: " << c["text"].str;
+            ++encoded;
+        }
+        EXPECT_EQ(t.decode(want), c["decoded"].str) << "ids of: " << (decode_only ? "(decode only)" : c["text"].str);
+        ++decoded;
+    }
+    EXPECT_GE(encoded, 90u);
+    EXPECT_EQ(decoded, cases.arr.size());
+}
+
+// The merge loop written the slow, obvious way: find the best pair by scanning
+// (highest score, leftmost on ties), merge it, repeat; then byte fallback.
+std::vector<int32_t> literal_spm(const ncas::tokenizer& t, std::string_view text) {
+    std::string s = "\xE2\x96\x81";
+    for (char c : text) s += c == ' ' ? std::string("\xE2\x96\x81") : std::string(1, c);
+    std::vector<std::string> sym;
+    for (std::size_t i = 0; i < s.size();) {
+        const auto d = ncas::utf8::decode(s, i);
+        sym.push_back(s.substr(i, d.len));
+        i += d.len;
+    }
+    auto mergeable = [&](const std::string& p) {
+        const int32_t id = t.token_id(p);
+        if (id < 0) return -1;
+        const auto ty = t.type_of(id);
+        return ty == ncas::token_type::normal || ty == ncas::token_type::user_defined ||
+                       ty == ncas::token_type::unused || ty == ncas::token_type::undefined
+                   ? id
+                   : -1;
+    };
+    for (;;) {
+        int best = -1;
+        float best_score = 0;
+        for (std::size_t i = 0; i + 1 < sym.size(); ++i) {
+            const int32_t id = mergeable(sym[i] + sym[i + 1]);
+            if (id >= 0 && (best < 0 || t.score(id) > best_score)) {
+                best = static_cast<int>(i);
+                best_score = t.score(id);
+            }
+        }
+        if (best < 0) break;
+        sym[static_cast<std::size_t>(best)] += sym[static_cast<std::size_t>(best) + 1];
+        sym.erase(sym.begin() + best + 1);
+    }
+    std::vector<int32_t> out;
+    for (const auto& p : sym) {
+        const int32_t id = mergeable(p);
+        if (id >= 0) {
+            out.push_back(id);
+            continue;
+        }
+        for (unsigned char b : p) {
+            char name[8];
+            std::snprintf(name, sizeof name, "<0x%02X>", b);
+            out.push_back(t.token_id(name));
+        }
+    }
+    return out;
+}
+
+TEST(SpmTokenizer, HeapMergeMatchesLiteralMergeOnRandomText) {
+    const auto& t = spm_tok();
+    std::mt19937 rng(7);
+    const std::vector<std::string> alphabet = {"a", "e", "t", "h", "s", "n", "l", "l", "o", " ", " ", "  ", "th", "the ", "in",
+                                               "\n", "\t", "\xC3\xA9", "\xE6\x97\xA5", "\xF0\x9F\x98\x80", "Z", ".",
+                                               "\xE2\x96\x81", "\xFF", "\xC3"};
+    for (int n = 0; n < 400; ++n) {
+        std::string text;
+        const int len = static_cast<int>(rng() % 40);
+        for (int k = 0; k < len; ++k) text += alphabet[rng() % alphabet.size()];
+        if (text.empty()) continue;
+        EXPECT_EQ(t.encode(text), literal_spm(t, text)) << "text: " << text;
+    }
+}
+
+TEST(SpmTokenizer, InvalidUtf8BecomesByteTokens) {
+    const auto& t = spm_tok();
+    for (const std::string& text : {std::string("\xFF"), std::string("a\xC3"), std::string("\xE6\x97"),
+                                   std::string("x\xED\xA0\x80y"), std::string(1, '\0')}) {
+        const std::vector<int32_t> ids = t.encode(text);
+        std::string bytes;
+        for (int32_t id : ids) bytes += t.token_bytes(id);
+        EXPECT_EQ(bytes, " " + text);  // the space prefix, then the bytes as they were
+    }
+}
+
+TEST(SpmTokenizer, SpecialTokensAndSpacePrefix) {
+    const auto& t = spm_tok();
+    const int32_t the = t.token_id("\xE2\x96\x81the");
+    // As llama.cpp: a special token is followed by the space prefix again.
+    EXPECT_EQ(t.encode("<s>the</s>the", false, true), (std::vector<int32_t>{1, the, 2, the}));
+    EXPECT_EQ(t.encode("<s>the", false, false), t.encode("<s>the"));
+    EXPECT_NE(t.encode("<s>the", false, false)[0], 1);
+    EXPECT_EQ(t.encode("the", true), (std::vector<int32_t>{1, the}));
+    EXPECT_TRUE(t.encode("").empty());
+    // Without the space prefix, "the" is not "▁the".
+    std::vector<std::string> tokens;
+    std::vector<float> scores;
+    std::vector<int32_t> types;
+    for (int32_t i = 0; i < t.size(); ++i) {
+        tokens.push_back(t.token_text(i));
+        scores.push_back(t.score(i));
+        types.push_back(static_cast<int32_t>(t.type_of(i)));
+    }
+    const auto bare = ncas::tokenizer::spm(tokens, scores, types, 1, 2, 0, false);
+    EXPECT_NE(bare.encode("the")[0], the);
+    EXPECT_EQ(bare.encode(" the"), (std::vector<int32_t>{the}));
+    EXPECT_EQ(bare.decode(std::vector<int32_t>{the}), " the");
+    EXPECT_EQ(t.decode(std::vector<int32_t>{the}), "the");
+    // The streaming decoder gives raw bytes (no leading space dropped).
+    ncas::streaming_decoder sd(t);
+    EXPECT_EQ(sd.feed(the), " the");
+}
+
+TEST(SpmTokenizer, ValidationErrors) {
+    const auto& t = spm_tok();
+    std::vector<std::string> tokens;
+    std::vector<float> scores;
+    std::vector<int32_t> types;
+    for (int32_t i = 0; i < t.size(); ++i) {
+        tokens.push_back(t.token_text(i));
+        scores.push_back(t.score(i));
+        types.push_back(static_cast<int32_t>(t.type_of(i)));
+    }
+    using T = ncas::tokenizer;
+    EXPECT_NE(error_of([&] { (void)T::spm(tokens, std::vector<float>(10), types, 1, 2, 0, true); }).find("10 scores for 1000 tokens"),
+              std::string::npos);
+    auto bad = scores;
+    bad[500] = std::nanf("");
+    EXPECT_NE(error_of([&] { (void)T::spm(tokens, bad, types, 1, 2, 0, true); }).find("token 500"), std::string::npos);
+    EXPECT_NE(error_of([&] { (void)T::spm(tokens, scores, types, 1, 2, 1000, true); }).find("unknown-token id 1000"),
+              std::string::npos);
+    // No byte tokens: a character outside the vocabulary is the unknown token, as sentencepiece does.
+    auto no_bytes = types;
+    for (auto& ty : no_bytes)
+        if (ty == 6) ty = 5;
+    const T u = T::spm(tokens, scores, no_bytes, 1, 2, 0, true);
+    EXPECT_EQ(u.encode("\xE6\x97\xA5"), (std::vector<int32_t>{t.token_id("\xE2\x96\x81"), 0}));
+    const T none = T::spm(tokens, scores, no_bytes, 1, 2, -1, true);
+    EXPECT_NE(error_of([&] { (void)none.encode("\xE6\x97\xA5"); }).find("nor an unknown token"), std::string::npos);
 }
 
 }  // namespace

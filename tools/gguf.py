@@ -141,7 +141,9 @@ def _quantize_q8_0(x):
     with np.errstate(divide="ignore"):
         inv_d = np.where(d != 0, np.float32(1) / d, np.float32(0)).astype(np.float32)
     scaled = blocks * inv_d[:, None]                             # f32 product, as ggml
-    q = np.trunc(scaled + np.copysign(np.float32(0.5), scaled))  # C roundf
+    # C roundf: half away from zero. The + 0.5 is done in float64, where it is
+    # exact: in float32, 0.49999997 + 0.5 rounds up to 1.0 (roundf gives 0).
+    q = np.copysign(np.floor(np.abs(scaled).astype(np.float64) + 0.5), scaled)
     out = np.empty(len(blocks), dtype=[("d", "<f2"), ("qs", "i1", (QK,))])
     out["d"] = d.astype(np.float16)
     out["qs"] = q.astype(np.int8)

@@ -91,6 +91,10 @@ def test_round_trip():
                 step = np.abs(blocks).max(axis=1, keepdims=True) / (127 if ggml_type == GGMLType.Q8_0 else 8)
                 err = np.abs(got.reshape(-1, 32) - blocks)
                 assert np.all(err <= step * (0.51 if ggml_type == GGMLType.Q8_0 else 1.01)), name
+    # Q8_0 rounds as C roundf: 0.49999997 (just below one half) gives 0, 2.5 gives 3.
+    edge = np.zeros(32, np.float32)
+    edge[:5] = [127, np.float32(0.49999997), -np.float32(0.49999997), 2.5, -2.5]
+    assert list(np.frombuffer(quantize(edge, GGMLType.Q8_0)[2:7], np.int8)) == [127, 0, 0, 3, -3]
     print("round trip: ok")
 
 

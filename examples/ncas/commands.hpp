@@ -10,5 +10,6 @@ int run_info(int argc, char** argv);
 int run_perplexity(int argc, char** argv);
 int run_tokenize(int argc, char** argv);
 int run_logits(int argc, char** argv);
+int run_quantize(int argc, char** argv);
 
 }  // namespace ncas::cli

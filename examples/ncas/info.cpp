@@ -148,7 +148,9 @@ int info_file(const std::string& path, int64_t extra_ctx) {
     for (const auto& [type, nb] : by_type)
         std::printf(" %.*s %lld (%s)", int(type.size()), type.data(), (long long)nb.first, human_bytes(double(nb.second)).c_str());
     if (model.has_tokenizer())
-        std::printf("\ntokenizer         byte-level BPE, %d tokens, bos %d, eos %d\n", model.tokenizer().size(),
+        std::printf("\ntokenizer         %s, %d tokens, bos %d, eos %d\n",
+                    model.tokenizer().kind() == tokenizer_kind::spm ? "SentencePiece BPE" : "byte-level BPE",
+                    model.tokenizer().size(),
                     model.tokenizer().bos_id(), model.tokenizer().eos_id());
     else
         std::printf("\ntokenizer         none\n");

@@ -32,6 +32,7 @@ constexpr command commands[] = {
     {"perplexity", ncas::cli::run_perplexity, "perplexity and bits per token of a text file"},
     {"tokenize", ncas::cli::run_tokenize, "text to token ids (JSON), or --decode ids to text"},
     {"logits", ncas::cli::run_logits, "every position's logits for a list of token ids, as raw float32"},
+    {"quantize", ncas::cli::run_quantize, "a copy of a model file with its weight matrices in Q8_0, Q4_0, F16, ..."},
     {"bench", run_bench, "measure prefill and decode speed"},
 };
 

@@ -1,5 +1,6 @@
 // `ncas tokenize`: text to token ids as a JSON array, or with --decode,
 // ids back to text (the exact bytes; a newline is added only at a terminal).
+// Reads only the file's vocabulary: GPT-2 byte-level BPE or SentencePiece.
 #include <unistd.h>
 
 #include <cstdio>
@@ -33,8 +34,14 @@ int run_tokenize(int argc, char** argv) {
     std::string input;
     if (!decoding) input = text.empty() ? read_stdin("the text") : text[0];
 
-    const ncas::model m = load_model(model_path);
-    const tokenizer& tok = m.tokenizer();
+    // Only the vocabulary is read (no weights bound), so a vocabulary-only GGUF works too.
+    const std::string path = model_path.empty() ? find_default_model() : model_path;
+    const mapped_file map(path);
+    const gguf_file file = gguf_file::from_memory(path, map.bytes());
+    std::string why;
+    const std::unique_ptr<tokenizer> vocab = read_vocab(file, &why);
+    if (!vocab) file.fail(why);
+    const tokenizer& tok = *vocab;
     if (decoding) {
         const std::string out = tok.decode(ids_in);
         std::fwrite(out.data(), 1, out.size(), stdout);
@@ -50,7 +57,7 @@ int run_tokenize(int argc, char** argv) {
             continue;
         }
         json += "{\"id\": " + std::to_string(ids[i]) + ", \"piece\": \"";
-        for (const char c : tok.token_text(ids[i])) {  // byte-level form ("Ġthe"): always valid UTF-8
+        for (const char c : tok.token_text(ids[i])) {  // vocabulary form ("Ġthe", "▁the")
             if (c == '"' || c == '\\') json += '\\';
             if (c >= 0 && c < 0x20) {
                 char esc[8];

@@ -8,3 +8,4 @@
 #include "ncas/session.hpp"
 #include "ncas/text/sampler.hpp"
 #include "ncas/text/tokenizer.hpp"
+#include "ncas/text/vocab.hpp"

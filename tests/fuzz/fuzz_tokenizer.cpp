@@ -1,11 +1,16 @@
 // Fuzz harness: tokenizer encode and decode on the full GPT-2 vocabulary (50257
-// tokens, 50000 merges) and on the demo model's own vocabulary.
-// The first byte chooses the vocabulary and the mode:
+// tokens, 50000 merges), on the demo model's own vocabulary and on a
+// SentencePiece vocabulary (tests/data/tokenizer/spm_vocab.gguf, byte fallback).
+// The first byte chooses the vocabulary (bit 3: SentencePiece, else bit 0: demo
+// or GPT-2) and the mode:
 //   encode: any bytes encode without fault; ids lie in the vocabulary; valid
 //           UTF-8 round-trips exactly (decode(encode(t)) == t); with special
-//           tokens parsed, decoding still gives the text back.
+//           tokens parsed, decoding still gives the text back (GPT-2; a
+//           SentencePiece control token decodes to nothing, and a literal
+//           U+2581 decodes as a space, as in sentencepiece).
 //   decode: any ids decode (an id outside the vocabulary is an ncas::error).
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <vector>
 
@@ -39,6 +44,17 @@ const ncas::tokenizer& demo() {
     return m->tokenizer();
 }
 
+const ncas::tokenizer& spm() {
+    static const auto t = [] {
+        std::ifstream f(fuzz::data_dir() + "/tokenizer/spm_vocab.gguf", std::ios::binary);
+        FUZZ_CHECK(f.good());
+        static std::vector<char> raw((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+        const auto* p = reinterpret_cast<const std::byte*>(raw.data());
+        return ncas::read_vocab(ncas::gguf_file::from_memory("spm_vocab.gguf", {p, raw.size()}));
+    }();
+    return *t;
+}
+
 bool valid_utf8(std::string_view s) {
     for (size_t i = 0; i < s.size();) {
         const auto c = uint8_t(s[i]);
@@ -62,7 +78,8 @@ bool valid_utf8(std::string_view s) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     fuzz::reader in{data, size};
     const uint8_t mode = in.get<uint8_t>();
-    const ncas::tokenizer& tok = mode & 1 ? demo() : gpt2();
+    const bool is_spm = mode & 8;
+    const ncas::tokenizer& tok = is_spm ? spm() : mode & 1 ? demo() : gpt2();
     const int32_t n_vocab = int32_t(tok.size());
     try {
         if (mode & 2) {  // decode arbitrary ids
@@ -85,7 +102,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         const std::vector<int32_t> ids = tok.encode(text, false, special);
         for (int32_t id : ids) FUZZ_CHECK(id >= 0 && id < n_vocab);
         FUZZ_CHECK(text.empty() == ids.empty());
-        if (valid_utf8(text)) FUZZ_CHECK(tok.decode(ids) == text);
+        if (valid_utf8(text) && (!is_spm || (!special && text.find("\xE2\x96\x81") == std::string_view::npos)))
+            FUZZ_CHECK(tok.decode(ids) == text);
+        if (is_spm) {  // the raw bytes of the tokens are the text with the space prefix, spaces kept
+            std::string raw;
+            for (int32_t id : ids) raw += tok.token_bytes(id);
+            if (!special && !text.empty() && text.find("\xE2\x96\x81") == std::string_view::npos)
+                FUZZ_CHECK(raw == " " + std::string(text));
+        }
     } catch (const ncas::error&) {
     }
     return 0;

@@ -102,6 +102,8 @@ public:
     uint64_t alignment() const { return alignment_; }
     uint64_t data_offset() const { return data_offset_; }
     const std::map<std::string, gguf_value>& metadata() const { return kv_; }
+    // The metadata keys in the order the file has them (metadata() is sorted by key).
+    const std::vector<std::string>& key_order() const { return key_order_; }
     const std::vector<tensor_info>& tensors() const { return tensors_; }
 
     bool has(const std::string& key) const { return kv_.contains(key); }
@@ -275,6 +277,7 @@ private:
             } else {
                 v.scalar = read_scalar(c, v.type, key);
             }
+            key_order_.push_back(key);
             kv_.emplace(std::move(key), std::move(v));
         }
 
@@ -382,6 +385,7 @@ private:
     uint64_t alignment_ = 32;
     uint64_t data_offset_ = 0;
     std::map<std::string, gguf_value> kv_;
+    std::vector<std::string> key_order_;
     std::vector<tensor_info> tensors_;
     std::map<std::string, size_t> tensor_index_;
 };

@@ -208,4 +208,374 @@ inline void quantize_row(weight_type t, const float* src, void* dst, int64_t n) 
     }
 }
 
+// ---- K-quants (super-blocks of 256) --------------------------------------
+//
+// ggml's Q6_K, Q4_K and Q5_K, byte for byte: quantize_row_q6_K_ref (make_qx_quants'
+// scale search), quantize_row_q4_K_ref and quantize_row_q5_K_ref
+// (make_qkx2_quants' scale and min search), and their dequantisations, every operation in float32 in ggml's
+// order (tools/kquants.py, numpy written from the same published algorithm,
+// gives the same bytes; tests/test_quant.cpp). Not weight_types yet: no
+// matmul kernels read them so far.
+//   Q6_K  256 values: ql[128] low 4 bits, qh[64] high 2 bits, int8 scales[16]
+//         (one per 16 values), f16 d;  x = d * scales[j] * (q - 32)
+//   Q4_K  256 values: f16 d, f16 dmin, scales[12] (8 six-bit scales and 8
+//         six-bit mins, one pair per 32 values), qs[128];  x = d*sc*q - dmin*m
+//   Q5_K  as Q4_K with 5-bit quants: qh[32] (the 5th bits) before qs[128]
+
+inline constexpr int64_t qk_k = 256;
+
+struct block_q6_K {
+    uint8_t ql[qk_k / 2];
+    uint8_t qh[qk_k / 4];
+    int8_t scales[qk_k / 16];
+    uint16_t d;
+};
+static_assert(sizeof(block_q6_K) == 210, "ggml block_q6_K layout");
+
+struct block_q4_K {
+    uint16_t d;
+    uint16_t dmin;
+    uint8_t scales[12];
+    uint8_t qs[qk_k / 2];
+};
+static_assert(sizeof(block_q4_K) == 144, "ggml block_q4_K layout");
+
+struct block_q5_K {
+    uint16_t d;
+    uint16_t dmin;
+    uint8_t scales[12];
+    uint8_t qh[qk_k / 8];
+    uint8_t qs[qk_k / 2];
+};
+static_assert(sizeof(block_q5_K) == 176, "ggml block_q5_K layout");
+
+namespace kquant {
+
+inline constexpr float group_max_eps = 1e-15f;
+
+// ggml's nearest_int: round to nearest even by adding 1.5 * 2^23 (|v| < 2^22).
+inline int nearest_int(float v) {
+    const float s = v + 12582912.0f;
+    return int(std::bit_cast<int32_t>(s) & 0x007fffff) - 0x00400000;
+}
+
+// make_qx_quants(n, nmax, x, L, rmse_type = 1, qw = NULL).
+inline float make_qx_quants(int n, int nmax, const float* x, int8_t* L) {
+    float max = 0, amax = 0;
+    for (int i = 0; i < n; ++i) {
+        const float ax = std::fabs(x[i]);
+        if (ax > amax) { amax = ax; max = x[i]; }
+    }
+    if (amax < group_max_eps) {
+        for (int i = 0; i < n; ++i) L[i] = 0;
+        return 0.f;
+    }
+    auto sums = [&](float iscale, float& sumlx, float& suml2, bool store) {
+        sumlx = 0;
+        suml2 = 0;
+        for (int i = 0; i < n; ++i) {
+            const int l = std::max(-nmax, std::min(nmax - 1, nearest_int(iscale * x[i])));
+            if (store) L[i] = int8_t(l + nmax);
+            const float w = x[i] * x[i];
+            const float lf = float(l);
+            const float wx = w * x[i];
+            sumlx += wx * lf;
+            const float wl = w * lf;
+            suml2 += wl * lf;
+        }
+    };
+    float sumlx, suml2;
+    sums(float(-nmax) / max, sumlx, suml2, true);
+    float scale = suml2 != 0 ? sumlx / suml2 : 0.0f;
+    float best = scale * sumlx;
+    for (int is = -9; is <= 9; ++is) {
+        if (is == 0) continue;
+        const float iscale = -(float(nmax) + 0.1f * float(is)) / max;
+        sums(iscale, sumlx, suml2, false);
+        if (suml2 > 0 && sumlx * sumlx > best * suml2) {
+            for (int i = 0; i < n; ++i)
+                L[i] = int8_t(nmax + std::max(-nmax, std::min(nmax - 1, nearest_int(iscale * x[i]))));
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    return scale;
+}
+
+// make_qkx2_quants(n, nmax, x, weights, L, &the_min, Laux, rmin, rdelta, nstep, use_mad = false).
+inline float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min,
+                              uint8_t* Laux, float rmin, float rdelta, int nstep) {
+    float min = x[0], max = x[0];
+    float sum_w = weights[0];
+    float sum_x = sum_w * x[0];
+    for (int i = 1; i < n; ++i) {
+        if (x[i] < min) min = x[i];
+        if (x[i] > max) max = x[i];
+        const float w = weights[i];
+        sum_w += w;
+        const float wx = w * x[i];
+        sum_x += wx;
+    }
+    if (min > 0) min = 0;
+    if (max == min) {
+        for (int i = 0; i < n; ++i) L[i] = 0;
+        *the_min = -min;
+        return 0.f;
+    }
+    float iscale = float(nmax) / (max - min);
+    float scale = 1 / iscale;
+    float best_mad = 0;
+    for (int i = 0; i < n; ++i) {
+        const int l = nearest_int(iscale * (x[i] - min));
+        L[i] = uint8_t(std::max(0, std::min(nmax, l)));
+        const float sl = scale * float(L[i]);
+        float diff = sl + min;
+        diff = diff - x[i];
+        const float d2 = diff * diff;
+        best_mad += weights[i] * d2;
+    }
+    for (int is = 0; is <= nstep; ++is) {
+        const float r = rdelta * float(is);
+        iscale = (rmin + r + float(nmax)) / (max - min);
+        float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+        for (int i = 0; i < n; ++i) {
+            const int l = std::max(0, std::min(nmax, nearest_int(iscale * (x[i] - min))));
+            Laux[i] = uint8_t(l);
+            const float wl = weights[i] * float(l);
+            sum_l += wl;
+            const float wll = wl * float(l);
+            sum_l2 += wll;
+            const float wlx = wl * x[i];
+            sum_xl += wlx;
+        }
+        const float a = sum_w * sum_l2, b = sum_l * sum_l;
+        const float D = a - b;
+        if (D > 0) {
+            const float p1 = sum_w * sum_xl, p2 = sum_x * sum_l;
+            float this_scale = (p1 - p2) / D;
+            const float p3 = sum_l2 * sum_x, p4 = sum_l * sum_xl;
+            float this_min = (p3 - p4) / D;
+            if (this_min > 0) {
+                this_min = 0;
+                this_scale = sum_xl / sum_l2;
+            }
+            float mad = 0;
+            for (int i = 0; i < n; ++i) {
+                const float sl = this_scale * float(Laux[i]);
+                float diff = sl + this_min;
+                diff = diff - x[i];
+                const float d2 = diff * diff;
+                mad += weights[i] * d2;
+            }
+            if (mad < best_mad) {
+                for (int i = 0; i < n; ++i) L[i] = Laux[i];
+                best_mad = mad;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    *the_min = -min;
+    return scale;
+}
+
+inline void scale_min_k4(int j, const uint8_t* q, uint8_t& d, uint8_t& m) {
+    if (j < 4) {
+        d = q[j] & 63;
+        m = q[j + 4] & 63;
+    } else {
+        d = uint8_t((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        m = uint8_t((q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4));
+    }
+}
+
+}  // namespace kquant
+
+namespace kquant {
+
+// quantize_row_q4_K_ref (nmax 15, rmin -1, 20 steps) and quantize_row_q5_K_ref
+// (nmax 31, rmin -0.5, 15 steps): the same but for the quant width and the qh bits.
+template <class Block, int nmax>
+void quantize_row_qk_min(const float* x, Block* y, int64_t n, float rmin, int nstep) {
+    uint8_t L[qk_k], Laux[32];
+    float weights[32], mins[qk_k / 32], scales[qk_k / 32];
+    for (int64_t i = 0; i < n / qk_k; ++i, x += qk_k) {
+        float max_scale = 0, max_min = 0;
+        for (int j = 0; j < qk_k / 32; ++j) {
+            float sum_x2 = 0;
+            for (int l = 0; l < 32; ++l) {
+                const float sq = x[32 * j + l] * x[32 * j + l];
+                sum_x2 += sq;
+            }
+            const float av_x = std::sqrt(sum_x2 / 32);
+            for (int l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(x[32 * j + l]);
+            scales[j] = make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, rmin, 0.1f, nstep);
+            if (scales[j] > max_scale) max_scale = scales[j];
+            if (mins[j] > max_min) max_min = mins[j];
+        }
+        Block& b = y[i];
+        const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
+        const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
+        for (int j = 0; j < qk_k / 32; ++j) {
+            uint8_t ls = uint8_t(nearest_int(inv_scale * scales[j]));
+            uint8_t lm = uint8_t(nearest_int(inv_min * mins[j]));
+            ls = std::min<uint8_t>(63, ls);
+            lm = std::min<uint8_t>(63, lm);
+            if (j < 4) {
+                b.scales[j] = ls;
+                b.scales[j + 4] = lm;
+            } else {
+                b.scales[j + 4] = uint8_t((ls & 0xF) | ((lm & 0xF) << 4));
+                b.scales[j - 4] = uint8_t(b.scales[j - 4] | ((ls >> 4) << 6));
+                b.scales[j - 0] = uint8_t(b.scales[j - 0] | ((lm >> 4) << 6));
+            }
+        }
+        b.d = f32_to_f16(max_scale / 63.f);
+        b.dmin = f32_to_f16(max_min / 63.f);
+        for (int j = 0; j < qk_k / 32; ++j) {
+            uint8_t sc, m;
+            scale_min_k4(j, b.scales, sc, m);
+            const float d = f16_to_f32(b.d) * float(sc);
+            if (d == 0) continue;
+            const float dm = f16_to_f32(b.dmin) * float(m);
+            for (int ii = 0; ii < 32; ++ii) {
+                const int l = nearest_int((x[32 * j + ii] + dm) / d);
+                L[32 * j + ii] = uint8_t(std::max(0, std::min(nmax, l)));
+            }
+        }
+        uint8_t* q = b.qs;
+        if constexpr (nmax == 15) {
+            for (int j = 0; j < qk_k; j += 64, q += 32)
+                for (int l = 0; l < 32; ++l) q[l] = uint8_t(L[j + l] | (L[j + l + 32] << 4));
+        } else {
+            std::memset(b.qh, 0, sizeof b.qh);
+            uint8_t m1 = 1, m2 = 2;
+            for (int j = 0; j < qk_k; j += 64, q += 32, m1 = uint8_t(m1 << 2), m2 = uint8_t(m2 << 2)) {
+                for (int l = 0; l < 32; ++l) {
+                    int l1 = L[j + l], l2 = L[j + l + 32];
+                    if (l1 > 15) { l1 -= 16; b.qh[l] = uint8_t(b.qh[l] | m1); }
+                    if (l2 > 15) { l2 -= 16; b.qh[l] = uint8_t(b.qh[l] | m2); }
+                    q[l] = uint8_t(l1 | (l2 << 4));
+                }
+            }
+        }
+    }
+}
+
+}  // namespace kquant
+
+// n values (a multiple of 256) into n / 256 Q4_K / Q5_K blocks.
+inline void quantize_row_q4_k(const float* x, block_q4_K* y, int64_t n) {
+    kquant::quantize_row_qk_min<block_q4_K, 15>(x, y, n, -1.f, 20);
+}
+inline void quantize_row_q5_k(const float* x, block_q5_K* y, int64_t n) {
+    kquant::quantize_row_qk_min<block_q5_K, 31>(x, y, n, -0.5f, 15);
+}
+
+
+// n / 256 Q4_K blocks into n values.
+inline void dequantize_row_q4_k(const block_q4_K* x, float* y, int64_t n) {
+    for (int64_t i = 0; i < n / qk_k; ++i) {
+        const uint8_t* q = x[i].qs;
+        const float d = f16_to_f32(x[i].d), min = f16_to_f32(x[i].dmin);
+        int is = 0;
+        for (int j = 0; j < qk_k; j += 64, q += 32, is += 2) {
+            uint8_t sc, m;
+            kquant::scale_min_k4(is + 0, x[i].scales, sc, m);
+            const float d1 = d * float(sc), m1 = min * float(m);
+            kquant::scale_min_k4(is + 1, x[i].scales, sc, m);
+            const float d2 = d * float(sc), m2 = min * float(m);
+            for (int l = 0; l < 32; ++l) *y++ = d1 * float(q[l] & 0xF) - m1;
+            for (int l = 0; l < 32; ++l) *y++ = d2 * float(q[l] >> 4) - m2;
+        }
+    }
+}
+
+// n / 256 Q5_K blocks into n values.
+inline void dequantize_row_q5_k(const block_q5_K* x, float* y, int64_t n) {
+    for (int64_t i = 0; i < n / qk_k; ++i) {
+        const uint8_t* ql = x[i].qs;
+        const uint8_t* qh = x[i].qh;
+        const float d = f16_to_f32(x[i].d), min = f16_to_f32(x[i].dmin);
+        int is = 0;
+        uint8_t u1 = 1, u2 = 2;
+        for (int j = 0; j < qk_k; j += 64, ql += 32, is += 2, u1 = uint8_t(u1 << 2), u2 = uint8_t(u2 << 2)) {
+            uint8_t sc, m;
+            kquant::scale_min_k4(is + 0, x[i].scales, sc, m);
+            const float d1 = d * float(sc), m1 = min * float(m);
+            kquant::scale_min_k4(is + 1, x[i].scales, sc, m);
+            const float d2 = d * float(sc), m2 = min * float(m);
+            for (int l = 0; l < 32; ++l) *y++ = d1 * float((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
+            for (int l = 0; l < 32; ++l) *y++ = d2 * float((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
+        }
+    }
+}
+
+// n values (a multiple of 256) into n / 256 Q6_K blocks.
+inline void quantize_row_q6_k(const float* x, block_q6_K* y, int64_t n) {
+    int8_t L[qk_k];
+    float scales[qk_k / 16];
+    for (int64_t i = 0; i < n / qk_k; ++i, x += qk_k) {
+        float max_scale = 0, max_abs_scale = 0;
+        for (int ib = 0; ib < qk_k / 16; ++ib) {
+            const float scale = kquant::make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib);
+            scales[ib] = scale;
+            const float abs_scale = std::fabs(scale);
+            if (abs_scale > max_abs_scale) { max_abs_scale = abs_scale; max_scale = scale; }
+        }
+        block_q6_K& b = y[i];
+        if (max_abs_scale < kquant::group_max_eps) {
+            std::memset(&b, 0, sizeof b);
+            b.d = f32_to_f16(0.f);
+            continue;
+        }
+        const float iscale = -128.f / max_scale;
+        b.d = f32_to_f16(1 / iscale);
+        for (int ib = 0; ib < qk_k / 16; ++ib) b.scales[ib] = int8_t(std::min(127, kquant::nearest_int(iscale * scales[ib])));
+        for (int j = 0; j < qk_k / 16; ++j) {
+            const float d = f16_to_f32(b.d) * float(b.scales[j]);
+            if (d == 0) continue;
+            for (int ii = 0; ii < 16; ++ii) {
+                const int l = std::max(-32, std::min(31, kquant::nearest_int(x[16 * j + ii] / d)));
+                L[16 * j + ii] = int8_t(l + 32);
+            }
+        }
+        uint8_t* ql = b.ql;
+        uint8_t* qh = b.qh;
+        for (int j = 0; j < qk_k; j += 128, ql += 64, qh += 32) {
+            for (int l = 0; l < 32; ++l) {
+                const auto q1 = uint8_t(L[j + l + 0] & 0xF), q2 = uint8_t(L[j + l + 32] & 0xF);
+                const auto q3 = uint8_t(L[j + l + 64] & 0xF), q4 = uint8_t(L[j + l + 96] & 0xF);
+                ql[l + 0] = uint8_t(q1 | (q3 << 4));
+                ql[l + 32] = uint8_t(q2 | (q4 << 4));
+                qh[l] = uint8_t((L[j + l] >> 4) | ((L[j + l + 32] >> 4) << 2) | ((L[j + l + 64] >> 4) << 4) |
+                                ((L[j + l + 96] >> 4) << 6));
+            }
+        }
+    }
+}
+
+// n / 256 Q6_K blocks into n values.
+inline void dequantize_row_q6_k(const block_q6_K* x, float* y, int64_t n) {
+    for (int64_t i = 0; i < n / qk_k; ++i) {
+        const float d = f16_to_f32(x[i].d);
+        const uint8_t* ql = x[i].ql;
+        const uint8_t* qh = x[i].qh;
+        const int8_t* sc = x[i].scales;
+        for (int h = 0; h < qk_k; h += 128, y += 128, ql += 64, qh += 32, sc += 8) {
+            for (int l = 0; l < 32; ++l) {
+                const int is = l / 16;
+                const int q1 = ((ql[l + 0] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                const int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                const int q3 = ((ql[l + 0] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                y[l + 0] = d * float(sc[is + 0]) * float(q1);
+                y[l + 32] = d * float(sc[is + 2]) * float(q2);
+                y[l + 64] = d * float(sc[is + 4]) * float(q3);
+                y[l + 96] = d * float(sc[is + 6]) * float(q4);
+            }
+        }
+    }
+}
+
 }  // namespace ncas

@@ -15,6 +15,7 @@
 #include "ncas/memory/mapped_file.hpp"
 #include "ncas/model/weights.hpp"
 #include "ncas/text/tokenizer.hpp"
+#include "ncas/text/vocab.hpp"
 
 namespace ncas {
 
@@ -92,27 +93,8 @@ protected:
 
     void load_tokenizer() {
         const gguf_file& f = *file_;
-        const std::string kind = f.get_string("tokenizer.ggml.model", "");
-        if (kind.empty()) { tokenizer_missing_ = "has no tokenizer (no tokenizer.ggml.model)"; return; }
-        if (kind != "gpt2") { tokenizer_missing_ = "has tokenizer model '" + kind + "'; ncas reads byte-level BPE ('gpt2')"; return; }
-        auto id = [&](const char* key) { return f.has(key) ? int32_t(f.get_uint(key)) : int32_t(-1); };
-        std::vector<int32_t> types;
-        if (f.has("tokenizer.ggml.token_type")) {
-            for (int64_t t : f.get_ints("tokenizer.ggml.token_type")) types.push_back(int32_t(t));
-            // Present means one type per token: an empty or short array is a broken file, not "all normal".
-            const size_t n = f.get_array("tokenizer.ggml.tokens").size();
-            if (types.size() != n)
-                f.fail("tokenizer.ggml.token_type has " + std::to_string(types.size()) + " entries for " +
-                       std::to_string(n) + " tokens");
-        }
-        try {
-            tokenizer_ = std::make_unique<ncas::tokenizer>(
-                f.get_strings("tokenizer.ggml.tokens"),
-                f.has("tokenizer.ggml.merges") ? f.get_strings("tokenizer.ggml.merges") : std::vector<std::string>{},
-                std::move(types), id("tokenizer.ggml.bos_token_id"), id("tokenizer.ggml.eos_token_id"));
-        } catch (const error& e) {
-            f.fail(e.what());
-        }
+        tokenizer_ = read_vocab(f, &tokenizer_missing_);
+        if (!tokenizer_) return;
         if (int64_t(tokenizer_->size()) != config_.n_vocab)
             f.fail("tokenizer has " + std::to_string(tokenizer_->size()) + " tokens, the model's vocabulary " +
                    std::to_string(config_.n_vocab));

@@ -15,10 +15,30 @@
 //    punctuation), and its byte is encoded as is, so decode(encode(s)) == s
 //    for every byte string s.
 //
+// SentencePiece vocabularies (llama.cpp's tokenizer.ggml.model "llama"), made
+// with tokenizer::spm(), encode as the sentencepiece library's BPE model does
+// (and llama.cpp's llm_tokenizer_spm):
+//  * spaces become U+2581 "▁", and with add_space_prefix one "▁" is put in
+//    front of the text (in front of each run of text after a special token
+//    when parse_special splits the text, as llama.cpp does);
+//  * the text is split into UTF-8 characters (an invalid byte is one symbol),
+//    then the adjacent pair whose concatenation is a normal, user-defined or
+//    unused token with the highest score is merged, leftmost first on equal
+//    scores, until no pair is a token;
+//  * a symbol that is no such token becomes its bytes' <0xNN> tokens (byte
+//    fallback), or the unknown token when the vocabulary has no byte tokens.
+// decode() gives what sentencepiece's DecodeIds gives: "▁" back to spaces, the
+// first space dropped when add_space_prefix is set (only while nothing has
+// been output yet), control tokens as nothing, the unknown token as " ⁇ ",
+// and runs of byte tokens as UTF-8 with each byte that forms no valid
+// character replaced by U+FFFD. token_bytes() (and streaming_decoder) give a
+// token's raw bytes (" the" for "▁the", no space dropped, no replacement).
+//
 // The vocabulary comes as plain vectors (the engine reads them from a GGUF
 // file's tokenizer.ggml.* metadata); token types use llama.cpp's values.
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -262,8 +282,23 @@ enum class token_type : int32_t {
     byte = 6,       // text "<0xNN>", decodes to byte NN
 };
 
+enum class tokenizer_kind : uint8_t { gpt2_bpe, spm };
+
 class tokenizer {
 public:
+    // A SentencePiece vocabulary: tokens as sentencepiece stores them ("▁the",
+    // "<0x0A>"), one score per token (higher merges first), llama.cpp token
+    // types, bos/eos/unknown ids (-1: none).
+    static tokenizer spm(std::vector<std::string> tokens, std::vector<float> scores,
+                         std::vector<int32_t> token_types, int32_t bos_id, int32_t eos_id,
+                         int32_t unk_id, bool add_space_prefix) {
+        if (scores.size() != tokens.size())
+            throw error("tokenizer: " + std::to_string(scores.size()) + " scores for " +
+                        std::to_string(tokens.size()) + " tokens");
+        return tokenizer(spm_tag{}, std::move(tokens), std::move(scores), std::move(token_types), bos_id,
+                         eos_id, unk_id, add_space_prefix);
+    }
+
     // tokens:      token texts, index = id. Normal tokens are in GPT-2's
     //              byte-level form ("Ġthe" for " the").
     // merges:      "left right" in rank order (rank 0 first).
@@ -273,6 +308,28 @@ public:
               std::vector<int32_t> token_types, int32_t bos_id, int32_t eos_id)
         : tokens_(std::move(tokens)), bos_(bos_id), eos_(eos_id),
           cache_(std::make_shared<word_cache>()) {
+        init(std::move(token_types));
+        init_merges(merges);
+    }
+
+private:
+    struct spm_tag {};
+    tokenizer(spm_tag, std::vector<std::string> tokens, std::vector<float> scores, std::vector<int32_t> token_types,
+              int32_t bos_id, int32_t eos_id, int32_t unk_id, bool add_space_prefix)
+        : tokens_(std::move(tokens)), bos_(bos_id), eos_(eos_id), unk_(unk_id), kind_(tokenizer_kind::spm),
+          add_space_prefix_(add_space_prefix), scores_(std::move(scores)),
+          cache_(std::make_shared<word_cache>()) {
+        init(std::move(token_types));
+        if (unk_ < -1 || unk_ >= size())
+            throw error("tokenizer: unknown-token id " + std::to_string(unk_) + " is outside the vocabulary of " +
+                        std::to_string(size()) + " tokens");
+        for (std::size_t i = 0; i < scores_.size(); ++i)
+            if (!std::isfinite(scores_[i]))
+                throw error("tokenizer: token " + std::to_string(i) + " (" + quote(tokens_[i]) +
+                            ") has a score that is not finite");
+    }
+
+    void init(std::vector<int32_t> token_types) {
         if (tokens_.empty()) throw error("tokenizer: the vocabulary has no tokens");
         if (tokens_.size() > static_cast<std::size_t>(INT32_MAX))
             throw error("tokenizer: the vocabulary has more than 2^31-1 tokens");
@@ -308,14 +365,41 @@ public:
         bytes_.resize(tokens_.size());
         for (int32_t i = 0; i < n; ++i) bytes_[static_cast<std::size_t>(i)] = token_bytes_of(i);
 
-        // The token for each single byte (symbols BPE starts from).
-        for (int b = 0; b < 256; ++b) {
-            std::string s;
-            utf8::append(s, gpt2_bytes::byte_to_cp[static_cast<std::size_t>(b)]);
-            const auto it = ids_.find(s);
-            byte_token_[static_cast<std::size_t>(b)] = it == ids_.end() ? -1 : it->second;
+        // The token for each single byte: the symbols GPT-2's BPE starts from,
+        // SentencePiece's byte fallback (the byte-type tokens <0xNN>).
+        byte_token_.fill(-1);
+        if (kind_ == tokenizer_kind::gpt2_bpe) {
+            for (int b = 0; b < 256; ++b) {
+                std::string s;
+                utf8::append(s, gpt2_bytes::byte_to_cp[static_cast<std::size_t>(b)]);
+                const auto it = ids_.find(s);
+                byte_token_[static_cast<std::size_t>(b)] = it == ids_.end() ? -1 : it->second;
+            }
+        } else {
+            for (int32_t i = 0; i < n; ++i)
+                if (types_[static_cast<std::size_t>(i)] == token_type::byte) {
+                    const auto b = static_cast<unsigned char>(bytes_[static_cast<std::size_t>(i)][0]);
+                    if (byte_token_[b] < 0) byte_token_[b] = i;
+                }
         }
 
+        // Control and user-defined tokens, longest first, for parse_special.
+        for (int32_t i = 0; i < n; ++i) {
+            const token_type t = types_[static_cast<std::size_t>(i)];
+            if ((t == token_type::control || t == token_type::user_defined) &&
+                !tokens_[static_cast<std::size_t>(i)].empty()) {
+                specials_.push_back(i);
+                special_first_[static_cast<unsigned char>(tokens_[static_cast<std::size_t>(i)][0])] = true;
+            }
+        }
+        std::sort(specials_.begin(), specials_.end(), [&](int32_t a, int32_t b) {
+            const auto la = tokens_[static_cast<std::size_t>(a)].size();
+            const auto lb = tokens_[static_cast<std::size_t>(b)].size();
+            return la != lb ? la > lb : a < b;
+        });
+    }
+
+    void init_merges(const std::vector<std::string>& merges) {
         merges_.reserve(merges.size());
         for (std::size_t r = 0; r < merges.size(); ++r) {
             const std::string& m = merges[r];
@@ -348,26 +432,29 @@ public:
                 throw error("tokenizer: merge " + std::to_string(r) + " (" + quote(m) +
                             ") duplicates merge " + std::to_string(it->second.rank));
         }
-
-        // Control and user-defined tokens, longest first, for parse_special.
-        for (int32_t i = 0; i < n; ++i) {
-            const token_type t = types_[static_cast<std::size_t>(i)];
-            if ((t == token_type::control || t == token_type::user_defined) &&
-                !tokens_[static_cast<std::size_t>(i)].empty()) {
-                specials_.push_back(i);
-                special_first_[static_cast<unsigned char>(tokens_[static_cast<std::size_t>(i)][0])] = true;
-            }
-        }
-        std::sort(specials_.begin(), specials_.end(), [&](int32_t a, int32_t b) {
-            const auto la = tokens_[static_cast<std::size_t>(a)].size();
-            const auto lb = tokens_[static_cast<std::size_t>(b)].size();
-            return la != lb ? la > lb : a < b;
-        });
     }
 
+public:
     int32_t size() const noexcept { return static_cast<int32_t>(tokens_.size()); }
     int32_t bos_id() const noexcept { return bos_; }
     int32_t eos_id() const noexcept { return eos_; }
+    int32_t unk_id() const noexcept { return unk_; }
+    tokenizer_kind kind() const noexcept { return kind_; }
+    bool add_space_prefix() const noexcept { return add_space_prefix_; }
+    // The file's tokenizer.ggml.add_bos_token / add_eos_token: whether text
+    // fed to the model should start with BOS / end with EOS (not applied by
+    // encode(), whose add_bos says it for each call).
+    bool wants_bos() const noexcept { return wants_bos_; }
+    bool wants_eos() const noexcept { return wants_eos_; }
+    void set_special_flags(bool add_bos, bool add_eos) noexcept {
+        wants_bos_ = add_bos;
+        wants_eos_ = add_eos;
+    }
+    // The token's score (SentencePiece vocabularies; 0 for GPT-2 BPE).
+    float score(int32_t id) const {
+        const std::size_t i = check_id(id, "score");
+        return scores_.empty() ? 0.0f : scores_[i];
+    }
 
     // Id of the token with exactly this text, or -1.
     int32_t token_id(std::string_view text) const {
@@ -397,8 +484,15 @@ public:
             out.push_back(bos_);
         }
         scratch s;
+        bool after_special = true;  // SentencePiece: the space prefix goes before text at the start or after a special token
+        auto plain = [&](std::string_view t) {
+            if (kind_ == tokenizer_kind::gpt2_bpe) return encode_plain(t, out, s);
+            if (t.empty()) return;
+            encode_spm(t, add_space_prefix_ && after_special, out, s);
+            after_special = false;
+        };
         if (!parse_special || specials_.empty()) {
-            encode_plain(text, out, s);
+            plain(text);
             return out;
         }
         std::size_t start = 0, pos = 0;
@@ -408,20 +502,56 @@ public:
                 ++pos;
                 continue;
             }
-            encode_plain(text.substr(start, pos - start), out, s);
+            plain(text.substr(start, pos - start));
             out.push_back(sp);
+            after_special = true;
             pos += tokens_[static_cast<std::size_t>(sp)].size();
             start = pos;
         }
-        encode_plain(text.substr(start), out, s);
+        plain(text.substr(start));
         return out;
     }
 
     // Ids -> bytes. Control, user-defined, unknown and unused tokens give
     // their text as is. An id outside the vocabulary is an error.
+    // SentencePiece vocabularies decode as sentencepiece does (see the top of this file).
     std::string decode(std::span<const int32_t> ids) const {
         std::string out;
-        for (const int32_t id : ids) out += bytes_[check_id(id, "decode")];
+        if (kind_ == tokenizer_kind::gpt2_bpe) {
+            for (const int32_t id : ids) out += bytes_[check_id(id, "decode")];
+            return out;
+        }
+        std::string run;             // bytes of consecutive byte tokens
+        bool strip = add_space_prefix_;  // the leading "▁" of the text is still to drop
+        auto flush_run = [&] {
+            std::size_t i = 0;
+            while (i < run.size()) {
+                const utf8::decoded d = utf8::decode(run, i);
+                if (d.st == utf8::status::ok) out.append(run, i, d.len);
+                else out += "\xEF\xBF\xBD";  // U+FFFD for a byte that is no character
+                i += d.len;
+            }
+            run.clear();
+            if (!out.empty()) strip = false;
+        };
+        for (const int32_t id : ids) {
+            const std::size_t i = check_id(id, "decode");
+            if (types_[i] == token_type::byte) {
+                run += bytes_[i];
+                continue;
+            }
+            flush_run();
+            const std::string& b = bytes_[i];
+            const bool textual = types_[i] != token_type::control && types_[i] != token_type::unknown;
+            if (strip && textual && !b.empty() && b[0] == ' ') {
+                out.append(b, 1);
+                strip = false;
+            } else {
+                out += b;
+            }
+            if (!out.empty()) strip = false;
+        }
+        flush_run();
         return out;
     }
 
@@ -453,7 +583,25 @@ private:
         int32_t right;
         bool operator>(const cand& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
     };
+    struct spm_sym {
+        int32_t start;  // byte offset in the escaped text
+        int32_t len;    // bytes; 0 once merged into its left neighbour
+        int32_t prev;
+        int32_t next;
+    };
+    struct spm_pair {
+        float score;
+        int32_t left;
+        int32_t right;
+        int32_t len;  // bytes of the merged piece (to spot stale pairs)
+        // Max-heap: the higher score first; on equal scores the leftmost.
+        bool operator<(const spm_pair& o) const { return score != o.score ? score < o.score : left > o.left; }
+    };
     struct scratch {
+        std::string spm_text;
+        std::string spm_key;
+        std::vector<spm_sym> spm_syms;
+        std::vector<spm_pair> spm_heap;
         std::vector<detail::cp_info> cps;
         std::vector<sym> syms;
         std::vector<cand> heap;
@@ -502,6 +650,25 @@ private:
 
     std::string token_bytes_of(int32_t id) const {
         const std::string& t = tokens_[static_cast<std::size_t>(id)];
+        if (kind_ == tokenizer_kind::spm) {
+            switch (types_[static_cast<std::size_t>(id)]) {
+                case token_type::control: return {};
+                case token_type::unknown: return " \xE2\x81\x87 ";  // sentencepiece's " ⁇ "
+                case token_type::byte: break;
+                default: {  // "▁" (U+2581) is a space
+                    std::string out;
+                    for (std::size_t i = 0; i < t.size(); ++i) {
+                        if (t.compare(i, 3, "\xE2\x96\x81") == 0) {
+                            out += ' ';
+                            i += 2;
+                        } else {
+                            out += t[i];
+                        }
+                    }
+                    return out;
+                }
+            }
+        }
         switch (types_[static_cast<std::size_t>(id)]) {
             case token_type::undefined:
             case token_type::normal: {
@@ -552,6 +719,93 @@ private:
         detail::gpt2_split_cps(text, s.cps, [&](std::size_t b, std::size_t e) {
             encode_word(text.substr(b, e - b), out, s);
         });
+    }
+
+    // SentencePiece BPE (sentencepiece's bpe_model.cc Encode, llama.cpp's
+    // llm_tokenizer_spm): merge the best-scoring adjacent pair until no pair
+    // is a token, then byte fallback for what is left that is no token.
+    void encode_spm(std::string_view text, bool space_prefix, std::vector<int32_t>& out, scratch& s) const {
+        std::string& t = s.spm_text;
+        t.clear();
+        if (space_prefix) t += "\xE2\x96\x81";
+        for (const char c : text) {
+            if (c == ' ') t += "\xE2\x96\x81";
+            else t += c;
+        }
+        if (t.size() > static_cast<std::size_t>(INT32_MAX))
+            throw error("tokenizer: encode: the escaped text is longer than 2^31-1 bytes");
+        // Symbols: one per UTF-8 character (an invalid byte is one symbol).
+        s.spm_syms.clear();
+        for (std::size_t i = 0; i < t.size();) {
+            const utf8::decoded d = utf8::decode(t, i);
+            const auto k = static_cast<int32_t>(s.spm_syms.size());
+            s.spm_syms.push_back({static_cast<int32_t>(i), d.len, k - 1, -1});
+            if (k > 0) s.spm_syms[static_cast<std::size_t>(k - 1)].next = k;
+            i += d.len;
+        }
+        s.spm_heap.clear();
+        auto push = [&](int32_t left) {
+            if (left < 0) return;
+            const spm_sym& l = s.spm_syms[static_cast<std::size_t>(left)];
+            if (l.next < 0) return;
+            const spm_sym& r = s.spm_syms[static_cast<std::size_t>(l.next)];
+            const int32_t id = piece_id(std::string_view(t).substr(static_cast<std::size_t>(l.start),
+                                                                    static_cast<std::size_t>(l.len + r.len)), s.spm_key);
+            if (id < 0) return;
+            s.spm_heap.push_back({scores_[static_cast<std::size_t>(id)], left, l.next, l.len + r.len});
+            std::push_heap(s.spm_heap.begin(), s.spm_heap.end());
+        };
+        for (int32_t k = 0; k + 1 < static_cast<int32_t>(s.spm_syms.size()); ++k) push(k);
+        while (!s.spm_heap.empty()) {
+            std::pop_heap(s.spm_heap.begin(), s.spm_heap.end());
+            const spm_pair p = s.spm_heap.back();
+            s.spm_heap.pop_back();
+            spm_sym& l = s.spm_syms[static_cast<std::size_t>(p.left)];
+            if (l.len == 0 || l.next != p.right) continue;  // stale
+            spm_sym& r = s.spm_syms[static_cast<std::size_t>(p.right)];
+            if (l.len + r.len != p.len) continue;  // stale: one side has grown since
+            l.len += r.len;
+            l.next = r.next;
+            if (r.next >= 0) s.spm_syms[static_cast<std::size_t>(r.next)].prev = p.left;
+            r.len = 0;
+            push(l.prev);
+            push(p.left);
+        }
+        for (int32_t k = s.spm_syms.empty() ? -1 : 0; k >= 0; k = s.spm_syms[static_cast<std::size_t>(k)].next) {
+            const spm_sym& y = s.spm_syms[static_cast<std::size_t>(k)];
+            const std::string_view piece = std::string_view(t).substr(static_cast<std::size_t>(y.start),
+                                                                     static_cast<std::size_t>(y.len));
+            const int32_t id = piece_id(piece, s.spm_key);
+            if (id >= 0) {
+                out.push_back(id);
+                continue;
+            }
+            for (const char c : piece) {
+                const int32_t b = byte_token_[static_cast<unsigned char>(c)];
+                if (b >= 0) {
+                    out.push_back(b);
+                } else if (unk_ >= 0) {
+                    // No byte tokens: one unknown token for the whole symbol, as sentencepiece does.
+                    out.push_back(unk_);
+                    break;
+                } else {
+                    throw error("tokenizer: the vocabulary has neither a token for " + quote(piece) +
+                                " nor byte tokens nor an unknown token");
+                }
+            }
+        }
+    }
+
+    // The id of a token SentencePiece merges into (normal, user-defined, unused), or -1.
+    int32_t piece_id(std::string_view piece, std::string& key) const {
+        key.assign(piece);
+        const auto it = ids_.find(key);
+        if (it == ids_.end()) return -1;
+        const token_type ty = types_[static_cast<std::size_t>(it->second)];
+        return ty == token_type::normal || ty == token_type::undefined || ty == token_type::user_defined ||
+                       ty == token_type::unused
+                   ? it->second
+                   : -1;
     }
 
     void encode_word(std::string_view word, std::vector<int32_t>& out, scratch& s) const {
@@ -650,6 +904,12 @@ private:
     std::array<bool, 256> special_first_{};
     int32_t bos_ = -1;
     int32_t eos_ = -1;
+    int32_t unk_ = -1;
+    tokenizer_kind kind_ = tokenizer_kind::gpt2_bpe;
+    bool add_space_prefix_ = false;
+    bool wants_bos_ = false;
+    bool wants_eos_ = false;
+    std::vector<float> scores_;  // SentencePiece only
     std::shared_ptr<word_cache> cache_;
 };
 
