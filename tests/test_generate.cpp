@@ -200,7 +200,9 @@ TEST_F(fixture, chat_in_the_plain_format_stops_at_the_next_user_turn) {
     const auto r = g.chat(ncas::chat_format::by_name("plain"), {{"user", "Hello, how are you?"}},
                           {.sampling = seeded, .max_tokens = 60});
     EXPECT_EQ(r.text.find("\nUser:"), std::string::npos);
-    if (r.finish == ncas::finish_reason::stop) EXPECT_LT(r.tokens.size(), 60u);
+    if (r.finish == ncas::finish_reason::stop) {
+        EXPECT_LT(r.tokens.size(), 60u);
+    }
 }
 
 // ---- chat formats -----------------------------------------------------------
