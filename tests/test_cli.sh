@@ -299,6 +299,15 @@ check "perplexity --expert-budget min matches resident experts" \
 run --in "$tmp/chat.txt" "${chat[@]}" --expert-budget min
 check "chat --expert-budget min runs and reports streaming" \
     "$([ "$rc" = 0 ] && grep -q 'experts: [0-9]* slots' "$tmp/err" && echo 0 || echo 1)" "$(err_text)"
+expect "bench --depth with a list of KV types" 0 '^depth 24 +kv Q4_0 +decode +[0-9.]+ tok/s +[0-9.]+ MB/token \(weights [0-9.]+ \+ KV [0-9.]+\)' \
+    "$ncas" bench --model "$data/base_q8_0.gguf" --prompt 4 --gen 4 --depth 0,24 --kv-type f16,q8_0,q4_0 --skip-machine -t 1 \
+    --json "$tmp/depth.json"
+"$py" -c 'import json, sys; r = json.load(open(sys.argv[1])); sys.exit(not (len(r) == 6 and all(x["decode_tps"] > 0 for x in r) and r[1]["kv_bytes_per_token"] > r[3]["kv_bytes_per_token"] > r[5]["kv_bytes_per_token"] > 0 and r[1]["prefill_gflops"] > 0))' "$tmp/depth.json.depth.json"
+check "bench --depth writes one JSON row per type and depth, KV bytes f16 > q8_0 > q4_0" $? "$(head -c 600 "$tmp/out")"
+expect "bench --depth past the context" 1 'depth 100 \+ --gen exceed the model.s context of 64' \
+    "$ncas" bench --model "$data/base_q8_0.gguf" --prompt 4 --gen 4 --depth 100 --skip-machine -t 1
+expect "bench --kv-type list with a bad type" 2 "'bf16' is not one of" \
+    "$ncas" bench --model "$data/base_q8_0.gguf" --kv-type f16,bf16 --skip-machine
 expect "bench --expert-budget min" 0 '^decode +20 tokens' \
     "$ncas" bench --model "$data/base_q8_0.gguf" --prompt 20 --gen 20 --expert-budget min --bw-mib 64 -t 1 --json "$tmp/bench.json"
 grep -q '^experts: ' "$tmp/out" && [ "$(json_field "$tmp/bench.json" backend)" = cpu ]
