@@ -90,7 +90,7 @@ expect "missing value" 2 'option --temp needs a value' "$ncas" generate -m "$mod
 expect "not a number" 2 "option --temp: 'hot' is not a number" "$ncas" generate -m "$model" --temp hot
 expect "not an integer" 2 "option --n-predict: '1.5' is not an integer" "$ncas" generate -m "$model" -n 1.5
 expect "out of range" 2 'option --threads must be' "$ncas" generate -m "$model" -t -3
-expect "bad choice" 2 "'q4_0' is not one of f32\|f16" "$ncas" generate -m "$model" --kv-type q4_0
+expect "bad choice" 2 "'bf16' is not one of f32\|f16\|q8_0\|q4_0" "$ncas" generate -m "$model" --kv-type bf16
 expect "sampler range" 2 'top_p' "$ncas" generate -m "$model" --top-p 0
 expect "stray argument" 2 "unexpected argument 'extra'" "$ncas" generate -m "$model" -p x extra
 expect "flag with value" 2 'takes no value' "$ncas" logits -m "$model" --batched=yes --ids 1 -o "$tmp/x"
@@ -143,6 +143,11 @@ check "logits with 2 threads are bit-identical" $? "$msg"
 run "$ncas" logits -m "$model" -t 1 --kv-type f16 --ids "$ids" -o "$tmp/f16.f32"
 msg=$(compare_logits "$tmp/f16.f32" "$data/base_f32.logits.f32" 12 64 5e-3 2>&1)
 check "logits with an f16 KV cache stay near the reference" $? "$msg"
+for kv in q8_0 q4_0; do
+    run "$ncas" logits -m "$model" -t 2 --kv-type $kv --ids "$ids" -o "$tmp/$kv.f32"
+    msg=$(compare_logits "$tmp/$kv.f32" "$data/kv/base_f32.$kv.logits.f32" 12 64 2e-2 2>&1)
+    check "logits with a $kv KV cache stay near the reference rounded through $kv" $? "$msg"
+done
 
 # ---- tokenize --------------------------------------------------------------
 text="the cat sat on the mat and then it was in a hat at the end 0123 456"
@@ -302,6 +307,15 @@ check "perplexity --expert-budget min matches resident experts" \
 run --in "$tmp/chat.txt" "${chat[@]}" --expert-budget min
 check "chat --expert-budget min runs and reports streaming" \
     "$([ "$rc" = 0 ] && grep -q 'experts: [0-9]* slots' "$tmp/err" && echo 0 || echo 1)" "$(err_text)"
+expect "bench --depth with a list of KV types" 0 '^depth 24 +kv Q4_0 +decode +[0-9.]+ tok/s +[0-9.]+ MB/token \(weights [0-9.]+ \+ KV [0-9.]+\)' \
+    "$ncas" bench --model "$data/base_q8_0.gguf" --prompt 4 --gen 4 --depth 0,24 --kv-type f16,q8_0,q4_0 --skip-machine -t 1 \
+    --json "$tmp/depth.json"
+"$py" -c 'import json, sys; r = json.load(open(sys.argv[1])); sys.exit(not (len(r) == 6 and all(x["decode_tps"] > 0 for x in r) and r[1]["kv_bytes_per_token"] > r[3]["kv_bytes_per_token"] > r[5]["kv_bytes_per_token"] > 0 and r[1]["prefill_gflops"] > 0))' "$tmp/depth.json.depth.json"
+check "bench --depth writes one JSON row per type and depth, KV bytes f16 > q8_0 > q4_0" $? "$(head -c 600 "$tmp/out")"
+expect "bench --depth past the context" 1 'depth 100 \+ --gen exceed the model.s context of 64' \
+    "$ncas" bench --model "$data/base_q8_0.gguf" --prompt 4 --gen 4 --depth 100 --skip-machine -t 1
+expect "bench --kv-type list with a bad type" 2 "'bf16' is not one of" \
+    "$ncas" bench --model "$data/base_q8_0.gguf" --kv-type f16,bf16 --skip-machine
 expect "bench --expert-budget min" 0 '^decode +20 tokens' \
     "$ncas" bench --model "$data/base_q8_0.gguf" --prompt 20 --gen 20 --expert-budget min --bw-mib 64 -t 1 --json "$tmp/bench.json"
 grep -q '^experts: ' "$tmp/out" && [ "$(json_field "$tmp/bench.json" backend)" = cpu ]
@@ -374,6 +388,8 @@ expect "info --preset PI" 0 "paper's claim +54,000,000,000" "$ncas" info --prese
 grep -Eq 'total +73,' "$tmp/out" && grep -q '32768 (full)' "$tmp/out" && grep -q '^  2048 ' "$tmp/out"
 check "info --preset PI: 73B computed, memory at 2k, 8k and 32k" $?
 expect "info --preset pi-p" 0 'preset PI-P' "$ncas" info --preset pi-p --weight-type q8_0
+expect "info: PI-P's 8k q8_0 cache within 1.25 GB" 0 'KV cache, Q8_0, 8192 tokens: 1,218,281,472 bytes' \
+    "$ncas" info --preset PI-P --ctx 8192 --kv-type q8_0
 # The kernels: the best compiled in that the CPU runs (every variant of the architecture is compiled
 # into the CLI, so the CPU's best level), or the one NCAS_ISA forces.
 best=$(sed -n 's/^kernels .*CPU supports up to \([a-z0-9]*\))$/\1/p' "$tmp/out")

@@ -16,8 +16,9 @@ namespace {
 
 std::string models_dir() { return test_golden::data_dir() + "/../../models/"; }
 
-std::vector<int32_t> greedy(const ncas::model& m, const std::vector<int32_t>& prompt, int n) {
-    ncas::session s(m, {.n_ctx = int64_t(prompt.size()) + n, .n_threads = 2});
+std::vector<int32_t> greedy(const ncas::model& m, const std::vector<int32_t>& prompt, int n,
+                            ncas::weight_type kv = ncas::weight_type::f32) {
+    ncas::session s(m, {.n_ctx = int64_t(prompt.size()) + n, .n_threads = 2, .kv_type = kv});
     return test_golden::greedy(s, prompt, n);
 }
 
@@ -77,6 +78,19 @@ TEST(demo_model, q8_0_greedy_equals_the_reference_on_its_weights) {
     for (const auto& c : cases(g).arr())
         EXPECT_EQ(greedy(q8, c["prompt_ids"].list<int32_t>(), 32), c["continuation_ids"].list<int32_t>())
             << c["prompt"].str();
+}
+
+// docs/spec.md §4: a q8_0 or q4_0 KV cache gives the greedy tokens of the float64
+// reference run with K and V rounded through the same blocks (tools/make_demo_goldens.py), for 32 steps.
+TEST(demo_model, quantised_kv_cache_greedy_equals_the_rounded_reference) {
+    const auto m = ncas::model::load(models_dir() + "demo-f32.gguf");
+    const test_json::value g = test_json::parse_file(test_golden::data_dir() + "/demo_kv_greedy.json");
+    for (auto kv : {ncas::weight_type::q8_0, ncas::weight_type::q4_0}) {
+        const std::string name = kv == ncas::weight_type::q8_0 ? "q8_0" : "q4_0";
+        for (const auto& c : g[name].arr())
+            EXPECT_EQ(greedy(m, c["prompt_ids"].list<int32_t>(), 32, kv), c["continuation_ids"].list<int32_t>())
+                << name << ": " << c["prompt"].str();
+    }
 }
 
 }  // namespace

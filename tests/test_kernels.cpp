@@ -293,6 +293,62 @@ TEST_P(kernels_on, attention_scores_and_values_match_the_reference) {
                 }
 }
 
+// The quantised-cache attention kernels (q8_0, q4_0 read in place) against sums in
+// double over the dequantised cache: heads starting inside a block (first not a
+// multiple of 32), head widths with and without tails, 1..5 maps (more than one
+// pass), row counts across the value kernel's chunk of 16.
+TEST_P(kernels_on, quantised_cache_attention_matches_the_reference) {
+    const kernel_table& k = *table_for(GetParam());
+    std::mt19937 rng(11);
+    std::normal_distribution<float> n(0.0f, 1.0f);
+    constexpr double eps = 0x1p-24;
+    for (weight_type kv : {weight_type::q8_0, weight_type::q4_0})
+        for (int64_t d : {8, 13, 32, 72, 144})
+            for (int64_t first : {0, 16, 40})
+                for (int64_t rows : {1, 5, 37})
+                    for (int64_t maps : {1, 2, 5}) {
+                        const int64_t width = kv_row_values(kv, first + maps * d + 3);  // a row holds more than this head
+                        const int64_t stride = row_bytes(kv, width);
+                        std::vector<float> src(size_t(rows * width)), kf(src.size()), q(static_cast<size_t>(maps * d)), p(static_cast<size_t>(rows));
+                        for (auto& v : src) v = n(rng);
+                        for (auto& v : q) v = n(rng);
+                        for (auto& v : p) v = n(rng);
+                        std::vector<std::byte> cache(size_t(rows * stride));
+                        for (int64_t j = 0; j < rows; ++j) {
+                            quantize_row(kv, src.data() + j * width, cache.data() + j * stride, width);
+                            dequantize_row(kv, cache.data() + j * stride, kf.data() + j * width, width);
+                        }
+                        std::vector<float> scores(size_t(maps * rows) + 1, 12345.0f);
+                        k.attn_scores_q(kv, cache.data(), stride, first, rows, q.data(), maps, d, 0.5f, scores.data());
+                        EXPECT_EQ(scores.back(), 12345.0f) << "write past the scores";
+                        for (int64_t j = 0; j < rows; ++j)
+                            for (int64_t m = 0; m < maps; ++m) {
+                                double exact = 0, mag = 0;
+                                for (int64_t e = 0; e < d; ++e) {
+                                    const double t = double(kf[size_t(j * width + first + m * d + e)]) * q[size_t(m * d + e)];
+                                    exact += t, mag += std::abs(t);
+                                }
+                                ASSERT_NEAR(scores[size_t(m * rows + j)], 0.5 * exact, 2.0 * double(d + 40) * eps * mag + 1e-30)
+                                    << isa_name(k.id) << " " << type_name(kv) << " d " << d << " first " << first
+                                    << " rows " << rows << " map " << m;
+                            }
+                        const int64_t dv = std::min(maps * d, kv_quant_max_head);  // the kernels' widest head
+                        std::vector<float> o(size_t(dv) + 1, 12345.0f);
+                        k.attn_values_q(kv, cache.data(), stride, first, rows, p.data(), dv, o.data());
+                        EXPECT_EQ(o.back(), 12345.0f) << "write past the values";
+                        for (int64_t e = 0; e < dv; ++e) {
+                            double exact = 0, mag = 0;
+                            for (int64_t j = 0; j < rows; ++j) {
+                                const double t = double(p[size_t(j)]) * kf[size_t(j * width + first + e)];
+                                exact += t, mag += std::abs(t);
+                            }
+                            ASSERT_NEAR(o[size_t(e)], exact, 2.0 * double(rows + 4) * eps * mag + 1e-30)
+                                << isa_name(k.id) << " " << type_name(kv) << " dv " << dv << " first " << first
+                                << " rows " << rows << " e " << e;
+                        }
+                    }
+}
+
 }  // namespace
 
 namespace {

@@ -286,12 +286,36 @@ def generate(name, cfg, wtypes, out_dir):
     raise RuntimeError(f"{name}: no seed gives a usable model")
 
 
+KV_TYPES = ("q8_0", "q4_0")
+
+
+def write_kv_goldens(out_dir, fname):
+    """kv/NAME.q8_0.logits.f32 / .json, kv/NAME.q4_0.logits.f32 / .json: the reference with
+    K and V rounded through the cache's block format (docs/spec.md §4, quantised KV cache),
+    and the MoD counts it routed."""
+    kv_dir = os.path.join(out_dir, "kv")
+    os.makedirs(kv_dir, exist_ok=True)
+    for kv in KV_TYPES:
+        logits, diag = Reference(os.path.join(out_dir, fname + ".gguf"), kv).forward(TOKENS)
+        logits.astype("<f4").tofile(os.path.join(kv_dir, f"{fname}.{kv}.logits.f32"))
+        with open(os.path.join(kv_dir, f"{fname}.{kv}.json"), "w") as f:  # MoD routes on the rounded cache's outputs
+            f.write(compact_json({"kv_type": kv, "mod_kept": diag["mod_kept"],
+                                  "max_abs_logit": float(np.abs(logits).max())}))
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description="tiny GGUF models and golden outputs")
     ap.add_argument("--out", default=os.path.join(here, "..", "tests", "data", "tiny"))
+    ap.add_argument("--kv-only", action="store_true",
+                    help="only (re)write the quantised-KV goldens of the models in index.json")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
+    if args.kv_only:
+        with open(os.path.join(args.out, "index.json")) as f:
+            for fname in json.load(f)["models"]:
+                write_kv_goldens(args.out, fname)
+        return
     index = []
     for name, cfg, wtypes, description in model_list():
         seed, results = generate(name, cfg, wtypes, args.out)
@@ -311,6 +335,7 @@ def main():
             }
             with open(os.path.join(args.out, fname + ".json"), "w") as f:
                 f.write(compact_json(golden))
+            write_kv_goldens(args.out, fname)
             index.append(fname)
             print(f"{fname:18s} seed {seed}  max|logit| {golden['max_abs_logit']:6.2f}  "
                   f"mod_kept {diag['mod_kept']}  ties {len(diag['boundary_ties'])}")

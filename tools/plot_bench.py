@@ -3,6 +3,12 @@
 bandwidth, and prefill GFLOP/s against the peak rates.
 
     /usr/bin/python3 tools/plot_bench.py docs/bench/*.json -o docs/img/bench.png
+
+With --depth, plots `ncas bench --depth N,... --kv-type f16,q8_0,... --json F` results
+(F.depth.json): decode tok/s against the context depth, one line per KV cache type,
+and prefill tok/s of the N-token prompts beside it.
+
+    /usr/bin/python3 tools/plot_bench.py --depth docs/bench/depth.json.depth.json -o docs/img/depth.png
 """
 import argparse
 import json
@@ -19,11 +25,37 @@ def label(r):
     return f"{name}\n{r['threads']} thr{budget}"
 
 
+def plot_depth(files, out):
+    rows = [r for f in files for r in json.load(open(f))]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
+    for kv in sorted({r["kv_type"] for r in rows}):
+        mine = sorted((r for r in rows if r["kv_type"] == kv), key=lambda r: r["depth"])
+        ax1.plot([r["depth"] for r in mine], [r["decode_tps"] for r in mine], marker="o", label=f"KV {kv}")
+        long = [r for r in mine if r["depth"] > 0]
+        ax2.plot([r["depth"] for r in long], [r["prefill_tps"] for r in long], marker="o", label=f"KV {kv}")
+    ax1.set_xlabel("context depth (tokens)")
+    ax1.set_ylabel("decode tok/s")
+    ax1.set_title("Decode after N tokens of context")
+    ax2.set_xlabel("prompt tokens")
+    ax2.set_ylabel("prefill tok/s")
+    ax2.set_title("Prefill of an N-token prompt")
+    for ax in (ax1, ax2):
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.set_ylim(bottom=0)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    fig.savefig(out, dpi=110)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("files", nargs="+")
     ap.add_argument("-o", "--out", required=True)
+    ap.add_argument("--depth", action="store_true", help="the files are `ncas bench --depth` results (.depth.json)")
     a = ap.parse_args()
+    if a.depth:
+        return plot_depth(a.files, a.out)
     runs = [json.load(open(f)) for f in a.files]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
     xs = range(len(runs))

@@ -16,7 +16,12 @@ plus decision margins used by the test-data generator: "mod_margin" (smallest
 (k+1)-th expert probability) and "boundary_ties" ((layer, token, winner, loser)
 where two experts had exactly equal probability across the top-k boundary).
 
-CLI: /usr/bin/python3 tools/reference.py MODEL.gguf --tokens 1,2,3 [--out logits.f32]
+Reference(path, kv_type="q8_0" or "q4_0") runs with a quantised KV cache: each K row
+(after RoPE) and V row, as one vector of k_dim / v_dim values zero-padded to whole
+blocks of 32, is rounded through that ggml block format (f16 scale) before it is
+stored (docs/spec.md §4).
+
+CLI: /usr/bin/python3 tools/reference.py MODEL.gguf --tokens 1,2,3 [--out logits.f32] [--kv-type q8_0]
 (--out writes raw little-endian float32, T rows of V.)
 """
 
@@ -68,12 +73,42 @@ def rope(x, pos, theta):
     return out
 
 
+def kv_round(x, kv_type):
+    """x (any shape, one cache row) rounded through a ggml block format along its
+    flattened values, zero-padded to whole blocks of 32: q8_0 (scale max|x|/127,
+    round half away from zero) or q4_0 (scale = the value of largest magnitude / -8,
+    nibble min(15, trunc(x/scale + 8.5)) - 8), each scale rounded to f16."""
+    if kv_type is None:
+        return x
+    flat = np.asarray(x, dtype=np.float64).reshape(-1)
+    n = flat.size
+    padded = np.zeros((n + 31) // 32 * 32)
+    padded[:n] = flat
+    blocks = padded.reshape(-1, 32)
+    out = np.empty_like(blocks)
+    for b, v in enumerate(blocks):
+        if kv_type == "q8_0":
+            d = np.abs(v).max() / 127.0
+            inv = 1.0 / d if d else 0.0
+            q = np.trunc(v * inv + np.copysign(0.5, v * inv))          # roundf: half away from zero
+        elif kv_type == "q4_0":
+            m = v[np.argmax(np.abs(v))]                                # first of largest magnitude
+            d = m / -8.0
+            inv = 1.0 / d if d else 0.0
+            q = np.minimum(15, np.trunc(v * inv + 8.5)) - 8
+        else:
+            raise ValueError(f"KV cache type {kv_type} (expected q8_0 or q4_0)")
+        out[b] = q * float(np.float16(d))
+    return out.reshape(-1)[:n].reshape(np.shape(x))
+
+
 class Layer:
     """Weights of one block in numpy (out, in) layout, float64."""
 
 
 class Reference:
-    def __init__(self, path):
+    def __init__(self, path, kv_type=None):
+        self.kv_type = kv_type
         f = GGUFFile(path)
         md = f.metadata
         arch = md["general.architecture"]
@@ -232,6 +267,7 @@ class Reference:
         q = rope((ly.wq @ xn).reshape(nm * H, dk), pos, self.theta)     # sub-heads of q
         k = rope((ly.wk @ xn).reshape(nm * Hkv, dk), pos, self.theta)   # sub-heads of k
         v = (ly.wv @ xn).reshape(Hkv, dv)
+        k, v = kv_round(k, self.kv_type), kv_round(v, self.kv_type)  # a quantised cache stores rounded rows
         cache.append((pos, k, v))
         assert all(p <= pos for p, _, _ in cache)              # causal by position
         K = np.stack([row[1] for row in cache])                # (n_rows, nm*Hkv, dk)
@@ -294,9 +330,11 @@ def main():
     ap.add_argument("model")
     ap.add_argument("--tokens", required=True, help="comma-separated token ids")
     ap.add_argument("--out", help="write logits as raw little-endian float32 (T x V)")
+    ap.add_argument("--kv-type", choices=["f32", "q8_0", "q4_0"], default="f32",
+                    help="round K and V through this cache format (f32: not at all)")
     args = ap.parse_args()
     tokens = [int(t) for t in args.tokens.split(",") if t.strip()]
-    ref = Reference(args.model)
+    ref = Reference(args.model, None if args.kv_type == "f32" else args.kv_type)
     logits, diag = ref.forward(tokens)
     if args.out:
         logits.astype("<f4").tofile(args.out)

@@ -131,6 +131,92 @@ work account(const model_core& m, const run_stats& s, int64_t logit_rows) {
     return out;
 }
 
+// Decode after N tokens of context (llama-bench's -d), for each KV cache type: the context
+// is filled by one prefill of N synthetic tokens (timed: long-prompt prefill, with the
+// attention's multiply-adds counted), then `gen` tokens are decoded (the first untimed).
+// Bytes a token: the weights the decode read plus the KV rows its attention read (each
+// layer's rows, for the tokens that layer processed).
+void bench_depths(const model_options& mo, const model& m, const std::vector<weight_type>& kv_types,
+                  const std::vector<int64_t>& depths, int64_t gen, double read_gbs, const std::string& json_path) {
+    const model_config& c = m.config();
+    const double attn_macs_per_pair = double(c.n_head) * double(c.n_maps * c.head_k + c.head_v);  // one query, one row
+    for (int64_t depth : depths)
+        if (depth + gen + 2 > c.n_ctx)
+            throw error("--depth " + std::to_string(depth) + " + --gen exceed the model's context of " + std::to_string(c.n_ctx));
+    std::string json = "[";
+    std::printf("depth      decode after N tokens of context, %lld decoded; prefill of the N tokens with attention's FLOPs\n",
+                (long long)gen);
+    for (weight_type kv : kv_types)
+        for (int64_t depth : depths) {
+            session_params dp = mo.params(m);
+            dp.kv_type = kv;
+            dp.n_ctx = depth + gen + 2;
+            const std::unique_ptr<any_session> sp = mo.make_session(m, dp);
+            any_session& s = *sp;
+            std::mt19937 rng(uint32_t(depth) * 7919u + 1u);
+            std::vector<int32_t> ids(static_cast<size_t>(depth));
+            for (auto& t : ids) t = int32_t(rng() % uint32_t(c.n_vocab));
+            double prefill_s = 0, prefill_macs = 0;
+            std::vector<double> rows(size_t(c.n_layer));  // each layer's cache rows after the prefill
+            if (depth > 0) {
+                s.reset_stats();
+                const stopwatch tp;
+                s.prefill(ids);
+                prefill_s = tp.seconds();
+                const run_stats ps = s.stats();
+                prefill_macs = account(m, ps, (depth + s.params().n_batch - 1) / s.params().n_batch).macs;
+                for (int64_t l = 0; l < c.n_layer; ++l) {
+                    const double kept = double(ps.tokens_kept[size_t(l)]);
+                    rows[size_t(l)] = kept;
+                    prefill_macs += attn_macs_per_pair * kept * (kept + 1) / 2;
+                }
+            }
+            std::span<const float> logits = s.decode(int32_t(rng() % uint32_t(c.n_vocab)));
+            s.reset_stats();
+            const stopwatch td;
+            for (int64_t i = 0; i < gen; ++i) {
+                const int32_t next = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+                logits = s.decode(next);
+            }
+            const double decode_s = td.seconds();
+            const run_stats ds = s.stats();
+            const double weight_bytes = account(m, ds, gen).bytes / double(gen);
+            const double row_bytes = double(kv_row_bytes(kv, c.k_dim()) + kv_row_bytes(kv, c.v_dim()));
+            double kv_read = 0;
+            for (int64_t l = 0; l < c.n_layer; ++l) {  // a layer's rows grow by the tokens it keeps: their mean
+                const double kept = double(ds.tokens_kept[size_t(l)]);
+                kv_read += kept * (rows[size_t(l)] + 1 + kept / 2) * row_bytes;
+            }
+            kv_read /= double(gen);
+            const double tps = double(gen) / decode_s, gbs = (weight_bytes + kv_read) * tps / 1e9;
+            const double prefill_tps = depth > 0 ? double(depth) / prefill_s : 0.0;
+            const double prefill_gflops = depth > 0 ? 2 * prefill_macs / prefill_s / 1e9 : 0.0;
+            std::printf("depth %-6lld kv %-4s  decode %8.2f tok/s  %7.1f MB/token (weights %.1f + KV %.1f)  %6.2f GB/s",
+                        (long long)depth, std::string(type_name(kv)).c_str(), tps, (weight_bytes + kv_read) / 1e6,
+                        weight_bytes / 1e6, kv_read / 1e6, gbs);
+            if (read_gbs > 0) std::printf("  %5.1f%% of measured bandwidth", 100 * gbs / read_gbs);
+            if (depth > 0) std::printf("\n                   prefill %lld tokens %8.1f tok/s  %7.1f GFLOP/s with attention",
+                                       (long long)depth, prefill_tps, prefill_gflops);
+            std::printf("\n");
+            std::fflush(stdout);
+            char buf[512];
+            std::snprintf(buf, sizeof buf,
+                          "%s\n {\"depth\": %lld, \"kv_type\": \"%s\", \"decode_tps\": %.4f, \"decode_bytes_per_token\": %.0f, "
+                          "\"kv_bytes_per_token\": %.0f, \"decode_gbs\": %.3f, \"decode_pct_bandwidth\": %.2f, "
+                          "\"prefill_tps\": %.3f, \"prefill_gflops\": %.3f}",
+                          json.size() > 1 ? "," : "", (long long)depth, std::string(type_name(kv)).c_str(), tps,
+                          weight_bytes + kv_read, kv_read, gbs, read_gbs > 0 ? 100 * gbs / read_gbs : 0.0, prefill_tps,
+                          prefill_gflops);
+            json += buf;
+        }
+    if (json_path.empty()) return;
+    const std::string path = json_path + ".depth.json";  // beside --json's file: tools/plot_bench.py --depth reads it
+    std::FILE* f = std::fopen(path.c_str(), "w");
+    if (!f) throw error(path + ": cannot open for writing: " + std::strerror(errno));
+    std::fprintf(f, "%s\n]\n", json.c_str());
+    std::fclose(f);
+}
+
 std::string default_cache_dir() {
     if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return std::string(x) + "/ncas";
     if (const char* h = std::getenv("HOME"); h && *h) return std::string(h) + "/.cache/ncas";
@@ -159,6 +245,8 @@ int run_bench(int argc, char** argv) {
     using namespace ncas::cli;
     model_options mo;
     mo.batch = 128;
+    mo.kv_type_list = true;
+    std::string depth_list;
     std::string preset, type = "q4_0", arch = "ncas-diffmoe", cache_dir = default_cache_dir(), json_path, isa_name_s;
     int64_t prompt = 512, gen = 128, vocab = 32000, bw_mib = 1024;
     bool skip_machine = false;
@@ -179,11 +267,25 @@ int run_bench(int argc, char** argv) {
     p.flag("--skip-machine", skip_machine, "do not measure bandwidth and peak rates (--backend vulkan: the device's bandwidth)");
     p.option("--isa", isa_name_s, "ISA", "force the CPU kernels: scalar, avx2, avx512 or avx512vnni");
     p.option("--json", json_path, "FILE", "also write the results as JSON");
+    p.option("-d --depth", depth_list, "N[,N...]",
+             "then, for each --kv-type of the list and each depth N: prefill N synthetic tokens (tok/s and GFLOP/s with "
+             "attention) and decode --gen tokens after them (bytes a token with the KV rows read, % of bandwidth)");
     add_progress_options(p, progress);
     if (!p.parse(argc, argv) || mo.handled(p)) return 0;
     if (!preset.empty() && !mo.path.empty()) throw usage_error("give --model or --preset, not both");
     if (!isa_name_s.empty() && mo.on_vulkan()) throw usage_error("--isa picks the CPU kernels; not with --backend vulkan");
     if (!isa_name_s.empty()) cpu::force_isa(cpu::parse_isa(isa_name_s));
+    std::vector<int64_t> depths;
+    for (size_t at = 0; !depth_list.empty() && at <= depth_list.size();) {
+        const size_t end = std::min(depth_list.find(',', at), depth_list.size());
+        const std::string item = depth_list.substr(at, end - at);
+        char* stop = nullptr;
+        const long long n = std::strtoll(item.c_str(), &stop, 10);
+        if (item.empty() || *stop || n < 0) throw usage_error("option --depth: '" + item + "' is not a token count");
+        depths.push_back(n);
+        at = end + 1;
+    }
+    const std::vector<weight_type> kv_list = mo.kv_types();
     const bool cpu_backend = !mo.on_vulkan();
 
     std::string path = mo.path;
@@ -327,6 +429,8 @@ int run_bench(int argc, char** argv) {
                     "decode at %.2f× of it\n",
                     disk_gbs, read_per_token / 1e6, stream_limit_tps, stream_limit_tps > 0 ? decode_tps / stream_limit_tps : 0.0);
     }
+
+    if (!depths.empty()) bench_depths(mo, m, kv_list, depths, gen, probe ? mach.read_gbs_n : 0.0, json_path);
 
     if (!json_path.empty()) {
         std::FILE* f = std::fopen(json_path.c_str(), "w");

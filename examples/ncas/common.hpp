@@ -101,6 +101,7 @@ struct model_options {
     int64_t ctx = 0;
     int64_t batch = 64;
     std::string kv_type = "f32";
+    bool kv_type_list = false;  // --kv-type takes a comma-separated list (bench); params() uses the first
     std::string backend = "cpu";
     int device = 0;
     bool list_devices = false;
@@ -115,7 +116,12 @@ struct model_options {
         p.option("-t --threads", threads, "N", "worker threads; 0: all cores", bounds<int>{0, 4096});
         p.option("-c --ctx", ctx, "N", "context length in tokens; 0: the model's", bounds<int64_t>{0});
         p.option("-b --batch", batch, "N", "tokens per forward pass in prefill", bounds<int64_t>{1});
-        p.choice("--kv-type", kv_type, {"f32", "f16"}, "KV cache element type");
+        if (kv_type_list)
+            p.option("--kv-type", kv_type, "LIST",
+                     "KV cache types, comma-separated: f32, f16, q8_0, q4_0 (q8_0, q4_0: ggml blocks, CPU backend)");
+        else
+            p.choice("--kv-type", kv_type, {"f32", "f16", "q8_0", "q4_0"},
+                     "KV cache type (q8_0, q4_0: ggml blocks, CPU backend)");
         p.choice("--backend", backend, backend_names(),
                  std::string("where the model runs") + (vulkan_available() ? "" : " (this ncas was built without Vulkan)"));
         p.option("--device", device, "N", "Vulkan device index (see --list-devices)", bounds<int>{0, 1 << 16});
@@ -130,6 +136,26 @@ struct model_options {
                  "prefetch the next layer's experts (and read a routed layer's later ones ahead) on an I/O thread; "
                  "auto: when the compute threads leave a core for it (the Vulkan backend never prefetches)");
         p.flag("--no-prefetch", no_prefetch_flag, "the same as --prefetch off");
+    }
+
+    // The --kv-type types (one, or with kv_type_list a comma-separated list).
+    std::vector<weight_type> kv_types() const {
+        std::vector<weight_type> out;
+        size_t at = 0;
+        while (at <= kv_type.size()) {
+            const size_t end = std::min(kv_type.find(',', at), kv_type.size());
+            const std::string name = kv_type.substr(at, end - at);
+            weight_type t;
+            try {
+                t = parse_weight_type(name);
+            } catch (const error&) {
+                throw usage_error("option --kv-type: '" + name + "' is not one of f32, f16, q8_0, q4_0");
+            }
+            if (t == weight_type::bf16) throw usage_error("option --kv-type: '" + name + "' is not one of f32, f16, q8_0, q4_0");
+            out.push_back(t);
+            at = end + 1;
+        }
+        return out;
     }
 
     bool streams() const { return !expert_budget.empty(); }
@@ -158,7 +184,7 @@ struct model_options {
 
     // Session parameters; the expert budget is resolved against the model (min, full, 25%).
     session_params params(const model_core& m) const {
-        session_params sp{.n_ctx = ctx, .n_threads = threads, .n_batch = batch, .kv_type = parse_weight_type(kv_type)};
+        session_params sp{.n_ctx = ctx, .n_threads = threads, .n_batch = batch, .kv_type = kv_types().front()};
         if (streams()) {
             try {
                 sp.expert_budget = expert_arena::parse_budget(expert_budget, m, direct_io);

@@ -76,7 +76,8 @@ void print_params(const model_dims& m, std::optional<int64_t> in_file, const pre
                 group_digits(c.routing).c_str(), group_digits(c.other).c_str());
 }
 
-void print_memory(const model_dims& m, int64_t weights, std::string_view weights_what, int64_t extra_ctx) {
+void print_memory(const model_dims& m, int64_t weights, std::string_view weights_what, int64_t extra_ctx,
+                  weight_type kv_type) {
     const bool whole_blocks = m.n_embd % quant_block == 0 && m.n_ff % quant_block == 0;
     std::printf("\nweights if stored as");
     for (weight_type t : weight_types) {
@@ -84,10 +85,14 @@ void print_memory(const model_dims& m, int64_t weights, std::string_view weights
         std::printf("  %s %s", std::string(type_name(t)).c_str(),
                     blocked && !whole_blocks ? "n/a" : human_bytes(double(weight_bytes(m, t))).c_str());
     }
-    std::printf("\n\nmemory: weights %s (%s) + KV cache (%s per token with f16, every layer)\n",
-                human_bytes(double(weights)).c_str(), std::string(weights_what).c_str(),
-                human_bytes(double(kv_bytes_per_token(m, weight_type::f16))).c_str());
-    std::printf("  %-14s %12s %12s %18s %18s\n", "context", "KV f32", "KV f16", "total, KV f32", "total, KV f16");
+    constexpr weight_type kv_types[] = {weight_type::f32, weight_type::f16, weight_type::q8_0, weight_type::q4_0};
+    std::printf("\n\nmemory: weights %s (%s) + KV cache (per token, every layer:", human_bytes(double(weights)).c_str(),
+                std::string(weights_what).c_str());
+    for (weight_type t : kv_types)
+        std::printf(" %s %s%s", std::string(type_name(t)).c_str(), human_bytes(double(kv_bytes_per_token(m, t))).c_str(),
+                    t == weight_type::q4_0 ? ")\n" : ",");
+    const std::string total = "total, KV " + std::string(type_name(kv_type));
+    std::printf("  %-14s %12s %12s %12s %12s %18s\n", "context", "KV F32", "KV F16", "KV Q8_0", "KV Q4_0", total.c_str());
     std::vector<int64_t> ctxs;
     for (int64_t n : {int64_t(2048), int64_t(8192), extra_ctx})
         if (n > 0 && n < m.n_ctx) ctxs.push_back(n);
@@ -95,12 +100,15 @@ void print_memory(const model_dims& m, int64_t weights, std::string_view weights
     ctxs.erase(std::unique(ctxs.begin(), ctxs.end()), ctxs.end());
     ctxs.push_back(m.n_ctx);
     for (int64_t n : ctxs) {
-        const int64_t kv32 = kv_bytes(m, n, weight_type::f32), kv16 = kv_bytes(m, n, weight_type::f16);
         const std::string label = std::to_string(n) + (n == m.n_ctx ? " (full)" : "");
-        std::printf("  %-14s %12s %12s %18s %18s\n", label.c_str(), human_bytes(double(kv32)).c_str(),
-                    human_bytes(double(kv16)).c_str(), human_bytes(double(weights + kv32)).c_str(),
-                    human_bytes(double(weights + kv16)).c_str());
+        std::printf("  %-14s", label.c_str());
+        for (weight_type t : kv_types) std::printf(" %12s", human_bytes(double(kv_bytes(m, n, t))).c_str());
+        std::printf(" %18s\n", human_bytes(double(weights + kv_bytes(m, n, kv_type))).c_str());
     }
+    if (extra_ctx > 0)
+        std::printf("  KV cache, %s, %lld tokens: %s bytes (%.3f GB)\n", std::string(type_name(kv_type)).c_str(),
+                    (long long)extra_ctx, group_digits(kv_bytes(m, extra_ctx, kv_type)).c_str(),
+                    double(kv_bytes(m, extra_ctx, kv_type)) / 1e9);
 }
 
 void print_dims(const model_dims& m) {
@@ -114,7 +122,8 @@ void print_dims(const model_dims& m) {
                 (long long)m.n_expert_used, (long long)m.n_ctx);
 }
 
-int info_preset(std::string name, int64_t vocab, const std::string& weight_type_name, int64_t extra_ctx) {
+int info_preset(std::string name, int64_t vocab, const std::string& weight_type_name, int64_t extra_ctx,
+                weight_type kv_type) {
     const preset_row* p = &find_preset(name);
     const weight_type wt = parse_weight_type(weight_type_name);
     model_dims m = p->dims;
@@ -125,11 +134,11 @@ int info_preset(std::string name, int64_t vocab, const std::string& weight_type_
     std::printf("  not in the paper  vocabulary (here %lld, --vocab), GQA (none), MoD layers (none counted)\n",
                 (long long)vocab);
     print_params(m, std::nullopt, p);
-    print_memory(m, weight_bytes(m, wt), "as " + std::string(type_name(wt)), extra_ctx);
+    print_memory(m, weight_bytes(m, wt), "as " + std::string(type_name(wt)), extra_ctx, kv_type);
     return 0;
 }
 
-int info_file(const std::string& path, int64_t extra_ctx) {
+int info_file(const std::string& path, int64_t extra_ctx, weight_type kv_type) {
     const ncas::model model = load_model(path);
     const gguf_file& f = model.file();
     const model_config& c = model.config();
@@ -165,18 +174,18 @@ int info_file(const std::string& path, int64_t extra_ctx) {
     const preset_row* p = preset_matching(c);
     if (p) std::printf("  preset            matches %.*s\n", int(p->name.size()), p->name.data());
     print_params(c, elements, p);
-    print_memory(c, bytes, "as stored in the file", extra_ctx);
+    print_memory(c, bytes, "as stored in the file", extra_ctx, kv_type);
     return 0;
 }
 
 }  // namespace
 
 int run_info(int argc, char** argv) {
-    std::string model_path, preset_name, weight_type_name = "q4_0";
+    std::string model_path, preset_name, weight_type_name = "q4_0", kv_type_name = "f16";
     int64_t vocab = 0, ctx = 0;
     arg_parser p("info", "[--model FILE | --preset PI|PI-S|PI-P] [options]",
                  "Prints a model's config, its parameter counts (total, active per token) and the memory it\n"
-                 "needs (weights + KV cache at 2k, 8k and the full context, f32 and f16 cache). --preset\n"
+                 "needs (weights + KV cache at 2k, 8k, --ctx and the full context, for each cache type). --preset\n"
                  "prints the same for one of the paper's presets, beside the paper's claim, without a file.\n"
                  "Last, the CPU kernels chosen here and why (the best compiled in that the CPU runs, or NCAS_ISA).");
     add_model_option(p, model_path);
@@ -186,11 +195,15 @@ int run_info(int argc, char** argv) {
     p.choice("--weight-type", weight_type_name, {"f32", "f16", "bf16", "q8_0", "q4_0"},
              "with --preset: weight type for the memory table");
     p.option("-c --ctx", ctx, "N", "also show the memory at this context length; 0: none", bounds<int64_t>{0});
+    p.choice("--kv-type", kv_type_name, {"f32", "f16", "q8_0", "q4_0"},
+             "KV cache type of the table's total column (and, with --ctx, of the cache's exact size)");
     if (!p.parse(argc, argv)) return 0;
+    const weight_type kv_type = parse_weight_type(kv_type_name);
     if (p.given("--preset") && p.given("--model")) throw usage_error("give --model or --preset, not both");
     if (!p.given("--preset") && (p.given("--vocab") || p.given("--weight-type")))
         throw usage_error("--vocab and --weight-type go with --preset");
-    const int rc = p.given("--preset") ? info_preset(preset_name, vocab, weight_type_name, ctx) : info_file(model_path, ctx);
+    const int rc = p.given("--preset") ? info_preset(preset_name, vocab, weight_type_name, ctx, kv_type)
+                                    : info_file(model_path, ctx, kv_type);
     // The CPU kernels this program runs here, and why (NCAS_ISA forces a level).
     std::printf("\nkernels           %s\n", cpu::kernels_chosen_text().c_str());
     return rc;

@@ -86,7 +86,7 @@ constexpr int64_t weight_bytes(const model_dims& m, weight_type t) {
 
 // KV cache bytes per token per layer that processes it, and for a whole context.
 constexpr int64_t kv_bytes_per_token(const model_dims& m, weight_type kv_type) {
-    return m.n_layer * (m.k_dim() + m.v_dim()) * traits_of(kv_type).block_bytes;
+    return m.n_layer * (kv_row_bytes(kv_type, m.k_dim()) + kv_row_bytes(kv_type, m.v_dim()));
 }
 constexpr int64_t kv_bytes(const model_dims& m, int64_t n_ctx, weight_type kv_type) {
     return n_ctx * kv_bytes_per_token(m, kv_type);
@@ -158,5 +158,8 @@ static_assert(expert_bytes(preset_pi_p::dims, weight_type::q4_0) == 2 * 2592 * 6
 // PI-P at Q4_0 is the ~2.7 GB file the benchmark generates (vocabulary excluded).
 static_assert(weight_bytes(preset_pi_p::dims, weight_type::q4_0) / 100'000'000 == 25);
 static_assert(kv_bytes_per_token(preset_pi_p::dims, weight_type::f16) == 27 * (2592 + 2592) * 2);
+// A q8_0 cache: 34 bytes a block of 32; PI-P's 8k context in 1.22 GB (issue #20's bound: 1.25 GB).
+static_assert(kv_bytes_per_token(preset_pi_p::dims, weight_type::q8_0) == 27 * (81 + 81) * 34);
+static_assert(kv_bytes(preset_pi_p::dims, 8192, weight_type::q8_0) <= 1'250'000'000);
 
 }  // namespace ncas

@@ -84,8 +84,9 @@ private:
             throw error("context of " + std::to_string(p.n_ctx) + " tokens: the model supports 1 to " + std::to_string(model_ctx));
         if (p.n_batch < 1) throw error("batch size must be at least 1, not " + std::to_string(p.n_batch));
         p.n_batch = std::min({p.n_batch, p.n_ctx, max_batch});
-        if (p.kv_type != weight_type::f32 && p.kv_type != weight_type::f16)
-            throw error("KV cache type must be f32 or f16, not " + std::string(type_name(p.kv_type)));
+        if (p.kv_type != weight_type::f32 && p.kv_type != weight_type::f16 && p.kv_type != weight_type::q8_0 &&
+            p.kv_type != weight_type::q4_0)
+            throw error("KV cache type must be f32, f16, q8_0 or q4_0, not " + std::string(type_name(p.kv_type)));
         return p;
     }
 

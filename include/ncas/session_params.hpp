@@ -18,7 +18,7 @@ struct session_params {
     int64_t n_ctx = 0;                       // 0: the model's context length
     int n_threads = 0;                       // CPU: compute threads; 0: all hardware threads
     int64_t n_batch = 64;                    // tokens per forward pass during prefill
-    weight_type kv_type = weight_type::f32;  // f32 or f16
+    weight_type kv_type = weight_type::f32;  // f32, f16, q8_0 or q4_0 (Vulkan: f32 or f16)
     // Expert streaming: bytes of expert slabs held in memory (an expert_arena; on
     // Vulkan, device slots); 0 uses the model's resident experts. Required for a
     // model loaded with stream_experts.

@@ -56,6 +56,19 @@ inline golden load(const std::string& name) {
     return g;
 }
 
+// The reference with K and V rounded through a quantised cache's block format
+// (tools/make_tiny_models.py writes kv/NAME.q8_0.logits.f32 and kv/NAME.q4_0.logits.f32):
+// g with those logits, their max |logit| and the MoD counts of that run (kv/NAME.*.json).
+inline golden with_kv_logits(golden g, const std::string& kv) {
+    std::ifstream in(data_dir() + "/tiny/kv/" + g.name + "." + kv + ".logits.f32", std::ios::binary);
+    in.read(reinterpret_cast<char*>(g.logits.data()), std::streamsize(g.logits.size() * 4));
+    if (!in) throw std::runtime_error("short " + kv + " KV golden logits for " + g.name);
+    const test_json::value j = test_json::parse_file(data_dir() + "/tiny/kv/" + g.name + "." + kv + ".json");
+    g.mod_kept = j["mod_kept"].list<int64_t>();  // the rounded cache's outputs may route differently
+    g.max_abs_logit = j["max_abs_logit"].num();
+    return g;
+}
+
 inline std::vector<std::string> all_models() {
     std::vector<std::string> names;
     const test_json::value index = test_json::parse_file(data_dir() + "/tiny/index.json");

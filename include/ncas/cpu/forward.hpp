@@ -60,22 +60,28 @@ inline void attend(thread_pool& pool, const model_config& c, const layer_weights
     const kernel_table& kern = cpu::kernels();
     const float scale = float(1.0 / std::sqrt(double(d)));
     const weight_type kv_type = cache.type();
-    const int64_t k_stride = row_bytes(kv_type, c.k_dim()), v_stride = row_bytes(kv_type, c.v_dim());
+    const bool blocks = traits_of(kv_type).block_values > 1;  // q8_0 / q4_0: read in place by attn_*_q
+    const int64_t k_stride = cache.k_row_bytes(), v_stride = cache.v_row_bytes();
     pool.parallel_for(n * H, [&](int64_t t0, int64_t t1, int thread) {
         float* scores = scores_of_thread[size_t(thread)].data();  // [M, rows]
         for (int64_t task = t0; task < t1; ++task) {
             const int64_t h = task / n, i = task % n, g = h / group;
             const int64_t rows = before + i + 1;  // causal: cached rows up to this token's own
             // One pass over the cached keys scores both maps: head g's maps are adjacent in a K row.
-            kern.attn_scores(kv_type, cache.k_row(layer, 0) + row_bytes(kv_type, M * g * d), k_stride, rows,
-                             q + i * qd + M * h * d, M, d, scale, scores);
+            if (blocks)
+                kern.attn_scores_q(kv_type, cache.k_row(layer, 0), k_stride, M * g * d, rows, q + i * qd + M * h * d, M,
+                                   d, scale, scores);
+            else
+                kern.attn_scores(kv_type, cache.k_row(layer, 0) + row_bytes(kv_type, M * g * d), k_stride, rows,
+                                 q + i * qd + M * h * d, M, d, scale, scores);
             for (int64_t m = 0; m < M; ++m) kern.softmax(scores + m * rows, rows);
             if (M == 2) {  // fold the two maps: a_0 − λ_t·a_1
                 const float lt = lambda_t[i];
                 for (int64_t j = 0; j < rows; ++j) scores[j] -= lt * scores[rows + j];
             }
             float* o = out + i * c.attn_dim() + h * dv;
-            kern.attn_values(kv_type, cache.v_row(layer, 0) + row_bytes(kv_type, g * dv), v_stride, rows, scores, dv, o);
+            if (blocks) kern.attn_values_q(kv_type, cache.v_row(layer, 0), v_stride, g * dv, rows, scores, dv, o);
+            else kern.attn_values(kv_type, cache.v_row(layer, 0) + row_bytes(kv_type, g * dv), v_stride, rows, scores, dv, o);
             if (!w.sub_norm.empty()) {
                 kern.rms_norm(o, w.sub_norm.data(), o, dv, 1e-5f);
                 for (int64_t e = 0; e < dv; ++e) o[e] *= 1.0f - w.lambda_init;

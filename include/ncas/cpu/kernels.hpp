@@ -42,11 +42,22 @@ using attn_scores_fn = void (*)(weight_type kv, const std::byte* k, int64_t stri
 using attn_values_fn = void (*)(weight_type kv, const std::byte* v, int64_t stride, int64_t rows, const float* p,
                                 int64_t dv, float* o);
 
+// Attention over a quantised cache (q8_0, q4_0: blocks of 32 along a row, cpu/kv_cache.hpp),
+// reading the blocks in place (each converted in registers, no dequantised copy): k / v
+// point at the first row, and the head's values start at element `first` of a row
+// (first and the map widths need not be multiples of 32). Otherwise as above.
+using attn_scores_q_fn = void (*)(weight_type kv, const std::byte* k, int64_t stride, int64_t first, int64_t rows,
+                                  const float* q, int64_t maps, int64_t d, float scale, float* scores);
+using attn_values_q_fn = void (*)(weight_type kv, const std::byte* v, int64_t stride, int64_t first, int64_t rows,
+                                  const float* p, int64_t dv, float* o);
+
 struct kernel_table {
     isa id;
     matmul_rows_fn matmul_rows;
     attn_scores_fn attn_scores;
     attn_values_fn attn_values;
+    attn_scores_q_fn attn_scores_q;
+    attn_values_q_fn attn_values_q;
     // FFN activations in place: x[i] = gelu_tanh(x[i]);  up[i] *= silu(gate[i]).
     void (*gelu)(float* x, int64_t n);
     void (*silu_mul)(float* up, const float* gate, int64_t n);

@@ -63,6 +63,19 @@ constexpr int64_t row_bytes(weight_type t, int64_t n) {
     return n / tr.block_values * tr.block_bytes;
 }
 
+// The values one KV cache row of n values stores: a quantised cache (q8_0, q4_0)
+// holds a row in whole blocks of 32 along the head dimension, zero-padded at the
+// row's end when n is not a multiple of 32 (a map of d = 72 values then spans
+// parts of three or four blocks: the blocks follow the row, not the maps).
+constexpr int64_t kv_row_values(weight_type kv_type, int64_t n) {
+    const int64_t b = traits_of(kv_type).block_values;
+    return (n + b - 1) / b * b;
+}
+// The widest head (d, dv) a quantised cache's attention kernels take (their buffers are on the stack).
+inline constexpr int64_t kv_quant_max_head = 512;
+// Bytes of one cache row of n values.
+constexpr int64_t kv_row_bytes(weight_type kv_type, int64_t n) { return row_bytes(kv_type, kv_row_values(kv_type, n)); }
+
 // Parses "f32", "Q8_0", ... (case-insensitive) as used on command lines.
 inline weight_type parse_weight_type(std::string_view s) {
     for (weight_type t : {weight_type::f32, weight_type::f16, weight_type::bf16, weight_type::q8_0,

@@ -106,6 +106,9 @@ public:
     session(const model_core& m, session_params p, std::shared_ptr<context> ctx)
         // tokens go in through vkCmdUpdateBuffer (64 KiB): at most 16384 a pass
         : session_base(m, p, 16384), c_(m.config()), ctx_(std::move(ctx)), B_(uint32_t(p_.n_batch)), layout_(c_, B_) {
+        if (p_.kv_type != weight_type::f32 && p_.kv_type != weight_type::f16)
+            throw error("KV cache type " + std::string(type_name(p_.kv_type)) +
+                        " is not implemented on the Vulkan backend yet (f32 or f16; q8_0 and q4_0 run on the CPU)");
         check_memory(ctx_->info(), ctx_->memory_available(), m, p_);
         if (streams_experts(m, p_)) experts_ = std::make_unique<expert_slots>(*ctx_, m, p_);
         kernels_ = std::make_unique<vk::pipelines>(*ctx_);

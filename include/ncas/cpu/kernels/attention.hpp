@@ -2,6 +2,9 @@
 // Attention over one head's cached rows, f32 or f16 (kernels.hpp states the
 // contract): attn_scores, both maps' scores in one pass over the keys;
 // attn_values, the value rows summed with the probabilities as weights.
+// attention_quant: the same over a q8_0 / q4_0 cache, one driver for every
+// instruction set over its kv_blocks primitives (quant_blocks.hpp).
+#include "ncas/cpu/kernels/quant_blocks.hpp"
 #include "ncas/cpu/kernels/tags.hpp"
 
 namespace ncas::cpu::detail {
@@ -168,6 +171,80 @@ struct attention<x86_tag<Simd, Level>> {
 
 NCAS_CPU_X86_WARNINGS_ON
 #endif
+
+// ---- every instruction set: attention over a q8_0 / q4_0 cache -----------------------
+//
+// Generic over the tag: an instruction set provides kv_blocks<Tag> (quant_blocks.hpp)
+// and gets these. The blocks run along the cache row, not the maps (a map of d = 72
+// values spans parts of three or four blocks), so the query of each map is laid on the
+// block grid with zeros around it, and the values are summed into whole blocks of
+// which the head's slice is copied out. A value's sum runs over the rows in order
+// (j = 0, 1, ...), whatever the chunking, so its result depends on the inputs only.
+
+template <class Tag>
+struct attention_quant {
+    using B = kv_blocks<Tag>;
+    static constexpr int64_t grid = kv_quant_max_head + 2 * quant_block;  // a map's values on the block grid, at most
+
+    template <weight_type t>
+    static void scores_of(const std::byte* k, int64_t stride, int64_t first, int64_t rows, const float* q, int64_t maps,
+                          int64_t d, float scale, float* scores) {
+        constexpr int64_t bb = t == weight_type::q8_0 ? int64_t(sizeof(block_q8_0)) : int64_t(sizeof(block_q4_0));
+        constexpr int64_t max_maps = 4;
+        for (int64_t m0 = 0; m0 < maps; m0 += max_maps) {  // up to 4 maps a pass over the rows
+            const int64_t nm = maps - m0 < max_maps ? maps - m0 : max_maps;
+            int64_t b0[max_maps], nb[max_maps];
+            alignas(64) float qgs[max_maps][grid];
+            for (int64_t m = 0; m < nm; ++m) {
+                const int64_t lo = first + (m0 + m) * d;
+                b0[m] = lo / quant_block, nb[m] = (lo + d + quant_block - 1) / quant_block - b0[m];
+                float* g = qgs[m];
+                const int64_t at = lo - b0[m] * quant_block;
+                for (int64_t i = 0; i < nb[m] * quant_block; ++i) g[i] = 0.0f;
+                for (int64_t e = 0; e < d; ++e) g[at + e] = q[(m0 + m) * d + e];
+            }
+            for (int64_t j = 0; j < rows; ++j) {
+                const std::byte* row = k + j * stride;
+                for (int64_t m = 0; m < nm; ++m) {
+                    typename B::acc a = B::zero();
+                    const std::byte* blk = row + b0[m] * bb;
+                    for (int64_t b = 0; b < nb[m]; ++b) a = B::template dot<t>(blk + b * bb, qgs[m] + b * quant_block, a);
+                    scores[(m0 + m) * rows + j] = B::sum(a) * scale;
+                }
+            }
+        }
+    }
+
+    static void attn_scores(weight_type kv, const std::byte* k, int64_t stride, int64_t first, int64_t rows,
+                            const float* q, int64_t maps, int64_t d, float scale, float* scores) {
+        if (kv == weight_type::q4_0) scores_of<weight_type::q4_0>(k, stride, first, rows, q, maps, d, scale, scores);
+        else scores_of<weight_type::q8_0>(k, stride, first, rows, q, maps, d, scale, scores);
+    }
+
+    template <weight_type t>
+    static void values_of(const std::byte* v, int64_t stride, int64_t first, int64_t rows, const float* p, int64_t dv,
+                          float* o) {
+        constexpr int64_t bb = t == weight_type::q8_0 ? int64_t(sizeof(block_q8_0)) : int64_t(sizeof(block_q4_0));
+        constexpr int64_t chunk = 16;  // rows a pass over the head's blocks (they stay in L1 for the next block)
+        alignas(64) float og[grid];
+        const int64_t b0 = first / quant_block, nb = (first + dv + quant_block - 1) / quant_block - b0;
+        for (int64_t i = 0; i < nb * quant_block; ++i) og[i] = 0.0f;
+        const std::byte* v0 = v + b0 * bb;
+        for (int64_t j0 = 0; j0 < rows; j0 += chunk) {
+            const int64_t n = rows - j0 < chunk ? rows - j0 : chunk;
+            for (int64_t b = 0; b < nb; ++b)
+                B::template axpy_rows<t>(v0 + j0 * stride + b * bb, stride, p + j0, n, og + b * quant_block);
+        }
+        const int64_t at = first - b0 * quant_block;
+        for (int64_t e = 0; e < dv; ++e) o[e] = og[at + e];
+    }
+
+    static void attn_values(weight_type kv, const std::byte* v, int64_t stride, int64_t first, int64_t rows,
+                            const float* p, int64_t dv, float* o) {
+        if (kv == weight_type::q4_0) values_of<weight_type::q4_0>(v, stride, first, rows, p, dv, o);
+        else values_of<weight_type::q8_0>(v, stride, first, rows, p, dv, o);
+    }
+};
 
 // ---- ARM64 (issue #19): attention<arm_tag<Level>> goes here -------------------------
 

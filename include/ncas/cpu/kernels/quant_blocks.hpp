@@ -38,6 +38,60 @@ struct quant_blocks<scalar_tag> {
     }
 };
 
+
+// ---- KV cache blocks: what attention_quant (attention.hpp) is written over ---------
+//
+// A quantised KV cache (q8_0, q4_0) is read by attention_quant<Tag>, one generic driver;
+// an instruction set provides these five members in kv_blocks<Tag>:
+//   acc                  a lane accumulator type (here: float)
+//   zero()               an accumulator of zeros
+//   dot<t>(blk, q, a)    a + scale(blk) · (the block's 32 integers · q[0..32)), per lane
+//   sum(a)               the lanes of a, added
+//   axpy_rows<t>(blk, stride, p, n, o)
+//                        o[i] += p[j] · scale · value i of the block at blk + j·stride,
+//                        for j = 0 .. n-1 in that order and i < 32 (o: 32 floats)
+// converting each block's integers to f32 in registers (no dequantised copy of the cache).
+
+template <class Tag>
+struct kv_blocks;
+
+template <>
+struct kv_blocks<scalar_tag> {
+    using acc = float;
+    static float zero() { return 0.0f; }
+    // The block's 32 integers (q4_0: nibble − 8) and its scale.
+    template <weight_type t>
+    static float widen(const std::byte* blk, float* w) {
+        if constexpr (t == weight_type::q8_0) {
+            const auto& b = *reinterpret_cast<const block_q8_0*>(blk);
+            for (int i = 0; i < quant_block; ++i) w[i] = float(b.q[i]);
+            return f16_to_f32(b.d);
+        } else {
+            const auto& b = *reinterpret_cast<const block_q4_0*>(blk);
+            for (int i = 0; i < quant_block / 2; ++i)
+                w[i] = float((b.qs[i] & 0x0f) - 8), w[i + quant_block / 2] = float((b.qs[i] >> 4) - 8);
+            return f16_to_f32(b.d);
+        }
+    }
+    template <weight_type t>
+    static float dot(const std::byte* blk, const float* q, float a) {
+        float w[quant_block];
+        const float d = widen<t>(blk, w);
+        float s = 0.0f;
+        for (int i = 0; i < quant_block; ++i) s += w[i] * q[i];
+        return a + d * s;
+    }
+    static float sum(float a) { return a; }
+    template <weight_type t>
+    static void axpy_rows(const std::byte* blk, int64_t stride, const float* p, int64_t n, float* o) {
+        float w[quant_block];
+        for (int64_t j = 0; j < n; ++j) {
+            const float pd = p[j] * widen<t>(blk + j * stride, w);
+            for (int i = 0; i < quant_block; ++i) o[i] += pd * w[i];
+        }
+    }
+};
+
 #if defined(NCAS_CPU_HAVE_AVX2)
 NCAS_CPU_X86_WARNINGS_OFF
 
@@ -276,9 +330,72 @@ struct quant_blocks<avx512_tag<Level>> {
 };
 #endif
 
+
+// ---- x86 KV cache blocks (both widths: 8-lane f32 batches; a block is 4 of them) --------
+
+template <class Simd, isa Level>
+struct kv_blocks<x86_tag<Simd, Level>> {
+    using acc = __m256;
+    static __m256 zero() { return _mm256_setzero_ps(); }
+    static float scale(const std::byte* blk) {
+        uint16_t h;
+        std::memcpy(&h, blk, 2);
+        return _cvtsh_ss(h);
+    }
+    // The block's 32 integers (q4_0: nibble − 8) as four 8-lane f32 batches.
+    template <weight_type t>
+    [[gnu::always_inline]] static void widen(const std::byte* blk, __m256 (&w)[4]) {
+        __m128i a, b;
+        if constexpr (t == weight_type::q8_0) {
+            const auto* q = reinterpret_cast<const __m128i*>(blk + 2);
+            a = _mm_loadu_si128(q), b = _mm_loadu_si128(q + 1);
+        } else {
+            const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2));
+            const __m128i m = _mm_set1_epi8(0x0f), e8 = _mm_set1_epi8(8);
+            a = _mm_sub_epi8(_mm_and_si128(x, m), e8), b = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(x, 4), m), e8);
+        }
+        w[0] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(a));
+        w[1] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(a, a)));
+        w[2] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+        w[3] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(b, b)));
+    }
+    template <weight_type t>
+    [[gnu::always_inline]] static __m256 dot(const std::byte* blk, const float* q, __m256 a) {
+        __m256 w[4];
+        widen<t>(blk, w);
+        __m256 s = _mm256_mul_ps(w[0], _mm256_loadu_ps(q));
+        s = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(q + 8), s);
+        s = _mm256_fmadd_ps(w[2], _mm256_loadu_ps(q + 16), s);
+        s = _mm256_fmadd_ps(w[3], _mm256_loadu_ps(q + 24), s);
+        return _mm256_fmadd_ps(s, _mm256_set1_ps(scale(blk)), a);
+    }
+    static float sum(__m256 a) {
+        __m128 x = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+        x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+        x = _mm_add_ss(x, _mm_movehdup_ps(x));
+        return _mm_cvtss_f32(x);
+    }
+    template <weight_type t>
+    static void axpy_rows(const std::byte* blk, int64_t stride, const float* p, int64_t n, float* o) {
+        __m256 a[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; ++i) a[i] = _mm256_loadu_ps(o + 8 * i);
+        for (int64_t j = 0; j < n; ++j) {
+            const std::byte* b = blk + j * stride;
+            __m256 w[4];
+            widen<t>(b, w);
+            const __m256 pd = _mm256_set1_ps(p[j] * scale(b));
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; ++i) a[i] = _mm256_fmadd_ps(pd, w[i], a[i]);
+        }
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; ++i) _mm256_storeu_ps(o + 8 * i, a[i]);
+    }
+};
+
 NCAS_CPU_X86_WARNINGS_ON
 #endif
 
-// ---- ARM64 (issue #19): quant_blocks<arm_tag<Level>> goes here ----------------------
+// ---- ARM64 (issue #19): quant_blocks<arm_tag<Level>> and kv_blocks<arm_tag<Level>> go here
 
 }  // namespace ncas::cpu::detail

@@ -25,8 +25,10 @@ inline void matmul_rows(const weight_matrix& w, const float* x, const act_rows* 
 template <class Tag>
 inline const kernel_table* table_of() {
     using A = attention<Tag>;
+    using AQ = attention_quant<Tag>;
     using E = elementwise<Tag>;
     static const kernel_table t{Tag::level, &matmul_rows<Tag>, A::attn_scores,   A::attn_values,
+                                AQ::attn_scores, AQ::attn_values,
                                 E::gelu,    E::silu_mul,       act_quant<Tag>::quantize_act,
                                 E::rms_norm, E::softmax,       E::rope};
     return &t;
