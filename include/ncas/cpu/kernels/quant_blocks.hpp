@@ -279,6 +279,206 @@ struct quant_blocks<avx512_tag<Level>> {
 NCAS_CPU_X86_WARNINGS_ON
 #endif
 
-// ---- ARM64 (issue #19): quant_blocks<arm_tag<Level>> goes here ----------------------
+// ---- ARM64: NEON, dotprod, i8mm ------------------------------------------------------
+// Blocks are taken in groups of four (a Q4_0 quad; four Q8_0 blocks, 128 activation
+// words either way), and each level computes every block's exact integer dot with
+// a token: group_dots returns [D_0, D_1, D_2, D_3], one block a lane, which the tile
+// converts and scales (one f32 lane per block position, so every level, and every
+// tile shape, adds the same numbers in the same order: the three ARM levels agree
+// bit for bit). How the integers are formed:
+//  - neon: weights widened to 16 bits (Q4_0 minus 8) and smlal / smlal2 against the
+//    16-bit activations;
+//  - dotprod: an activation a = 256·h + l (h its signed high byte, l its unsigned low
+//    byte), split for free by ld2's de-interleaving load; Q4_0's raw nibbles u (0..15)
+//    meet h in sdot and l in udot, and the activation's −8·Σa correction
+//    (act_quant.hpp) takes the place of the −8; Q8_0's signed weights meet h in sdot
+//    and l − 128 in sdot, plus 128·Σw a lane, computed once per weight block;
+//  - i8mm: as dotprod, with usdot for Q8_0's l (no −128 / 128·Σw) and smmla / ummla
+//    for Q4_0 tiles of 2 rows × 2 tokens (prefill), the same integers again.
+
+#if defined(NCAS_CPU_HAVE_NEON)
+template <isa Level>
+struct quant_blocks<arm_tag<Level>> {
+    using tag = arm_tag<Level>;
+    static constexpr int64_t group_words = 128;  // activation words a group of four blocks reads (both types)
+
+    template <weight_type t>
+    static constexpr int64_t block_bytes = t == weight_type::q4_0 ? int64_t(sizeof(block_q4_0)) : int64_t(sizeof(block_q8_0));
+
+    // The scales of a group's blocks as f32; 0 for a missing block (k >= blocks), never read.
+    template <weight_type t>
+    [[gnu::always_inline]] static float32x4_t group_scales(const std::byte* g, int blocks) {
+        uint16_t h[4];
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k) {
+            h[k] = 0;
+            if (k < blocks) std::memcpy(&h[k], g + k * block_bytes<t>, 2);
+        }
+        return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(h)));
+    }
+
+    // ---- neon: 16-bit weights ----
+
+    // The group's weights as w[k][j]: block k's elements 8j..8j+7 (Q4_0: nibble − 8);
+    // a missing block's are zero and not read.
+    template <weight_type t>
+    [[gnu::always_inline]] static void widen_group(const std::byte* g, int blocks, int16x8_t (&w)[4][4]) {
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k) {
+            const std::byte* b = g + k * block_bytes<t>;
+            int8x16_t lo = vdupq_n_s8(0), hi = vdupq_n_s8(0);
+            if (k < blocks) {
+                if constexpr (t == weight_type::q4_0) {
+                    const uint8x16_t x = vld1q_u8(reinterpret_cast<const uint8_t*>(b + 2));
+                    lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(x, vdupq_n_u8(0x0f))), vdupq_n_s8(8));
+                    hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(x, 4)), vdupq_n_s8(8));
+                } else {
+                    lo = vld1q_s8(reinterpret_cast<const int8_t*>(b + 2)), hi = vld1q_s8(reinterpret_cast<const int8_t*>(b + 18));
+                }
+            }
+            w[k][0] = vmovl_s8(vget_low_s8(lo)), w[k][1] = vmovl_high_s8(lo);
+            w[k][2] = vmovl_s8(vget_low_s8(hi)), w[k][3] = vmovl_high_s8(hi);
+        }
+    }
+    // Word of block k's elements 8j.. in a group's activations (Q4_0 runs, or natural order).
+    template <weight_type t>
+    static constexpr int64_t act_at(int k, int j) { return t == weight_type::q4_0 ? 32 * j + 8 * k : 32 * k + 8 * j; }
+
+    // [D_0..D_3] of widened weights against a token's group activations q.
+    template <weight_type t, bool partial>
+    [[gnu::always_inline]] static int32x4_t dots_wide(const int16x8_t (&w)[4][4], const int16_t* q, int blocks) {
+        int32x4_t s[4];
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k) {
+            s[k] = vdupq_n_s32(0);
+            if (partial && t == weight_type::q8_0 && k >= blocks) continue;  // no activations there (Q4_0's are zeros)
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; ++j) {
+                const int16x8_t a = vld1q_s16(q + act_at<t>(k, j));
+                s[k] = vmlal_high_s16(vmlal_s16(s[k], vget_low_s16(w[k][j]), vget_low_s16(a)), w[k][j], a);
+            }
+        }
+        return vpaddq_s32(vpaddq_s32(s[0], s[1]), vpaddq_s32(s[2], s[3]));
+    }
+
+#if defined(NCAS_CPU_HAVE_DOTPROD)
+    // ---- dotprod / i8mm: 8-bit weights ----
+
+    // A Q4_0 quad's raw nibbles as u[h][j]: elements 8j..8j+7 of blocks 2h and 2h+1
+    // (the activation runs' order); a missing block's bytes are zero and not read.
+    [[gnu::always_inline]] static void nibbles_q4(const std::byte* g, int blocks, uint8x16_t (&u)[2][4]) {
+        constexpr int64_t bb = sizeof(block_q4_0);
+        const uint8x16_t m = vdupq_n_u8(0x0f);
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; ++h) {
+            uint8x16_t a = vdupq_n_u8(0), b = vdupq_n_u8(0);
+            if (2 * h < blocks) a = vld1q_u8(reinterpret_cast<const uint8_t*>(g + 2 * h * bb + 2));
+            if (2 * h + 1 < blocks) b = vld1q_u8(reinterpret_cast<const uint8_t*>(g + (2 * h + 1) * bb + 2));
+            const uint8x16_t lo = vreinterpretq_u8_u64(vzip1q_u64(vreinterpretq_u64_u8(a), vreinterpretq_u64_u8(b))),
+                             hi = vreinterpretq_u8_u64(vzip2q_u64(vreinterpretq_u64_u8(a), vreinterpretq_u64_u8(b)));
+            u[h][0] = vandq_u8(lo, m), u[h][1] = vandq_u8(hi, m), u[h][2] = vshrq_n_u8(lo, 4), u[h][3] = vshrq_n_u8(hi, 4);
+        }
+    }
+    // [D_0..D_3] of a quad's nibbles against a token's quad activations q and corrections c.
+    // Lane m of half h sums words 16h+4m..16h+4m+3 of each run, whose corrections are
+    // lanes 8h+2m and 8h+2m+1 of c (act_quant.hpp).
+    [[gnu::always_inline]] static int32x4_t dots_q4(const uint8x16_t (&u)[2][4], const int16_t* q, const int32_t* c) {
+        int32x4_t tot[2];
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; ++h) {
+            int32x4_t hi = vdupq_n_s32(0);
+            uint32x4_t lo = vreinterpretq_u32_s32(vpaddq_s32(vld1q_s32(c + 8 * h), vld1q_s32(c + 8 * h + 4)));
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; ++j) {
+                const int8x16x2_t p = vld2q_s8(reinterpret_cast<const int8_t*>(q + 32 * j + 16 * h));  // low bytes, high bytes
+                hi = vdotq_s32(hi, vreinterpretq_s8_u8(u[h][j]), p.val[1]);
+                lo = vdotq_u32(lo, u[h][j], vreinterpretq_u8_s8(p.val[0]));
+            }
+            tot[h] = vmlaq_n_s32(vreinterpretq_s32_u32(lo), hi, 256);
+        }
+        return vpaddq_s32(tot[0], tot[1]);
+    }
+
+    // Four Q8_0 blocks' signed weights (w[k][0]: elements 0..15, w[k][1]: 16..31) and,
+    // below i8mm, 128·Σw per lane (the −128 of the low bytes given back).
+    struct q8_group {
+        int8x16_t w[4][2];
+        int32x4_t wsum[4];
+    };
+    [[gnu::always_inline]] static void bytes_q8(const std::byte* g, int blocks, q8_group& v) {
+        constexpr int64_t bb = sizeof(block_q8_0);
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k) {
+            v.w[k][0] = v.w[k][1] = vdupq_n_s8(0);
+            if (k < blocks)
+                v.w[k][0] = vld1q_s8(reinterpret_cast<const int8_t*>(g + k * bb + 2)),
+                v.w[k][1] = vld1q_s8(reinterpret_cast<const int8_t*>(g + k * bb + 18));
+            if constexpr (!tag::i8mm) {
+                const int8x16_t one = vdupq_n_s8(1);
+                v.wsum[k] = vshlq_n_s32(vdotq_s32(vdotq_s32(vdupq_n_s32(0), v.w[k][0], one), v.w[k][1], one), 7);
+            }
+        }
+    }
+    template <bool partial>
+    [[gnu::always_inline]] static int32x4_t dots_q8(const q8_group& v, const int16_t* q, int blocks) {
+        int32x4_t s[4];
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k) {
+            s[k] = vdupq_n_s32(0);
+            if (partial && k >= blocks) continue;
+            const int8x16x2_t p0 = vld2q_s8(reinterpret_cast<const int8_t*>(q + 32 * k)),
+                              p1 = vld2q_s8(reinterpret_cast<const int8_t*>(q + 32 * k + 16));
+            const int32x4_t hi = vdotq_s32(vdotq_s32(vdupq_n_s32(0), v.w[k][0], p0.val[1]), v.w[k][1], p1.val[1]);
+            int32x4_t lo;
+            if constexpr (tag::i8mm) {
+                lo = vusdotq_s32(vusdotq_s32(vdupq_n_s32(0), vreinterpretq_u8_s8(p0.val[0]), v.w[k][0]),
+                                 vreinterpretq_u8_s8(p1.val[0]), v.w[k][1]);
+            } else {
+                const int8x16_t flip = vdupq_n_s8(-128);
+                lo = vdotq_s32(vdotq_s32(v.wsum[k], v.w[k][0], veorq_s8(p0.val[0], flip)), v.w[k][1], veorq_s8(p1.val[0], flip));
+            }
+            s[k] = vmlaq_n_s32(lo, hi, 256);
+        }
+        return vpaddq_s32(vpaddq_s32(s[0], s[1]), vpaddq_s32(s[2], s[3]));
+    }
+#endif
+
+    // Group g (blocks 4g.., of which `blocks` exist) of R rows against NT tokens,
+    // added to acc: per block, its exact integer dot times its scale, in lane k.
+    template <int R, int NT, weight_type t, bool partial>
+    [[gnu::always_inline]] static void group_rows(const std::byte* row0, int64_t stride, int64_t g, int blocks,
+                                                  const int16_t* const (&q)[NT], const int32_t* const (&c)[NT],
+                                                  float32x4_t (&acc)[R][NT]) {
+        const int64_t at = g * 4 * block_bytes<t>;
+        (void)c;  // Q4_0's corrections: read by the 8-bit levels only
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) {
+            const std::byte* gr = row0 + r * stride + at;
+            const float32x4_t s = group_scales<t>(gr, blocks);
+            auto add = [&](int i, int32x4_t d) { acc[r][i] = vfmaq_f32(acc[r][i], vcvtq_f32_s32(d), s); };
+            if constexpr (!tag::dotprod) {
+                int16x8_t w[4][4];
+                widen_group<t>(gr, blocks, w);
+#pragma GCC unroll 8
+                for (int i = 0; i < NT; ++i) add(i, dots_wide<t, partial>(w, q[i] + g * group_words, blocks));
+            } else {
+#if defined(NCAS_CPU_HAVE_DOTPROD)
+                if constexpr (t == weight_type::q4_0) {
+                    uint8x16_t u[2][4];
+                    nibbles_q4(gr, blocks, u);
+#pragma GCC unroll 8
+                    for (int i = 0; i < NT; ++i) add(i, dots_q4(u, q[i] + g * group_words, c[i] + g * 16));
+                } else {
+                    q8_group v;
+                    bytes_q8(gr, blocks, v);
+#pragma GCC unroll 8
+                    for (int i = 0; i < NT; ++i) add(i, dots_q8<partial>(v, q[i] + g * group_words, blocks));
+                }
+#endif
+            }
+        }
+    }
+};
+#endif
 
 }  // namespace ncas::cpu::detail
