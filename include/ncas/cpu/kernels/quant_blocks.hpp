@@ -293,8 +293,9 @@ NCAS_CPU_X86_WARNINGS_ON
 //    meet h in sdot and l in udot, and the activation's −8·Σa correction
 //    (act_quant.hpp) takes the place of the −8; Q8_0's signed weights meet h in sdot
 //    and l − 128 in sdot, plus 128·Σw a lane, computed once per weight block;
-//  - i8mm: as dotprod, with usdot for Q8_0's l (no −128 / 128·Σw) and smmla / ummla
-//    for Q4_0 tiles of 2 rows × 2 tokens (prefill), the same integers again.
+//  - i8mm: as dotprod, with usdot for Q8_0's l (no −128 / 128·Σw), and Q4_0 prefill
+//    tiles of 2 rows through smmla (h) / ummla (l), 2 rows × 2 tokens × 8 bytes an
+//    instruction: the same integers again.
 
 #if defined(NCAS_CPU_HAVE_NEON)
 template <isa Level>
@@ -443,6 +444,52 @@ struct quant_blocks<arm_tag<Level>> {
     }
 #endif
 
+#if defined(NCAS_CPU_HAVE_I8MM)
+    // ---- i8mm: 2 rows × 2 tokens a matrix multiply ----
+
+    // [D_0..D_3] of a Q4_0 quad for rows 0, 1 (nibbles u0, u1) against tokens 0, 1
+    // (activations q0, q1, corrections c0, c1): out[2r + i] for row r and token i.
+    // smmla / ummla take a 2×8 matrix of each: the rows' 8 nibbles of one block and run,
+    // and the tokens' 8 high (low) bytes of the same, giving [r0t0, r0t1, r1t0, r1t1];
+    // a 4×4 transpose turns the four blocks' results into one vector a (row, token).
+    [[gnu::always_inline]] static void mmla_q4(const uint8x16_t (&u0)[2][4], const uint8x16_t (&u1)[2][4],
+                                               const int16_t* q0, const int16_t* q1, const int32_t* c0,
+                                               const int32_t* c1, int32x4_t (&out)[4]) {
+        int32x4_t tot[4];  // block k: [r0t0, r0t1, r1t0, r1t1]
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; ++h) {
+            int32x4_t hi[2] = {vdupq_n_s32(0), vdupq_n_s32(0)};
+            uint32x4_t lo[2] = {vdupq_n_u32(0), vdupq_n_u32(0)};
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; ++j) {
+                const int8x16x2_t p0 = vld2q_s8(reinterpret_cast<const int8_t*>(q0 + 32 * j + 16 * h)),
+                                  p1 = vld2q_s8(reinterpret_cast<const int8_t*>(q1 + 32 * j + 16 * h));
+                const uint64x2_t h0 = vreinterpretq_u64_s8(p0.val[1]), h1 = vreinterpretq_u64_s8(p1.val[1]),
+                                 l0 = vreinterpretq_u64_s8(p0.val[0]), l1 = vreinterpretq_u64_s8(p1.val[0]),
+                                 w0 = vreinterpretq_u64_u8(u0[h][j]), w1 = vreinterpretq_u64_u8(u1[h][j]);
+                // e = 0: block 2h (the low 8 bytes of each), e = 1: block 2h + 1.
+                hi[0] = vmmlaq_s32(hi[0], vreinterpretq_s8_u64(vzip1q_u64(w0, w1)), vreinterpretq_s8_u64(vzip1q_u64(h0, h1)));
+                hi[1] = vmmlaq_s32(hi[1], vreinterpretq_s8_u64(vzip2q_u64(w0, w1)), vreinterpretq_s8_u64(vzip2q_u64(h0, h1)));
+                lo[0] = vmmlaq_u32(lo[0], vreinterpretq_u8_u64(vzip1q_u64(w0, w1)), vreinterpretq_u8_u64(vzip1q_u64(l0, l1)));
+                lo[1] = vmmlaq_u32(lo[1], vreinterpretq_u8_u64(vzip2q_u64(w0, w1)), vreinterpretq_u8_u64(vzip2q_u64(l0, l1)));
+            }
+            tot[2 * h] = vmlaq_n_s32(vreinterpretq_s32_u32(lo[0]), hi[0], 256);
+            tot[2 * h + 1] = vmlaq_n_s32(vreinterpretq_s32_u32(lo[1]), hi[1], 256);
+        }
+        // Each token's −8·Σa a block: correction lanes 4k..4k+3 belong to block k.
+        auto block_corr = [](const int32_t* c) {
+            return vpaddq_s32(vpaddq_s32(vld1q_s32(c), vld1q_s32(c + 4)), vpaddq_s32(vld1q_s32(c + 8), vld1q_s32(c + 12)));
+        };
+        const int32x4_t k0 = block_corr(c0), k1 = block_corr(c1);
+        const int32x4_t a = vzip1q_s32(tot[0], tot[1]), b = vzip2q_s32(tot[0], tot[1]), c = vzip1q_s32(tot[2], tot[3]),
+                        d = vzip2q_s32(tot[2], tot[3]);
+        auto lo64 = [](int32x4_t x, int32x4_t y) { return vreinterpretq_s32_s64(vzip1q_s64(vreinterpretq_s64_s32(x), vreinterpretq_s64_s32(y))); };
+        auto hi64 = [](int32x4_t x, int32x4_t y) { return vreinterpretq_s32_s64(vzip2q_s64(vreinterpretq_s64_s32(x), vreinterpretq_s64_s32(y))); };
+        out[0] = vaddq_s32(lo64(a, c), k0), out[1] = vaddq_s32(hi64(a, c), k1);
+        out[2] = vaddq_s32(lo64(b, d), k0), out[3] = vaddq_s32(hi64(b, d), k1);
+    }
+#endif
+
     // Group g (blocks 4g.., of which `blocks` exist) of R rows against NT tokens,
     // added to acc: per block, its exact integer dot times its scale, in lane k.
     template <int R, int NT, weight_type t, bool partial>
@@ -451,6 +498,34 @@ struct quant_blocks<arm_tag<Level>> {
                                                   float32x4_t (&acc)[R][NT]) {
         const int64_t at = g * 4 * block_bytes<t>;
         (void)c;  // Q4_0's corrections: read by the 8-bit levels only
+#if defined(NCAS_CPU_HAVE_I8MM)
+        if constexpr (tag::i8mm && t == weight_type::q4_0 && R % 2 == 0 && NT >= 2) {
+            // Row pairs × token pairs through smmla / ummla; an odd last token through udot / sdot.
+#pragma GCC unroll 2
+            for (int r = 0; r < R; r += 2) {
+                const std::byte *g0 = row0 + r * stride + at, *g1 = g0 + stride;
+                const float32x4_t s0 = group_scales<t>(g0, blocks), s1 = group_scales<t>(g1, blocks);
+                uint8x16_t u0[2][4], u1[2][4];
+                nibbles_q4(g0, blocks, u0);
+                nibbles_q4(g1, blocks, u1);
+                int i = 0;
+#pragma GCC unroll 2
+                for (; i + 2 <= NT; i += 2) {
+                    int32x4_t d[4];
+                    mmla_q4(u0, u1, q[i] + g * group_words, q[i + 1] + g * group_words, c[i] + g * 16, c[i + 1] + g * 16, d);
+                    acc[r][i] = vfmaq_f32(acc[r][i], vcvtq_f32_s32(d[0]), s0);
+                    acc[r][i + 1] = vfmaq_f32(acc[r][i + 1], vcvtq_f32_s32(d[1]), s0);
+                    acc[r + 1][i] = vfmaq_f32(acc[r + 1][i], vcvtq_f32_s32(d[2]), s1);
+                    acc[r + 1][i + 1] = vfmaq_f32(acc[r + 1][i + 1], vcvtq_f32_s32(d[3]), s1);
+                }
+                if (i < NT) {
+                    acc[r][i] = vfmaq_f32(acc[r][i], vcvtq_f32_s32(dots_q4(u0, q[i] + g * group_words, c[i] + g * 16)), s0);
+                    acc[r + 1][i] = vfmaq_f32(acc[r + 1][i], vcvtq_f32_s32(dots_q4(u1, q[i] + g * group_words, c[i] + g * 16)), s1);
+                }
+            }
+            return;
+        }
+#endif
 #pragma GCC unroll 4
         for (int r = 0; r < R; ++r) {
             const std::byte* gr = row0 + r * stride + at;

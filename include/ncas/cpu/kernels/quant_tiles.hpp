@@ -165,8 +165,9 @@ struct quant_tiles<arm_tag<Level>> {
     using tag = arm_tag<Level>;
     using blocks = quant_blocks<tag>;
     // neon holds a row's group as 16 registers of words: one row a tile; the 8-bit
-    // levels hold it in 8 (Q4_0) or 12 (Q8_0), so decode streams two rows.
-    static constexpr int tile_rows = 1, decode_rows = tag::dotprod ? 2 : 1;
+    // levels hold it in 8 (Q4_0) or 12 (Q8_0), so decode streams two rows; i8mm's
+    // prefill tiles pair rows for smmla.
+    static constexpr int tile_rows = tag::i8mm ? 2 : 1, decode_rows = tag::dotprod ? 2 : 1;
 
     template <int R, int NT, weight_type t>
     static void quant_tile(const std::byte* row0, int64_t stride, int64_t nb, const act_rows& xq, int64_t t0, float* out) {
