@@ -27,7 +27,9 @@
 # Measured from a clean clone (commit 67b33c1, 2026-12-07) on the 2-core
 # development machine (AMD EPYC Zen 3, nothing else running), deps already installed:
 #   lists 0s, layers 0s, release 307s, symbols 0s, asan 700s, meson 306s, install 138s,
-#   reference 1s: total 24m12s (most of it compiling). Earlier (commit e2fc1ee, before the
+#   reference 1s: total 24m12s (most of it compiling). arm64 (added at c45281c): 834s from an
+#   empty build/arm64 on the same 2 cores shared with other builds (load ~10), its 19 cross-compiled
+#   translation units most of it; not yet timed on an idle machine. Earlier (commit e2fc1ee, before the
 #   layers/symbols stages and the installed kernels library): 18m17s.
 #
 # Every ctest/meson stage sets the build options it needs (tests and examples on: a
@@ -56,7 +58,7 @@ floor_release=380
 floor_asan=375
 floor_meson=15
 # arm64: gtest cases passed under qemu (test_kernels without scalar, test_models,
-# test_tokenizer, test_demo's greedy/prompt tests): 38 + 93 + 24 + 2 = 157 at c45281c.
+# test_tokenizer, test_demo's greedy/prompt tests): 158 at c45281c.
 floor_arm64=150
 
 # stage NAME FUNCTION: runs FUNCTION with errexit in a subshell; records the outcome and time.
