@@ -18,11 +18,18 @@
 #   install    tests/install/run.sh: install with CMake and with Meson, build and run a consumer against each 3 ways
 #              (plus header-only), each running the kernels release's `ncas` CLI chooses
 #   reference  /usr/bin/python3 tools/test_reference.py (the float64 reference's self-check)
+#   arm64      cross-build for aarch64 (cmake/toolchains/aarch64-linux-gnu.cmake) of test_kernels,
+#              test_models, test_tokenizer, test_demo and the CLI only, run under qemu-aarch64: the
+#              kernel parity harness at neon, dotprod and i8mm, detection on three CPU models, the
+#              tiny-model goldens, the tokenizer, the demo's greedy tokens, the CLI's greedy text
+#              at every level against the x86 release CLI's, and nm on the ARM per-ISA objects
 #
 # Measured from a clean clone (commit 67b33c1, 2026-12-07) on the 2-core
 # development machine (AMD EPYC Zen 3, nothing else running), deps already installed:
 #   lists 0s, layers 0s, release 307s, symbols 0s, asan 700s, meson 306s, install 138s,
-#   reference 1s: total 24m12s (most of it compiling). Earlier (commit e2fc1ee, before the
+#   reference 1s: total 24m12s (most of it compiling). arm64 (added at c45281c): 834s from an
+#   empty build/arm64 on the same 2 cores shared with other builds (load ~10), its 19 cross-compiled
+#   translation units most of it; not yet timed on an idle machine. Earlier (commit e2fc1ee, before the
 #   layers/symbols stages and the installed kernels library): 18m17s.
 #
 # Every ctest/meson stage sets the build options it needs (tests and examples on: a
@@ -50,6 +57,9 @@ trap 'rm -rf "$counts"' EXIT
 floor_release=380
 floor_asan=375
 floor_meson=15
+# arm64: gtest cases passed under qemu (test_kernels without scalar, test_models,
+# test_tokenizer, test_demo's greedy/prompt tests): 158 at c45281c.
+floor_arm64=150
 
 # stage NAME FUNCTION: runs FUNCTION with errexit in a subshell; records the outcome and time.
 stage() {
@@ -229,6 +239,100 @@ meson_stage() {
         build/meson/meson-logs/testlog.txt
 }
 
+# The multi-arch rule for the ARM64 per-ISA objects (as symbols() for x86; names from aarch64 nm).
+# Allowed by name besides: xsimd::kernel::wrap::vreinterpretq_*, xsimd 8.1's wrappers of
+# the NEON reinterpret casts, emitted out of line because its dispatch tables take their
+# addresses; a reinterpret is no instruction (each body is a lone `ret`), the same at every level.
+arm64_symbols() {
+    local isa obj syms weak bad_syms n bad=0 level
+    local -A level_of=([neon]=4 [dotprod]=5 [i8mm]=6)
+    for isa in neon dotprod i8mm; do
+        obj=build/arm64/CMakeFiles/ncas_kernels.dir/src/cpu/kernels_$isa.cpp.o
+        level="ncas::cpu::detail::arm_tag<(ncas::cpu::isa)${level_of[$isa]}>"
+        syms=$(aarch64-linux-gnu-nm -C --defined-only "$obj")
+        if ! grep -qF " T ncas::cpu::detail::table_$isa()" <<<"$syms"; then
+            echo "FAIL $obj: defines no table_$isa()"
+            bad=1
+            continue
+        fi
+        weak=$(awk '$2 ~ /^[WVui]$/' <<<"$syms" | cut -d' ' -f3-)
+        n=$(grep -c . <<<"$weak" || true)
+        bad_syms=$(grep -vF -e "$level" <<<"$weak" | grep -vxF 'DW.ref.__gxx_personality_v0' |
+            grep -vE '^xsimd::kernel::wrap::vreinterpretq_[a-z0-9]+_[a-z0-9]+\(__[A-Za-z0-9]+_t\)$' || true)
+        if [ -n "$bad_syms" ]; then
+            echo "FAIL $obj: weak symbols that do not name $level:"
+            sed 's/^/    /' <<<"$bad_syms"
+            bad=1
+        else
+            echo "ok   kernels_$isa: $n weak symbols, each names $level (or is DW.ref.__gxx_personality_v0 or a reinterpret)"
+        fi
+    done
+    return "$bad"
+}
+
+# ARM64 under qemu-aarch64 (docs/arm.md). Only the targets it runs are built; the scalar
+# kernels and the slow tests that exercise no ARM code (the demo's held-out perplexity)
+# are left to the x86 stages. Fails when a level ran no parity test.
+arm64() {
+    local b=build/arm64 rc=0 cpu level want out ref got n
+    local qemu=(qemu-aarch64 -L /usr/aarch64-linux-gnu)
+    cmake -S . -B "$b" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_TOOLCHAIN_FILE=cmake/toolchains/aarch64-linux-gnu.cmake \
+        -DNCAS_BUILD_TESTS=ON -DNCAS_BUILD_EXAMPLES=ON >/dev/null
+    cmake --build "$b" -j "$jobs" --target test_kernels test_models test_tokenizer test_demo ncas_cli
+    arm64_symbols || rc=1
+    # The parity harness: every ARM level -cpu max runs (it has dotprod and i8mm).
+    "${qemu[@]}" -cpu max "$b/tests/test_kernels" --gtest_filter='-*/scalar' >"$b/kernels.log" 2>&1 || {
+        grep -E '^\[  FAILED  \]|Failure' "$b/kernels.log" | head -40
+        echo "FAIL: test_kernels under qemu (log: $b/kernels.log)"
+        rc=1
+    }
+    for level in neon dotprod i8mm; do
+        n=$(grep -c "^\[       OK \] isa/kernels_on\.[A-Za-z0-9_]*/$level " "$b/kernels.log" || true)
+        echo "kernel parity at $level: $n tests passed"
+        [ "$n" -gt 0 ] || { echo "FAIL: no kernel test ran at $level"; rc=1; }
+    done
+    # Detection: each CPU model's best level, and a level above it refused (NCAS_ISA).
+    for cpu in cortex-a53:neon:dotprod cortex-a76:dotprod:i8mm max:i8mm:; do
+        IFS=: read -r cpu level above <<<"$cpu"
+        out=$("${qemu[@]}" -cpu "$cpu" "$b/examples/ncas" info -m models/demo-q8_0.gguf 2>&1 | grep '^kernels' || true)
+        echo "-cpu $cpu: $out"
+        grep -qE "^kernels +$level \(best of: scalar neon dotprod i8mm compiled in; CPU supports up to $level\)" <<<"$out" ||
+            { echo "FAIL: -cpu $cpu should run $level"; rc=1; }
+        [ -z "$above" ] && continue
+        out=$(NCAS_ISA=$above "${qemu[@]}" -cpu "$cpu" "$b/examples/ncas" info -m models/demo-q8_0.gguf 2>&1) &&
+            { echo "FAIL: NCAS_ISA=$above ran on -cpu $cpu"; rc=1; }
+        grep -q "NCAS_ISA=$above: instruction set not supported by this CPU (best: $level)" <<<"$out" ||
+            { echo "FAIL: NCAS_ISA=$above on -cpu $cpu: $out"; rc=1; }
+    done
+    # Goldens of the tiny models, the tokenizer, the demo's greedy tokens (best level).
+    for t in test_models test_tokenizer "test_demo --gtest_filter=demo_model.greedy*:demo_model.prompts*"; do
+        # shellcheck disable=SC2086
+        "${qemu[@]}" -cpu max "$b/tests/"$t >"$b/${t%% *}.log" 2>&1 || { tail -30 "$b/${t%% *}.log"; rc=1; }
+        echo "${t%% *}: $(grep -E '^\[  (PASSED|FAILED)  \]' "$b/${t%% *}.log" | head -1)"
+    done
+    # The CLI's greedy text at every level equals the x86 release CLI's.
+    [ -x build/release/examples/ncas ] || {
+        cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+        cmake --build build/release -j "$jobs" --target ncas_cli
+    }
+    for m in models/demo-q8_0.gguf models/demo-f32.gguf; do
+        ref=$(build/release/examples/ncas generate -m "$m" -p "the cat" --temp 0 -n 24 --no-echo 2>/dev/null)
+        for level in neon dotprod i8mm; do
+            got=$(NCAS_ISA=$level "${qemu[@]}" -cpu max "$b/examples/ncas" generate -m "$m" -p "the cat" --temp 0 -n 24 \
+                --no-echo 2>/dev/null) || true
+            if [ -n "$ref" ] && [ "$got" = "$ref" ]; then
+                echo "ok   $m greedy at $level equals x86's"
+            else
+                printf 'FAIL %s greedy at %s:\n  arm64: %s\n  x86:   %s\n' "$m" "$level" "$got" "$ref"
+                rc=1
+            fi
+        done
+    done
+    n=$(cat "$b"/test_*.log "$b/kernels.log" | grep -cE '^\[       OK \]' || true)
+    ran arm64 "$floor_arm64" "$n" "$b/kernels.log"
+    return "$rc"
+}
+
 check_layers() { /usr/bin/python3 scripts/check_layers.py; }
 # The release stage's CLI gives the reference kernel level (run.sh builds one when it is missing).
 install_stage() {
@@ -253,6 +357,7 @@ stage asan asan
 stage meson meson_stage
 stage install install_stage
 stage reference reference
+stage arm64 arm64
 
 total=$((SECONDS - t_start))
 printf '\n==================== summary ====================\n'

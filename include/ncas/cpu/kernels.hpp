@@ -84,17 +84,28 @@ inline const kernel_table* table_scalar();
 NCAS_KERNEL_LINKAGE const kernel_table* table_avx2();
 NCAS_KERNEL_LINKAGE const kernel_table* table_avx512();
 NCAS_KERNEL_LINKAGE const kernel_table* table_avx512vnni();
+NCAS_KERNEL_LINKAGE const kernel_table* table_neon();
+NCAS_KERNEL_LINKAGE const kernel_table* table_dotprod();
+NCAS_KERNEL_LINKAGE const kernel_table* table_i8mm();
 }  // namespace detail
 
-// The table for an instruction set, or null when it is not compiled in.
+// The table for an instruction set, or null when it is not compiled in (the
+// levels of another architecture never are: a multi-arch build defines only its
+// own architecture's table functions).
 inline const kernel_table* table_for(isa i) {
     switch (i) {
         case isa::scalar: return detail::table_scalar();
+#if defined(__x86_64__) || defined(__i386__)
         case isa::avx2: return detail::table_avx2();
         case isa::avx512: return detail::table_avx512();
         case isa::avx512vnni: return detail::table_avx512vnni();
+#elif defined(__aarch64__)
+        case isa::neon: return detail::table_neon();
+        case isa::dotprod: return detail::table_dotprod();
+        case isa::i8mm: return detail::table_i8mm();
+#endif
+        default: return nullptr;
     }
-    return nullptr;
 }
 
 namespace detail {

@@ -27,17 +27,26 @@ inline const probe_table* probes_scalar();
 NCAS_KERNEL_LINKAGE const probe_table* probes_avx2();
 NCAS_KERNEL_LINKAGE const probe_table* probes_avx512();
 NCAS_KERNEL_LINKAGE const probe_table* probes_avx512vnni();
+NCAS_KERNEL_LINKAGE const probe_table* probes_neon();
+NCAS_KERNEL_LINKAGE const probe_table* probes_dotprod();
+NCAS_KERNEL_LINKAGE const probe_table* probes_i8mm();
 }  // namespace detail
 
 // The probes of an instruction set, or null when it is not compiled in.
 inline const probe_table* probes_for(isa i) {
     switch (i) {
         case isa::scalar: return detail::probes_scalar();
+#if defined(__x86_64__) || defined(__i386__)
         case isa::avx2: return detail::probes_avx2();
         case isa::avx512: return detail::probes_avx512();
         case isa::avx512vnni: return detail::probes_avx512vnni();
+#elif defined(__aarch64__)
+        case isa::neon: return detail::probes_neon();
+        case isa::dotprod: return detail::probes_dotprod();
+        case isa::i8mm: return detail::probes_i8mm();
+#endif
+        default: return nullptr;
     }
-    return nullptr;
 }
 
 // The probes of the instruction set the kernels in use (kernels()) run.

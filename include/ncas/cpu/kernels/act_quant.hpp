@@ -67,6 +67,48 @@ struct act_quant<x86_tag<Simd, Level>> {
 NCAS_CPU_X86_WARNINGS_ON
 #endif
 
-// ---- ARM64 (issue #19): act_quant<arm_tag<Level>> goes here -------------------------
+// ---- ARM64: every level --------------------------------------------------------------
+
+#if defined(NCAS_CPU_HAVE_NEON)
+template <isa Level>
+struct act_quant<arm_tag<Level>> {
+    using tag = arm_tag<Level>;
+
+    static void quantize_act(weight_type t, const float* x, int64_t nb, int16_t* q, int32_t* corr, float* d_out) {
+        const int64_t n = nb * quant_block;  // a multiple of 32
+        float32x4_t m = vdupq_n_f32(0.0f), zero = vdupq_n_f32(0.0f);  // zero: Σ x·0, NaN after a NaN or an infinity
+        for (int64_t i = 0; i < n; i += 4) {
+            const float32x4_t v = vld1q_f32(x + i);
+            m = vmaxq_f32(m, vabsq_f32(v)), zero = vfmaq_f32(zero, v, vdupq_n_f32(0.0f));
+        }
+        if (vminvq_u32(vceqzq_f32(zero)) == 0) return quantize_nonfinite_row(t, nb, q, corr, d_out);  // NaN ≠ 0
+        float lanes[4];
+        vst1q_f32(lanes, m);
+        const float amax = tag::max_of(lanes, 4), d = amax / 32767.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        *d_out = d;
+        // 8 values as int16, rounded to nearest even (fcvtns, as std::nearbyint in the default mode).
+        const float32x4_t vid = vdupq_n_f32(id);
+        auto store8 = [&](const float* src, int16_t* dst) {
+            const int32x4_t a = vcvtnq_s32_f32(vmulq_f32(vld1q_f32(src), vid)),
+                            b = vcvtnq_s32_f32(vmulq_f32(vld1q_f32(src + 4), vid));
+            vst1q_s16(dst, vcombine_s16(vqmovn_s32(a), vqmovn_s32(b)));
+        };
+        if (t != weight_type::q4_0) {
+            for (int64_t i = 0; i < n; i += 8) store8(x + i, q + i);
+            return;
+        }
+        const int64_t quads = (nb + 3) / 4;
+        if (nb % 4) std::memset(q + (quads - 1) * 128, 0, 128 * sizeof(int16_t));
+        for (int64_t b = 0; b < nb; ++b)
+            for (int r = 0; r < 4; ++r) store8(x + b * quant_block + 8 * r, q + q4_position(b, 8 * r));
+        for (int64_t u = 0; u < quads; ++u, q += 128, corr += 16)
+            for (int g = 0; g < 4; ++g) {  // lanes 4g..4g+3: words 8g.. of each run, summed in pairs
+                int32x4_t s = vdupq_n_s32(0);
+                for (int j = 0; j < 4; ++j) s = vpadalq_s16(s, vld1q_s16(q + 32 * j + 8 * g));
+                vst1q_s32(corr + 4 * g, vmulq_n_s32(s, -8));
+            }
+    }
+};
+#endif
 
 }  // namespace ncas::cpu::detail

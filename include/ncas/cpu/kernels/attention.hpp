@@ -172,6 +172,86 @@ struct attention<x86_tag<Simd, Level>> {
 NCAS_CPU_X86_WARNINGS_ON
 #endif
 
+// ---- ARM64: every level (xsimd neon64 batches over f32 / f16 rows) -------------------
+// (The quantised caches of issue #20 would read through quant_blocks<arm_tag>'s
+// integer dots, as the matmuls do.)
+
+#if defined(NCAS_CPU_HAVE_NEON)
+template <isa Level>
+struct attention<arm_tag<Level>> {
+    using tag = arm_tag<Level>;
+    using fbatch = typename tag::fbatch;
+    static constexpr int64_t W = tag::W;
+
+    // Two accumulators (even and odd steps of 4), summed in a fixed order.
+    template <weight_type t>
+    static void scores_of(const std::byte* k, int64_t stride, int64_t rows, const float* q, int64_t maps, int64_t d,
+                          float scale, float* scores) {
+        constexpr int64_t es = t == weight_type::f16 ? 2 : 4;
+        for (int64_t j = 0; j < rows; ++j) {
+            const std::byte* kj = k + j * stride;
+            for (int64_t m = 0; m < maps; ++m) {
+                const std::byte* km = kj + m * d * es;
+                const float* qm = q + m * d;
+                fbatch a0(0.0f), a1(0.0f);
+                int64_t e = 0;
+                for (; e + 2 * W <= d; e += 2 * W) {
+                    a0 = xsimd::fma(tag::template load_weights<t>(km + e * es), fbatch::load_unaligned(qm + e), a0);
+                    a1 = xsimd::fma(tag::template load_weights<t>(km + (e + W) * es), fbatch::load_unaligned(qm + e + W), a1);
+                }
+                if (e + W <= d) {
+                    a0 = xsimd::fma(tag::template load_weights<t>(km + e * es), fbatch::load_unaligned(qm + e), a0);
+                    e += W;
+                }
+                float s = tag::sum4((a0 + a1).data);
+                for (; e < d; ++e) s += tag::template element<t>(km, e) * qm[e];
+                scores[m * rows + j] = s * scale;
+            }
+        }
+    }
+    static void attn_scores(weight_type kv, const std::byte* k, int64_t stride, int64_t rows, const float* q,
+                            int64_t maps, int64_t d, float scale, float* scores) {
+        if (kv == weight_type::f16) scores_of<weight_type::f16>(k, stride, rows, q, maps, d, scale, scores);
+        else scores_of<weight_type::f32>(k, stride, rows, q, maps, d, scale, scores);
+    }
+
+    // Columns in chunks of up to 8 batches held in registers across all rows.
+    template <weight_type t>
+    static void values_of(const std::byte* v, int64_t stride, int64_t rows, const float* p, int64_t dv, float* o) {
+        constexpr int64_t es = t == weight_type::f16 ? 2 : 4;
+        for (int64_t e0 = 0; e0 < dv; e0 += 8 * W) {
+            const int64_t nbat = std::min<int64_t>(8, (dv - e0) / W);
+            fbatch acc[8];
+#pragma GCC unroll 8
+            for (int b = 0; b < 8; ++b) acc[b] = fbatch(0.0f);
+            for (int64_t j = 0; j < rows; ++j) {
+                const fbatch pj(p[j]);
+                const std::byte* vj = v + j * stride + e0 * es;
+#pragma GCC unroll 8
+                for (int b = 0; b < 8; ++b)
+                    if (b < nbat) acc[b] = xsimd::fma(pj, tag::template load_weights<t>(vj + b * W * es), acc[b]);
+            }
+#pragma GCC unroll 8
+            for (int b = 0; b < 8; ++b)
+                if (b < nbat) acc[b].store_unaligned(o + e0 + b * W);
+            if (nbat < 8) {  // the columns after the last whole batch
+                for (int64_t e = e0 + nbat * W; e < std::min(dv, e0 + 8 * W); ++e) {
+                    float s = 0.0f;
+                    for (int64_t j = 0; j < rows; ++j) s += p[j] * tag::template element<t>(v + j * stride, e);
+                    o[e] = s;
+                }
+                break;
+            }
+        }
+    }
+    static void attn_values(weight_type kv, const std::byte* v, int64_t stride, int64_t rows, const float* p, int64_t dv,
+                            float* o) {
+        if (kv == weight_type::f16) values_of<weight_type::f16>(v, stride, rows, p, dv, o);
+        else values_of<weight_type::f32>(v, stride, rows, p, dv, o);
+    }
+};
+#endif
+
 // ---- every instruction set: attention over a q8_0 / q4_0 cache -----------------------
 //
 // Generic over the tag: an instruction set provides kv_blocks<Tag> (quant_blocks.hpp)

@@ -124,7 +124,55 @@ struct probes<x86_tag<Simd, Level>> {
 NCAS_CPU_X86_WARNINGS_ON
 #endif
 
-// ---- ARM64 (issue #19): probes<arm_tag<Level>> goes here ----------------------------
+// ---- ARM64: NEON, dotprod, i8mm ------------------------------------------------------
+
+#if defined(NCAS_CPU_HAVE_NEON)
+template <isa Level>
+struct probes<arm_tag<Level>> {
+    using tag = arm_tag<Level>;
+
+    static uint64_t read_sum(const std::byte* p, size_t n) {
+        uint64x2_t a = vdupq_n_u64(0), b = a, c = a, d = a;
+        const auto* q = reinterpret_cast<const uint64_t*>(p);
+        for (size_t i = 0; i < n / 8; i += 8) {
+            a = vaddq_u64(a, vld1q_u64(q + i)), b = vaddq_u64(b, vld1q_u64(q + i + 2));
+            c = vaddq_u64(c, vld1q_u64(q + i + 4)), d = vaddq_u64(d, vld1q_u64(q + i + 6));
+        }
+        return vaddvq_u64(vaddq_u64(vaddq_u64(a, b), vaddq_u64(c, d)));
+    }
+
+    static double fma_ops(int64_t iters) {
+        const float32x4_t k = vdupq_n_f32(0.999f), c = vdupq_n_f32(0.001f);
+        const float32x4_t r = independent_chains(iters, vdupq_n_f32(1.0f), vdupq_n_f32(1.0f),
+                                                 [&](float32x4_t a) { return vfmaq_f32(c, a, k); });
+        volatile float sink = tag::sum4(r);
+        (void)sink;
+        return double(iters) * chains * 4 * 2;
+    }
+
+    // The integer multiply-add the Q4_0 / Q8_0 kernels use: smlal (4 16-bit products
+    // a lane set) at neon, sdot (16 8-bit products) at dotprod and i8mm; 2 operations a product.
+    static double madd_ops(int64_t iters) {
+        const int32x4_t one = vdupq_n_s32(1);
+        if constexpr (tag::dotprod) {
+#if defined(NCAS_CPU_HAVE_DOTPROD)
+            const int8x16_t k = vdupq_n_s8(3);
+            const int32x4_t r = independent_chains(
+                iters, one, one, [&](int32x4_t a) { return vdotq_s32(a, vreinterpretq_s8_s32(a), k); });
+            volatile int32_t sink = vaddvq_s32(r);
+            (void)sink;
+            return double(iters) * chains * 16 * 2;
+#endif
+        }
+        const int16x4_t k = vdup_n_s16(3);
+        const int32x4_t r = independent_chains(
+            iters, one, one, [&](int32x4_t a) { return vmlal_s16(a, vget_low_s16(vreinterpretq_s16_s32(a)), k); });
+        volatile int32_t sink = vaddvq_s32(r);
+        (void)sink;
+        return double(iters) * chains * 4 * 2;
+    }
+};
+#endif
 
 // A tag's probe table.
 template <class Tag>
@@ -159,6 +207,36 @@ NCAS_KERNEL_LINKAGE const probe_table* probes_avx512() {
 NCAS_KERNEL_LINKAGE const probe_table* probes_avx512vnni() {
 #if defined(NCAS_CPU_HAVE_AVX512VNNI)
     return probes_of<avx512_tag<isa::avx512vnni>>();
+#else
+    return nullptr;
+#endif
+}
+#endif
+
+#if defined(__aarch64__) && (!defined(NCAS_CPU_MULTI_ARCH) || defined(NCAS_CPU_BUILD_NEON))
+NCAS_KERNEL_LINKAGE const probe_table* probes_neon() {
+#if defined(NCAS_CPU_HAVE_NEON)
+    return probes_of<arm_tag<isa::neon>>();
+#else
+    return nullptr;
+#endif
+}
+#endif
+
+#if defined(__aarch64__) && (!defined(NCAS_CPU_MULTI_ARCH) || defined(NCAS_CPU_BUILD_DOTPROD))
+NCAS_KERNEL_LINKAGE const probe_table* probes_dotprod() {
+#if defined(NCAS_CPU_HAVE_DOTPROD)
+    return probes_of<arm_tag<isa::dotprod>>();
+#else
+    return nullptr;
+#endif
+}
+#endif
+
+#if defined(__aarch64__) && (!defined(NCAS_CPU_MULTI_ARCH) || defined(NCAS_CPU_BUILD_I8MM))
+NCAS_KERNEL_LINKAGE const probe_table* probes_i8mm() {
+#if defined(NCAS_CPU_HAVE_I8MM)
+    return probes_of<arm_tag<isa::i8mm>>();
 #else
     return nullptr;
 #endif

@@ -396,6 +396,349 @@ struct kv_blocks<x86_tag<Simd, Level>> {
 NCAS_CPU_X86_WARNINGS_ON
 #endif
 
-// ---- ARM64 (issue #19): quant_blocks<arm_tag<Level>> and kv_blocks<arm_tag<Level>> go here
+// ---- ARM64: NEON, dotprod, i8mm ------------------------------------------------------
+// Blocks are taken in groups of four (a Q4_0 quad; four Q8_0 blocks, 128 activation
+// words either way), and each level computes every block's exact integer dot with
+// a token: group_dots returns [D_0, D_1, D_2, D_3], one block a lane, which the tile
+// converts and scales (one f32 lane per block position, so every level, and every
+// tile shape, adds the same numbers in the same order: the three ARM levels agree
+// bit for bit). How the integers are formed:
+//  - neon: weights widened to 16 bits (Q4_0 minus 8) and smlal / smlal2 against the
+//    16-bit activations;
+//  - dotprod: an activation a = 256·h + l (h its signed high byte, l its unsigned low
+//    byte), split for free by ld2's de-interleaving load; Q4_0's raw nibbles u (0..15)
+//    meet h in sdot and l in udot, and the activation's −8·Σa correction
+//    (act_quant.hpp) takes the place of the −8; Q8_0's signed weights meet h in sdot
+//    and l − 128 in sdot, plus 128·Σw a lane, computed once per weight block;
+//  - i8mm: as dotprod, with usdot for Q8_0's l (no −128 / 128·Σw), and Q4_0 prefill
+//    tiles of 2 rows through smmla (h) / ummla (l), 2 rows × 2 tokens × 8 bytes an
+//    instruction: the same integers again.
+
+#if defined(NCAS_CPU_HAVE_NEON)
+template <isa Level>
+struct quant_blocks<arm_tag<Level>> {
+    using tag = arm_tag<Level>;
+    static constexpr int64_t group_words = 128;  // activation words a group of four blocks reads (both types)
+
+    template <weight_type t>
+    static constexpr int64_t block_bytes = t == weight_type::q4_0 ? int64_t(sizeof(block_q4_0)) : int64_t(sizeof(block_q8_0));
+
+    // The scales of a group's blocks as f32; 0 for a missing block (k >= blocks), never read.
+    template <weight_type t>
+    [[gnu::always_inline]] static float32x4_t group_scales(const std::byte* g, int blocks) {
+        uint16_t h[4];
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k) {
+            h[k] = 0;
+            if (k < blocks) std::memcpy(&h[k], g + k * block_bytes<t>, 2);
+        }
+        return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(h)));
+    }
+
+    // ---- neon: 16-bit weights ----
+
+    // The group's weights as w[k][j]: block k's elements 8j..8j+7 (Q4_0: nibble − 8);
+    // a missing block's are zero and not read.
+    template <weight_type t>
+    [[gnu::always_inline]] static void widen_group(const std::byte* g, int blocks, int16x8_t (&w)[4][4]) {
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k) {
+            const std::byte* b = g + k * block_bytes<t>;
+            int8x16_t lo = vdupq_n_s8(0), hi = vdupq_n_s8(0);
+            if (k < blocks) {
+                if constexpr (t == weight_type::q4_0) {
+                    const uint8x16_t x = vld1q_u8(reinterpret_cast<const uint8_t*>(b + 2));
+                    lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(x, vdupq_n_u8(0x0f))), vdupq_n_s8(8));
+                    hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(x, 4)), vdupq_n_s8(8));
+                } else {
+                    lo = vld1q_s8(reinterpret_cast<const int8_t*>(b + 2)), hi = vld1q_s8(reinterpret_cast<const int8_t*>(b + 18));
+                }
+            }
+            w[k][0] = vmovl_s8(vget_low_s8(lo)), w[k][1] = vmovl_high_s8(lo);
+            w[k][2] = vmovl_s8(vget_low_s8(hi)), w[k][3] = vmovl_high_s8(hi);
+        }
+    }
+    // Word of block k's elements 8j.. in a group's activations (Q4_0 runs, or natural order).
+    template <weight_type t>
+    static constexpr int64_t act_at(int k, int j) { return t == weight_type::q4_0 ? 32 * j + 8 * k : 32 * k + 8 * j; }
+
+    // [D_0..D_3] of widened weights against a token's group activations q.
+    template <weight_type t, bool partial>
+    [[gnu::always_inline]] static int32x4_t dots_wide(const int16x8_t (&w)[4][4], const int16_t* q, int blocks) {
+        int32x4_t s[4];
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k) {
+            s[k] = vdupq_n_s32(0);
+            if (partial && t == weight_type::q8_0 && k >= blocks) continue;  // no activations there (Q4_0's are zeros)
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; ++j) {
+                const int16x8_t a = vld1q_s16(q + act_at<t>(k, j));
+                s[k] = vmlal_high_s16(vmlal_s16(s[k], vget_low_s16(w[k][j]), vget_low_s16(a)), w[k][j], a);
+            }
+        }
+        return vpaddq_s32(vpaddq_s32(s[0], s[1]), vpaddq_s32(s[2], s[3]));
+    }
+
+#if defined(NCAS_CPU_HAVE_DOTPROD)
+    // ---- dotprod / i8mm: 8-bit weights ----
+
+    // A Q4_0 quad's raw nibbles as u[h][j]: elements 8j..8j+7 of blocks 2h and 2h+1
+    // (the activation runs' order); a missing block's bytes are zero and not read.
+    [[gnu::always_inline]] static void nibbles_q4(const std::byte* g, int blocks, uint8x16_t (&u)[2][4]) {
+        constexpr int64_t bb = sizeof(block_q4_0);
+        const uint8x16_t m = vdupq_n_u8(0x0f);
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; ++h) {
+            uint8x16_t a = vdupq_n_u8(0), b = vdupq_n_u8(0);
+            if (2 * h < blocks) a = vld1q_u8(reinterpret_cast<const uint8_t*>(g + 2 * h * bb + 2));
+            if (2 * h + 1 < blocks) b = vld1q_u8(reinterpret_cast<const uint8_t*>(g + (2 * h + 1) * bb + 2));
+            const uint8x16_t lo = vreinterpretq_u8_u64(vzip1q_u64(vreinterpretq_u64_u8(a), vreinterpretq_u64_u8(b))),
+                             hi = vreinterpretq_u8_u64(vzip2q_u64(vreinterpretq_u64_u8(a), vreinterpretq_u64_u8(b)));
+            u[h][0] = vandq_u8(lo, m), u[h][1] = vandq_u8(hi, m), u[h][2] = vshrq_n_u8(lo, 4), u[h][3] = vshrq_n_u8(hi, 4);
+        }
+    }
+    // [D_0..D_3] of a quad's nibbles against a token's quad activations q and corrections c.
+    // Lane m of half h sums words 16h+4m..16h+4m+3 of each run, whose corrections are
+    // lanes 8h+2m and 8h+2m+1 of c (act_quant.hpp).
+    [[gnu::always_inline]] static int32x4_t dots_q4(const uint8x16_t (&u)[2][4], const int16_t* q, const int32_t* c) {
+        int32x4_t tot[2];
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; ++h) {
+            int32x4_t hi = vdupq_n_s32(0);
+            uint32x4_t lo = vreinterpretq_u32_s32(vpaddq_s32(vld1q_s32(c + 8 * h), vld1q_s32(c + 8 * h + 4)));
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; ++j) {
+                const int8x16x2_t p = vld2q_s8(reinterpret_cast<const int8_t*>(q + 32 * j + 16 * h));  // low bytes, high bytes
+                hi = vdotq_s32(hi, vreinterpretq_s8_u8(u[h][j]), p.val[1]);
+                lo = vdotq_u32(lo, u[h][j], vreinterpretq_u8_s8(p.val[0]));
+            }
+            tot[h] = vmlaq_n_s32(vreinterpretq_s32_u32(lo), hi, 256);
+        }
+        return vpaddq_s32(tot[0], tot[1]);
+    }
+
+    // Four Q8_0 blocks' signed weights (w[k][0]: elements 0..15, w[k][1]: 16..31) and,
+    // below i8mm, 128·Σw per lane (the −128 of the low bytes given back).
+    struct q8_group {
+        int8x16_t w[4][2];
+        int32x4_t wsum[4];
+    };
+    [[gnu::always_inline]] static void bytes_q8(const std::byte* g, int blocks, q8_group& v) {
+        constexpr int64_t bb = sizeof(block_q8_0);
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k) {
+            v.w[k][0] = v.w[k][1] = vdupq_n_s8(0);
+            if (k < blocks)
+                v.w[k][0] = vld1q_s8(reinterpret_cast<const int8_t*>(g + k * bb + 2)),
+                v.w[k][1] = vld1q_s8(reinterpret_cast<const int8_t*>(g + k * bb + 18));
+            if constexpr (!tag::i8mm) {
+                const int8x16_t one = vdupq_n_s8(1);
+                v.wsum[k] = vshlq_n_s32(vdotq_s32(vdotq_s32(vdupq_n_s32(0), v.w[k][0], one), v.w[k][1], one), 7);
+            }
+        }
+    }
+    template <bool partial>
+    [[gnu::always_inline]] static int32x4_t dots_q8(const q8_group& v, const int16_t* q, int blocks) {
+        int32x4_t s[4];
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k) {
+            s[k] = vdupq_n_s32(0);
+            if (partial && k >= blocks) continue;
+            const int8x16x2_t p0 = vld2q_s8(reinterpret_cast<const int8_t*>(q + 32 * k)),
+                              p1 = vld2q_s8(reinterpret_cast<const int8_t*>(q + 32 * k + 16));
+            const int32x4_t hi = vdotq_s32(vdotq_s32(vdupq_n_s32(0), v.w[k][0], p0.val[1]), v.w[k][1], p1.val[1]);
+            int32x4_t lo;
+            if constexpr (tag::i8mm) {
+                lo = vusdotq_s32(vusdotq_s32(vdupq_n_s32(0), vreinterpretq_u8_s8(p0.val[0]), v.w[k][0]),
+                                 vreinterpretq_u8_s8(p1.val[0]), v.w[k][1]);
+            } else {
+                const int8x16_t flip = vdupq_n_s8(-128);
+                lo = vdotq_s32(vdotq_s32(v.wsum[k], v.w[k][0], veorq_s8(p0.val[0], flip)), v.w[k][1], veorq_s8(p1.val[0], flip));
+            }
+            s[k] = vmlaq_n_s32(lo, hi, 256);
+        }
+        return vpaddq_s32(vpaddq_s32(s[0], s[1]), vpaddq_s32(s[2], s[3]));
+    }
+#endif
+
+#if defined(NCAS_CPU_HAVE_I8MM)
+    // ---- i8mm: 2 rows × 2 tokens a matrix multiply ----
+
+    // [D_0..D_3] of a Q4_0 quad for rows 0, 1 (nibbles u0, u1) against tokens 0, 1
+    // (activations q0, q1, corrections c0, c1): out[2r + i] for row r and token i.
+    // smmla / ummla take a 2×8 matrix of each: the rows' 8 nibbles of one block and run,
+    // and the tokens' 8 high (low) bytes of the same, giving [r0t0, r0t1, r1t0, r1t1];
+    // a 4×4 transpose turns the four blocks' results into one vector a (row, token).
+    [[gnu::always_inline]] static void mmla_q4(const uint8x16_t (&u0)[2][4], const uint8x16_t (&u1)[2][4],
+                                               const int16_t* q0, const int16_t* q1, const int32_t* c0,
+                                               const int32_t* c1, int32x4_t (&out)[4]) {
+        int32x4_t tot[4];  // block k: [r0t0, r0t1, r1t0, r1t1]
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; ++h) {
+            int32x4_t hi[2] = {vdupq_n_s32(0), vdupq_n_s32(0)};
+            uint32x4_t lo[2] = {vdupq_n_u32(0), vdupq_n_u32(0)};
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; ++j) {
+                const int8x16x2_t p0 = vld2q_s8(reinterpret_cast<const int8_t*>(q0 + 32 * j + 16 * h)),
+                                  p1 = vld2q_s8(reinterpret_cast<const int8_t*>(q1 + 32 * j + 16 * h));
+                const uint64x2_t h0 = vreinterpretq_u64_s8(p0.val[1]), h1 = vreinterpretq_u64_s8(p1.val[1]),
+                                 l0 = vreinterpretq_u64_s8(p0.val[0]), l1 = vreinterpretq_u64_s8(p1.val[0]),
+                                 w0 = vreinterpretq_u64_u8(u0[h][j]), w1 = vreinterpretq_u64_u8(u1[h][j]);
+                // e = 0: block 2h (the low 8 bytes of each), e = 1: block 2h + 1.
+                hi[0] = vmmlaq_s32(hi[0], vreinterpretq_s8_u64(vzip1q_u64(w0, w1)), vreinterpretq_s8_u64(vzip1q_u64(h0, h1)));
+                hi[1] = vmmlaq_s32(hi[1], vreinterpretq_s8_u64(vzip2q_u64(w0, w1)), vreinterpretq_s8_u64(vzip2q_u64(h0, h1)));
+                lo[0] = vmmlaq_u32(lo[0], vreinterpretq_u8_u64(vzip1q_u64(w0, w1)), vreinterpretq_u8_u64(vzip1q_u64(l0, l1)));
+                lo[1] = vmmlaq_u32(lo[1], vreinterpretq_u8_u64(vzip2q_u64(w0, w1)), vreinterpretq_u8_u64(vzip2q_u64(l0, l1)));
+            }
+            tot[2 * h] = vmlaq_n_s32(vreinterpretq_s32_u32(lo[0]), hi[0], 256);
+            tot[2 * h + 1] = vmlaq_n_s32(vreinterpretq_s32_u32(lo[1]), hi[1], 256);
+        }
+        // Each token's −8·Σa a block: correction lanes 4k..4k+3 belong to block k.
+        auto block_corr = [](const int32_t* c) {
+            return vpaddq_s32(vpaddq_s32(vld1q_s32(c), vld1q_s32(c + 4)), vpaddq_s32(vld1q_s32(c + 8), vld1q_s32(c + 12)));
+        };
+        const int32x4_t k0 = block_corr(c0), k1 = block_corr(c1);
+        const int32x4_t a = vzip1q_s32(tot[0], tot[1]), b = vzip2q_s32(tot[0], tot[1]), c = vzip1q_s32(tot[2], tot[3]),
+                        d = vzip2q_s32(tot[2], tot[3]);
+        auto lo64 = [](int32x4_t x, int32x4_t y) { return vreinterpretq_s32_s64(vzip1q_s64(vreinterpretq_s64_s32(x), vreinterpretq_s64_s32(y))); };
+        auto hi64 = [](int32x4_t x, int32x4_t y) { return vreinterpretq_s32_s64(vzip2q_s64(vreinterpretq_s64_s32(x), vreinterpretq_s64_s32(y))); };
+        out[0] = vaddq_s32(lo64(a, c), k0), out[1] = vaddq_s32(hi64(a, c), k1);
+        out[2] = vaddq_s32(lo64(b, d), k0), out[3] = vaddq_s32(hi64(b, d), k1);
+    }
+#endif
+
+    // Group g (blocks 4g.., of which `blocks` exist) of R rows against NT tokens,
+    // added to acc: per block, its exact integer dot times its scale, in lane k.
+    template <int R, int NT, weight_type t, bool partial>
+    [[gnu::always_inline]] static void group_rows(const std::byte* row0, int64_t stride, int64_t g, int blocks,
+                                                  const int16_t* const (&q)[NT], const int32_t* const (&c)[NT],
+                                                  float32x4_t (&acc)[R][NT]) {
+        const int64_t at = g * 4 * block_bytes<t>;
+        (void)c;  // Q4_0's corrections: read by the 8-bit levels only
+#if defined(NCAS_CPU_HAVE_I8MM)
+        if constexpr (tag::i8mm && t == weight_type::q4_0 && R % 2 == 0 && NT >= 2) {
+            // Row pairs × token pairs through smmla / ummla; an odd last token through udot / sdot.
+#pragma GCC unroll 2
+            for (int r = 0; r < R; r += 2) {
+                const std::byte *g0 = row0 + r * stride + at, *g1 = g0 + stride;
+                const float32x4_t s0 = group_scales<t>(g0, blocks), s1 = group_scales<t>(g1, blocks);
+                uint8x16_t u0[2][4], u1[2][4];
+                nibbles_q4(g0, blocks, u0);
+                nibbles_q4(g1, blocks, u1);
+                int i = 0;
+#pragma GCC unroll 2
+                for (; i + 2 <= NT; i += 2) {
+                    int32x4_t d[4];
+                    mmla_q4(u0, u1, q[i] + g * group_words, q[i + 1] + g * group_words, c[i] + g * 16, c[i + 1] + g * 16, d);
+                    acc[r][i] = vfmaq_f32(acc[r][i], vcvtq_f32_s32(d[0]), s0);
+                    acc[r][i + 1] = vfmaq_f32(acc[r][i + 1], vcvtq_f32_s32(d[1]), s0);
+                    acc[r + 1][i] = vfmaq_f32(acc[r + 1][i], vcvtq_f32_s32(d[2]), s1);
+                    acc[r + 1][i + 1] = vfmaq_f32(acc[r + 1][i + 1], vcvtq_f32_s32(d[3]), s1);
+                }
+                if (i < NT) {
+                    acc[r][i] = vfmaq_f32(acc[r][i], vcvtq_f32_s32(dots_q4(u0, q[i] + g * group_words, c[i] + g * 16)), s0);
+                    acc[r + 1][i] = vfmaq_f32(acc[r + 1][i], vcvtq_f32_s32(dots_q4(u1, q[i] + g * group_words, c[i] + g * 16)), s1);
+                }
+            }
+            return;
+        }
+#endif
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) {
+            const std::byte* gr = row0 + r * stride + at;
+            const float32x4_t s = group_scales<t>(gr, blocks);
+            auto add = [&](int i, int32x4_t d) { acc[r][i] = vfmaq_f32(acc[r][i], vcvtq_f32_s32(d), s); };
+            if constexpr (!tag::dotprod) {
+                int16x8_t w[4][4];
+                widen_group<t>(gr, blocks, w);
+#pragma GCC unroll 8
+                for (int i = 0; i < NT; ++i) add(i, dots_wide<t, partial>(w, q[i] + g * group_words, blocks));
+            } else {
+#if defined(NCAS_CPU_HAVE_DOTPROD)
+                if constexpr (t == weight_type::q4_0) {
+                    uint8x16_t u[2][4];
+                    nibbles_q4(gr, blocks, u);
+#pragma GCC unroll 8
+                    for (int i = 0; i < NT; ++i) add(i, dots_q4(u, q[i] + g * group_words, c[i] + g * 16));
+                } else {
+                    q8_group v;
+                    bytes_q8(gr, blocks, v);
+#pragma GCC unroll 8
+                    for (int i = 0; i < NT; ++i) add(i, dots_q8<partial>(v, q[i] + g * group_words, blocks));
+                }
+#endif
+            }
+        }
+    }
+};
+#endif
+
+
+#if defined(NCAS_CPU_HAVE_NEON)
+
+// ---- ARM64 KV cache blocks (every level: 4-lane f32 batches; a block is 8 of them) ------
+// One specialisation for neon, dotprod and i8mm, so the three levels give the same
+// bits for a quantised cache as they do for the weights.
+template <isa Level>
+struct kv_blocks<arm_tag<Level>> {
+    using acc = float32x4_t;
+    static float32x4_t zero() { return vdupq_n_f32(0.0f); }
+    static float scale(const std::byte* blk) {
+        __fp16 h;
+        std::memcpy(&h, blk, 2);
+        return float(h);
+    }
+    // Eight f32 batches from 16 int8 lanes each of lo and hi.
+    [[gnu::always_inline]] static void widen8(int8x16_t v, float32x4_t* w) {
+        const int16x8_t l = vmovl_s8(vget_low_s8(v)), h = vmovl_high_s8(v);
+        w[0] = vcvtq_f32_s32(vmovl_s16(vget_low_s16(l)));
+        w[1] = vcvtq_f32_s32(vmovl_high_s16(l));
+        w[2] = vcvtq_f32_s32(vmovl_s16(vget_low_s16(h)));
+        w[3] = vcvtq_f32_s32(vmovl_high_s16(h));
+    }
+    // The block's 32 integers (q4_0: nibble − 8) as eight 4-lane f32 batches.
+    template <weight_type t>
+    [[gnu::always_inline]] static void widen(const std::byte* blk, float32x4_t (&w)[8]) {
+        int8x16_t a, b;
+        if constexpr (t == weight_type::q8_0) {
+            const auto* q = reinterpret_cast<const int8_t*>(blk + 2);
+            a = vld1q_s8(q), b = vld1q_s8(q + 16);
+        } else {
+            const uint8x16_t x = vld1q_u8(reinterpret_cast<const uint8_t*>(blk + 2));
+            const int8x16_t e8 = vdupq_n_s8(8);
+            a = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(x, vdupq_n_u8(0x0f))), e8);
+            b = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(x, 4)), e8);
+        }
+        widen8(a, w);
+        widen8(b, w + 4);
+    }
+    template <weight_type t>
+    [[gnu::always_inline]] static float32x4_t dot(const std::byte* blk, const float* q, float32x4_t a) {
+        float32x4_t w[8];
+        widen<t>(blk, w);
+        float32x4_t s = vmulq_f32(w[0], vld1q_f32(q));
+#pragma GCC unroll 8
+        for (int i = 1; i < 8; ++i) s = vfmaq_f32(s, w[i], vld1q_f32(q + 4 * i));
+        return vfmaq_n_f32(a, s, scale(blk));
+    }
+    static float sum(float32x4_t a) { return vaddvq_f32(a); }
+    template <weight_type t>
+    static void axpy_rows(const std::byte* blk, int64_t stride, const float* p, int64_t n, float* o) {
+        float32x4_t a[8];
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; ++i) a[i] = vld1q_f32(o + 4 * i);
+        for (int64_t j = 0; j < n; ++j) {
+            const std::byte* b = blk + j * stride;
+            float32x4_t w[8];
+            widen<t>(b, w);
+            const float pd = p[j] * scale(b);
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; ++i) a[i] = vfmaq_n_f32(a[i], w[i], pd);
+        }
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; ++i) vst1q_f32(o + 4 * i, a[i]);
+    }
+};
+#endif
 
 }  // namespace ncas::cpu::detail

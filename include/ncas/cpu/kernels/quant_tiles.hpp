@@ -157,6 +157,35 @@ struct quant_tiles<avx512_tag<Level>> {
 NCAS_CPU_X86_WARNINGS_ON
 #endif
 
-// ---- ARM64 (issue #19): quant_tiles<arm_tag<Level>> goes here -----------------------
+// ---- ARM64: NEON, dotprod, i8mm ------------------------------------------------------
+
+#if defined(NCAS_CPU_HAVE_NEON)
+template <isa Level>
+struct quant_tiles<arm_tag<Level>> {
+    using tag = arm_tag<Level>;
+    using blocks = quant_blocks<tag>;
+    // neon holds a row's group as 16 registers of words: one row a tile; the 8-bit
+    // levels hold it in 8 (Q4_0) or 12 (Q8_0), so decode streams two rows; i8mm's
+    // prefill tiles pair rows for smmla.
+    static constexpr int tile_rows = tag::i8mm ? 2 : 1, decode_rows = tag::dotprod ? 2 : 1;
+
+    template <int R, int NT, weight_type t>
+    static void quant_tile(const std::byte* row0, int64_t stride, int64_t nb, const act_rows& xq, int64_t t0, float* out) {
+        float32x4_t acc[R][NT];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+            for (int i = 0; i < NT; ++i) acc[r][i] = vdupq_n_f32(0.0f);
+        const int16_t* q[NT];
+        const int32_t* c[NT];
+        for (int i = 0; i < NT; ++i) q[i] = xq.q(t0 + i), c[i] = xq.corr(t0 + i);
+        const int64_t whole = nb / 4;
+        for (int64_t g = 0; g < whole; ++g) blocks::template group_rows<R, NT, t, false>(row0, stride, g, 4, q, c, acc);
+        if (whole * 4 < nb) blocks::template group_rows<R, NT, t, true>(row0, stride, whole, int(nb - whole * 4), q, c, acc);
+        for (int r = 0; r < R; ++r)
+            for (int i = 0; i < NT; ++i) out[r * NT + i] = tag::sum4(acc[r][i]) * xq.scales()[t0 + i];
+    }
+};
+#endif
 
 }  // namespace ncas::cpu::detail

@@ -66,6 +66,36 @@ NCAS_KERNEL_LINKAGE const kernel_table* table_avx512vnni() {
 }
 #endif
 
-// ---- ARM64 (issue #19): table_neon(), table_dotprod(), table_i8mm() go here ----------
+// ---- ARM64 ------------------------------------------------------------------------------
+
+#if defined(__aarch64__) && (!defined(NCAS_CPU_MULTI_ARCH) || defined(NCAS_CPU_BUILD_NEON))
+NCAS_KERNEL_LINKAGE const kernel_table* table_neon() {
+#if defined(NCAS_CPU_HAVE_NEON)
+    return table_of<arm_tag<isa::neon>>();
+#else
+    return nullptr;
+#endif
+}
+#endif
+
+#if defined(__aarch64__) && (!defined(NCAS_CPU_MULTI_ARCH) || defined(NCAS_CPU_BUILD_DOTPROD))
+NCAS_KERNEL_LINKAGE const kernel_table* table_dotprod() {
+#if defined(NCAS_CPU_HAVE_DOTPROD)
+    return table_of<arm_tag<isa::dotprod>>();
+#else
+    return nullptr;
+#endif
+}
+#endif
+
+#if defined(__aarch64__) && (!defined(NCAS_CPU_MULTI_ARCH) || defined(NCAS_CPU_BUILD_I8MM))
+NCAS_KERNEL_LINKAGE const kernel_table* table_i8mm() {
+#if defined(NCAS_CPU_HAVE_I8MM)
+    return table_of<arm_tag<isa::i8mm>>();
+#else
+    return nullptr;
+#endif
+}
+#endif
 
 }  // namespace ncas::cpu::detail

@@ -25,9 +25,10 @@
 //    (avx512 and avx512vnni share Simd; their VBMI / VNNI code is chosen by
 //    `if constexpr (tag::vbmi)` / `(tag::vnni)`). avx2_tag<Level> and avx512_tag<Level>
 //    name the two widths for the families' specialisations.
-//  - ARM64 (issue #19): an arm_tag<Level> (neon, dotprod, i8mm) gets its section
-//    in this file after the x86 one, a specialisation in each family file after
-//    the x86 ones, and its table functions in table.hpp.
+//  - arm_tag<Level>: ARM64, Level neon, dotprod or i8mm (the f32 batches are
+//    xsimd's neon64 at every level; the integer dot products differ by
+//    `if constexpr (tag::dotprod)` / `(tag::i8mm)`). Its section in each family
+//    file follows the x86 ones; docs/arm.md has the levels and their budget.
 // xsimd 8.1 defines an instruction set's batch types only when the compiler flags
 // enable it, so a family file has one section per instruction set, guarded by the
 // NCAS_CPU_HAVE_* macros below; inside a section, differences are `if constexpr`.
@@ -65,6 +66,19 @@
 #endif
 #if defined(NCAS_CPU_HAVE_AVX512) && defined(__AVX512VBMI__) && defined(__AVX512VNNI__)
 #define NCAS_CPU_HAVE_AVX512VNNI 1
+#endif
+// ARM64: NEON (with the f16 conversions) is part of ARMv8-A; dotprod needs
+// -march=armv8.2-a+dotprod (or later), i8mm -march=armv8.6-a (+i8mm).
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#define NCAS_CPU_HAVE_NEON 1
+#include <arm_neon.h>
+#include <xsimd/xsimd.hpp>
+#endif
+#if defined(NCAS_CPU_HAVE_NEON) && defined(__ARM_FEATURE_DOTPROD)
+#define NCAS_CPU_HAVE_DOTPROD 1
+#endif
+#if defined(NCAS_CPU_HAVE_DOTPROD) && defined(__ARM_FEATURE_MATMUL_INT8)
+#define NCAS_CPU_HAVE_I8MM 1
 #endif
 
 namespace ncas::cpu::detail {
@@ -170,6 +184,59 @@ using avx512_tag = x86_tag<xsimd::avx512bw, Level>;  // used where NCAS_CPU_HAVE
 NCAS_CPU_X86_WARNINGS_ON
 #endif
 
-// ---- ARM64 (issue #19): arm_tag<Level> goes here ------------------------------------
+// ---- ARM64: NEON, dotprod, i8mm --------------------------------------------------------
+
+#if defined(NCAS_CPU_HAVE_NEON)
+
+// What every ARM64 family uses, as x86_tag has it: the f32 batch (4 lanes), loads
+// of F32 / F16 / BF16 values, the largest of a few floats, zeroing accumulators.
+template <isa Level>
+struct arm_tag {
+    static constexpr isa level = Level;
+    static constexpr bool dotprod = Level == isa::dotprod || Level == isa::i8mm, i8mm = Level == isa::i8mm;
+    using fbatch = xsimd::batch<float, xsimd::neon64>;
+    static constexpr int64_t W = 4;
+
+    template <weight_type t>
+    static fbatch load_weights(const std::byte* p) {
+        if constexpr (t == weight_type::f16)
+            return fbatch(vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(reinterpret_cast<const uint16_t*>(p)))));
+        else if constexpr (t == weight_type::bf16)
+            return fbatch(vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(reinterpret_cast<const uint16_t*>(p)), 16)));
+        else return fbatch(vld1q_f32(reinterpret_cast<const float*>(p)));
+    }
+
+    // Element e of an F32 / F16 / BF16 row (fcvt: no shared helper, see the multi-arch rule).
+    template <weight_type t>
+    static float element(const std::byte* row, int64_t e) {
+        if constexpr (t == weight_type::f16) {
+            __fp16 h;
+            std::memcpy(&h, row + 2 * e, 2);
+            return float(h);
+        } else if constexpr (t == weight_type::bf16) {
+            return std::bit_cast<float>(uint32_t(reinterpret_cast<const uint16_t*>(row)[e]) << 16);
+        } else {
+            return reinterpret_cast<const float*>(row)[e];
+        }
+    }
+
+    // An f16 scale (a block's d) as f32.
+    static float half(const std::byte* p) { return element<weight_type::f16>(p, 0); }
+
+    // The largest of n floats (the tag's own loop: see the multi-arch rule).
+    static float max_of(const float* v, int64_t n) {
+        float m = v[0];
+        for (int64_t j = 1; j < n; ++j) m = v[j] > m ? v[j] : m;
+        return m;
+    }
+
+    // The sum of a vector's four lanes in one fixed order, (0 + 1) + (2 + 3).
+    static float sum4(float32x4_t v) {
+        const float32x2_t p = vpadd_f32(vget_low_f32(v), vget_high_f32(v));
+        return vget_lane_f32(p, 0) + vget_lane_f32(p, 1);
+    }
+};
+
+#endif
 
 }  // namespace ncas::cpu::detail
