@@ -33,6 +33,9 @@ constexpr command commands[] = {
     {"tokenize", ncas::cli::run_tokenize, "text to token ids (JSON), or --decode ids to text"},
     {"logits", ncas::cli::run_logits, "every position's logits for a list of token ids, as raw float32"},
     {"bench", run_bench, "measure prefill and decode speed"},
+#ifdef NCAS_WITH_SERVER
+    {"serve", ncas::cli::run_serve, "an OpenAI-compatible HTTP server (completions, chat, streaming)"},
+#endif
 };
 
 void usage() {
