@@ -507,7 +507,10 @@ private:
         if (!r.stream) {
             generate_result g;
             try {
-                g = s->gen->generate(std::span<const int32_t>(r.prompt), r.params);
+                // Past the deadline the reply ends at the next piece (the watchdog
+                // catches a generation that shows no text).
+                g = s->gen->generate(std::span<const int32_t>(r.prompt), r.params,
+                                     [&](std::string_view) { return steady::now() <= deadline; });
             } catch (const std::exception& e) {
                 s->gen->reset();
                 return send_error(res, {500, e.what(), "server_error"});
@@ -538,7 +541,7 @@ private:
                 generate_result g;
                 try {
                     g = s->gen->generate(std::span<const int32_t>(r.prompt), r.params, [&](std::string_view piece) {
-                        return put(sse(chunk(st_, r, id, std::string(piece), nullptr, false)));
+                        return put(sse(chunk(st_, r, id, std::string(piece), nullptr, false))) && steady::now() <= s->deadline;
                     });
                 } catch (const std::exception& e) {
                     s->gen->reset();

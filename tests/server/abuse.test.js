@@ -113,6 +113,27 @@ test('a full queue: 503 with the error object; the others succeed', async () => 
   assert.equal((await post(server, '/v1/completions', { model: modelName, prompt: 'Hi', max_tokens: 2 })).status, 200);
 });
 
+test('--timeout: a reply that runs past it ends (finish_reason length)', async () => {
+  const brief = await startServer(['--timeout', '0.001', '--threads', '1']);
+  try {
+    const body = { model: modelName, prompt: 'Once upon a time', max_tokens: 200, temperature: 0, ignore_eos: true };
+    const r = await post(brief, '/v1/completions', body);
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.choices[0].finish_reason, 'length');
+    assert.ok(r.json.usage.completion_tokens < 10, 'cut short: ' + r.json.usage.completion_tokens);
+    const client = new OpenAI({ baseURL: brief.base, apiKey: 'x', maxRetries: 0 });
+    let chunks = 0, finish = null;
+    for await (const c of await client.completions.create({ ...body, stream: true })) {
+      chunks++;
+      finish = c.choices[0]?.finish_reason ?? finish;
+    }
+    assert.equal(finish, 'length');
+    assert.ok(chunks < 10, 'cut short: ' + chunks + ' chunks');
+  } finally {
+    assert.deepEqual(await brief.stop(), { code: 0, signal: null });
+  }
+});
+
 test('--api-key: 401 without the key or with a wrong one, /health open', async () => {
   const keyed = await startServer(['--api-key', 'sesame']);
   try {
