@@ -41,8 +41,18 @@ export async function startServer(args = []) {
   server.stop = async () => {
     if (server.exited) return server.exited;
     proc.kill('SIGTERM');
-    const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error('no exit after SIGTERM')), 10000 * slow));
-    return Promise.race([server.exit, timeout]);
+    let timer;
+    const timeout = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error('no exit after SIGTERM:\n' + server.log)), 10000 * slow);
+    });
+    try {
+      const exited = await Promise.race([server.exit, timeout]);
+      // ASan, LeakSanitizer and UBSan reports (under the asan build) fail the test
+      if (/Sanitizer|runtime error:/.test(server.log)) throw new Error('sanitizer report:\n' + server.log);
+      return exited;
+    } finally {
+      clearTimeout(timer);  // a pending timer would keep the test process alive
+    }
   };
   // Resident memory in KiB (VmRSS of /proc/PID/status).
   server.rssKiB = () => Number(readFileSync(`/proc/${proc.pid}/status`, 'utf8').match(/VmRSS:\s+(\d+)/)[1]);
