@@ -6,13 +6,14 @@ what=${1:-all}
 build="g++ cmake meson ninja-build pkg-config libxsimd-dev libgtest-dev"
 vulkan="libvulkan-dev glslang-tools spirv-tools mesa-vulkan-drivers vulkan-validationlayers vulkan-tools"
 python="python3-numpy python3-regex python3-pytest sentencepiece python3-sentencepiece"  # sentencepiece: tools/spm_vocab.py (the SPM test data)
+server="libcpp-httplib-dev nlohmann-json3-dev"  # ncas serve; its tests need node and npm (test.sh installs them when missing)
 arm64="g++-aarch64-linux-gnu qemu-user"  # scripts/test.sh's arm64 stage
 train="python3-torch libopenblas0-pthread python3-matplotlib unicode-data bible-kjv bible-kjv-text libsword-utils sword-text-web sword-comm-mhcc sword-comm-tdavid sword-comm-scofield dict-devil"
 case "$what" in
   build) pkgs="$build" ;;
-  test)  pkgs="$build $vulkan $python $arm64" ;;
+  test)  pkgs="$build $vulkan $python $server $arm64" ;;
   train) pkgs="$python $train" ;;
-  all)   pkgs="$build $vulkan $python $arm64 $train" ;;
+  all)   pkgs="$build $vulkan $python $server $arm64 $train" ;;
   *) echo "usage: $0 [build|test|train|all]" >&2; exit 2 ;;
 esac
 missing=$(dpkg-query -W -f='${Status} ${Package}\n' $pkgs 2>/dev/null | awk '$3!="installed"{print $4}'; \

@@ -14,6 +14,9 @@
 #   symbols    nm on the per-ISA kernel objects of build/release: every weak symbol they
 #              define names their instruction set's tag (the multi-arch rule; under a second)
 #   asan       CMake -DNCAS_SANITIZE=ON (ASan + UBSan, -O1, asserts on): every test but the RSS bound
+#   server     tests/server (node:test with the official openai npm client, `npm ci` from its lockfile)
+#              against `ncas serve` of the release build, then against the asan build's (a smaller load);
+#              about 20s (npm ci 9s, each build's 22 tests 5s; measured on the loaded 2-core machine)
 #   meson      Meson build (release), meson test
 #   install    tests/install/run.sh: install with CMake and with Meson, build and run a consumer against each 3 ways
 #              (plus header-only), each running the kernels release's `ncas` CLI chooses
@@ -228,6 +231,31 @@ asan() {
     return "$rc"
 }
 
+# `ncas serve` driven by the openai npm package. Node and npm come from the machine
+# (apt-get nodejs npm when missing), the client from tests/server/package-lock.json.
+server_stage() {
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends nodejs npm
+    fi
+    (cd tests/server && npm ci --no-audit --no-fund --loglevel=error)
+    [ -x build/release/examples/ncas ] || cmake --build build/release -j "$jobs" --target ncas_cli
+    local cli
+    for cli in build/release/examples/ncas build/asan/examples/ncas; do
+        if ! "$cli" serve --help >/dev/null 2>&1; then
+            echo "FAIL: $cli has no serve command (cpp-httplib or nlohmann-json missing when it was configured?)"
+            return 1
+        fi
+    done
+    echo "-- release build"
+    NCAS_CLI=$PWD/build/release/examples/ncas node --test --test-reporter=spec tests/server/*.test.js
+    # Under ASan (and UBSan, leaks checked at the server's exit) everything is
+    # slower: the waits are scaled and the load test is 40 requests.
+    echo "-- asan build"
+    NCAS_CLI=$PWD/build/asan/examples/ncas NCAS_SERVER_SLOW=6 NCAS_SERVER_LOAD=40 \
+        node --test --test-reporter=spec tests/server/*.test.js
+}
+
 meson_stage() {
     local reconfigure=""
     [ -f build/meson/meson-private/coredata.dat ] && reconfigure=--reconfigure
@@ -354,6 +382,7 @@ stage layers check_layers
 stage release release
 stage symbols symbols
 stage asan asan
+stage server server_stage
 stage meson meson_stage
 stage install install_stage
 stage reference reference

@@ -11,5 +11,8 @@ int run_perplexity(int argc, char** argv);
 int run_tokenize(int argc, char** argv);
 int run_logits(int argc, char** argv);
 int run_quantize(int argc, char** argv);
+#ifdef NCAS_WITH_SERVER
+int run_serve(int argc, char** argv);  // built where cpp-httplib and nlohmann-json are found
+#endif
 
 }  // namespace ncas::cli

@@ -34,6 +34,9 @@ constexpr command commands[] = {
     {"logits", ncas::cli::run_logits, "every position's logits for a list of token ids, as raw float32"},
     {"quantize", ncas::cli::run_quantize, "a copy of a model file with its weight matrices in Q8_0, Q4_0, F16, ..."},
     {"bench", run_bench, "measure prefill and decode speed"},
+#ifdef NCAS_WITH_SERVER
+    {"serve", ncas::cli::run_serve, "an OpenAI-compatible HTTP server (completions, chat, streaming)"},
+#endif
 };
 
 void usage() {
