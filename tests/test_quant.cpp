@@ -154,7 +154,7 @@ TEST(q6_k, same_bytes_as_numpy_and_round_trip) {
                 }
             }
         }
-        if (sx > 0) EXPECT_LT(std::sqrt(se / sx), 0.05) << "row " << r;
+        if (sx > 0) { EXPECT_LT(std::sqrt(se / sx), 0.05) << "row " << r; }
     }
     std::fclose(f);
 }
@@ -216,7 +216,7 @@ TEST(q4_k, same_bytes_as_numpy_and_round_trip) {
             se += double(y[k] - x[k]) * (y[k] - x[k]);
             sx += double(x[k]) * x[k];
         }
-        if (sx > 0) EXPECT_LT(std::sqrt(se / sx), 0.15) << "row " << r;
+        if (sx > 0) { EXPECT_LT(std::sqrt(se / sx), 0.15) << "row " << r; }
     }
     std::fclose(f);
 }
@@ -253,7 +253,7 @@ TEST(q5_k, same_bytes_as_numpy_and_round_trip) {
             se += double(y[k] - x[k]) * (y[k] - x[k]);
             sx += double(x[k]) * x[k];
         }
-        if (sx > 0) EXPECT_LT(std::sqrt(se / sx), 0.08) << "row " << r;
+        if (sx > 0) { EXPECT_LT(std::sqrt(se / sx), 0.08) << "row " << r; }
     }
     std::fclose(f);
 }
