@@ -59,9 +59,9 @@ int run_tokenize(int argc, char** argv) {
         json += "{\"id\": " + std::to_string(ids[i]) + ", \"piece\": \"";
         for (const char c : tok.token_text(ids[i])) {  // vocabulary form ("Ġthe", "▁the")
             if (c == '"' || c == '\\') json += '\\';
-            if (c >= 0 && c < 0x20) {
+            if (static_cast<unsigned char>(c) < 0x20) {  // char is signed on x86-64, unsigned on ARM64
                 char esc[8];
-                std::snprintf(esc, sizeof esc, "\\u%04x", c);
+                std::snprintf(esc, sizeof esc, "\\u%04x", unsigned(c));
                 json += esc;
             } else {
                 json += c;
