@@ -1,4 +1,4 @@
-// docs/server.md quotes the snippets under tests/server/snippets verbatim, and
+// docs/embedding.md quotes the snippets under tests/server/snippets verbatim, and
 // both run: curl and the openai client give the same greedy reply.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,7 +10,7 @@ import { startServer, root } from './lib.js';
 
 const run = promisify(execFile);
 const snippets = path.join(root, 'tests/server/snippets');
-const doc = readFileSync(path.join(root, 'docs/server.md'), 'utf8');
+const doc = readFileSync(path.join(root, 'docs/embedding.md'), 'utf8');
 
 let server;
 before(async () => {
@@ -20,10 +20,10 @@ after(async () => {
   assert.deepEqual(await server.stop(), { code: 0, signal: null });
 });
 
-test('docs/server.md quotes each snippet whole', () => {
+test('docs/embedding.md quotes each snippet whole', () => {
   for (const f of ['chat-curl.sh', 'chat-openai.mjs']) {
     const text = readFileSync(path.join(snippets, f), 'utf8');
-    assert.ok(doc.includes('```' + (f.endsWith('.sh') ? 'sh' : 'js') + '\n' + text + '```'), `docs/server.md quotes ${f}`);
+    assert.ok(doc.includes('```' + (f.endsWith('.sh') ? 'sh' : 'js') + '\n' + text + '```'), `docs/embedding.md quotes ${f}`);
   }
 });
 
