@@ -35,6 +35,60 @@ struct attention<scalar_tag> {
     }
 };
 
+// ---- every SIMD instruction set: value sums over f32 / f16 rows ---------------------
+// Written once over the tag's f32 batches (Tag::fbatch, load_weights, element): the x86
+// and ARM64 specialisations below take their value sums from here.
+
+#if defined(NCAS_CPU_HAVE_AVX2)
+NCAS_CPU_X86_WARNINGS_OFF
+#endif
+#if defined(NCAS_CPU_HAVE_AVX2) || defined(NCAS_CPU_HAVE_NEON)
+template <class Tag>
+struct attention_values {
+    using tag = Tag;
+    using fbatch = typename tag::fbatch;
+    static constexpr int64_t W = tag::W;
+
+    template <weight_type t>
+    static void values_of(const std::byte* v, int64_t stride, int64_t rows, const float* p, int64_t dv, float* o) {
+        constexpr int64_t es = t == weight_type::f16 ? 2 : 4;
+        // Columns in chunks of up to 8 batches held in registers across all rows.
+        for (int64_t e0 = 0; e0 < dv; e0 += 8 * W) {
+            const int64_t nbat = std::min<int64_t>(8, (dv - e0) / W);
+            fbatch acc[8];
+#pragma GCC unroll 8
+            for (int b = 0; b < 8; ++b) acc[b] = fbatch(0.0f);
+            for (int64_t j = 0; j < rows; ++j) {
+                const fbatch pj(p[j]);
+                const std::byte* vj = v + j * stride + e0 * es;
+#pragma GCC unroll 8
+                for (int b = 0; b < 8; ++b)
+                    if (b < nbat) acc[b] = xsimd::fma(pj, tag::template load_weights<t>(vj + b * W * es), acc[b]);
+            }
+#pragma GCC unroll 8
+            for (int b = 0; b < 8; ++b)
+                if (b < nbat) acc[b].store_unaligned(o + e0 + b * W);
+            if (nbat < 8) {  // the columns after the last whole batch
+                for (int64_t e = e0 + nbat * W; e < std::min(dv, e0 + 8 * W); ++e) {
+                    float s = 0.0f;
+                    for (int64_t j = 0; j < rows; ++j) s += p[j] * tag::template element<t>(v + j * stride, e);
+                    o[e] = s;
+                }
+                break;
+            }
+        }
+    }
+    static void attn_values(weight_type kv, const std::byte* v, int64_t stride, int64_t rows, const float* p, int64_t dv,
+                            float* o) {
+        if (kv == weight_type::f16) values_of<weight_type::f16>(v, stride, rows, p, dv, o);
+        else values_of<weight_type::f32>(v, stride, rows, p, dv, o);
+    }
+};
+#endif
+#if defined(NCAS_CPU_HAVE_AVX2)
+NCAS_CPU_X86_WARNINGS_ON
+#endif
+
 #if defined(NCAS_CPU_HAVE_AVX2)
 NCAS_CPU_X86_WARNINGS_OFF
 
@@ -72,7 +126,7 @@ struct attention_avx512<avx512_tag<Level>> {
 // ---- x86: AVX2 and AVX-512 --------------------------------------------------------
 
 template <class Simd, isa Level>
-struct attention<x86_tag<Simd, Level>> {
+struct attention<x86_tag<Simd, Level>> : attention_values<x86_tag<Simd, Level>> {
     using tag = x86_tag<Simd, Level>;
     using fbatch = typename tag::fbatch;
     static constexpr int64_t W = tag::W;
@@ -132,53 +186,18 @@ struct attention<x86_tag<Simd, Level>> {
         if (kv == weight_type::f16) scores_of<weight_type::f16>(k, stride, rows, q, maps, d, scale, scores);
         else scores_of<weight_type::f32>(k, stride, rows, q, maps, d, scale, scores);
     }
-
-    template <weight_type t>
-    static void values_of(const std::byte* v, int64_t stride, int64_t rows, const float* p, int64_t dv, float* o) {
-        constexpr int64_t es = t == weight_type::f16 ? 2 : 4;
-        // Columns in chunks of up to 8 batches held in registers across all rows.
-        for (int64_t e0 = 0; e0 < dv; e0 += 8 * W) {
-            const int64_t nbat = std::min<int64_t>(8, (dv - e0) / W);
-            fbatch acc[8];
-#pragma GCC unroll 8
-            for (int b = 0; b < 8; ++b) acc[b] = fbatch(0.0f);
-            for (int64_t j = 0; j < rows; ++j) {
-                const fbatch pj(p[j]);
-                const std::byte* vj = v + j * stride + e0 * es;
-#pragma GCC unroll 8
-                for (int b = 0; b < 8; ++b)
-                    if (b < nbat) acc[b] = xsimd::fma(pj, tag::template load_weights<t>(vj + b * W * es), acc[b]);
-            }
-#pragma GCC unroll 8
-            for (int b = 0; b < 8; ++b)
-                if (b < nbat) acc[b].store_unaligned(o + e0 + b * W);
-            if (nbat < 8) {  // the columns after the last whole batch
-                for (int64_t e = e0 + nbat * W; e < std::min(dv, e0 + 8 * W); ++e) {
-                    float s = 0.0f;
-                    for (int64_t j = 0; j < rows; ++j) s += p[j] * tag::template element<t>(v + j * stride, e);
-                    o[e] = s;
-                }
-                break;
-            }
-        }
-    }
-    static void attn_values(weight_type kv, const std::byte* v, int64_t stride, int64_t rows, const float* p, int64_t dv,
-                            float* o) {
-        if (kv == weight_type::f16) values_of<weight_type::f16>(v, stride, rows, p, dv, o);
-        else values_of<weight_type::f32>(v, stride, rows, p, dv, o);
-    }
 };
 
 NCAS_CPU_X86_WARNINGS_ON
 #endif
 
 // ---- ARM64: every level (xsimd neon64 batches over f32 / f16 rows) -------------------
-// (The quantised caches of issue #20 would read through quant_blocks<arm_tag>'s
-// integer dots, as the matmuls do.)
+// (The quantised caches read through kv_blocks<arm_tag> (quant_blocks.hpp) and the
+// generic attention_quant below.)
 
 #if defined(NCAS_CPU_HAVE_NEON)
 template <isa Level>
-struct attention<arm_tag<Level>> {
+struct attention<arm_tag<Level>> : attention_values<arm_tag<Level>> {
     using tag = arm_tag<Level>;
     using fbatch = typename tag::fbatch;
     static constexpr int64_t W = tag::W;
@@ -213,41 +232,6 @@ struct attention<arm_tag<Level>> {
                             int64_t maps, int64_t d, float scale, float* scores) {
         if (kv == weight_type::f16) scores_of<weight_type::f16>(k, stride, rows, q, maps, d, scale, scores);
         else scores_of<weight_type::f32>(k, stride, rows, q, maps, d, scale, scores);
-    }
-
-    // Columns in chunks of up to 8 batches held in registers across all rows.
-    template <weight_type t>
-    static void values_of(const std::byte* v, int64_t stride, int64_t rows, const float* p, int64_t dv, float* o) {
-        constexpr int64_t es = t == weight_type::f16 ? 2 : 4;
-        for (int64_t e0 = 0; e0 < dv; e0 += 8 * W) {
-            const int64_t nbat = std::min<int64_t>(8, (dv - e0) / W);
-            fbatch acc[8];
-#pragma GCC unroll 8
-            for (int b = 0; b < 8; ++b) acc[b] = fbatch(0.0f);
-            for (int64_t j = 0; j < rows; ++j) {
-                const fbatch pj(p[j]);
-                const std::byte* vj = v + j * stride + e0 * es;
-#pragma GCC unroll 8
-                for (int b = 0; b < 8; ++b)
-                    if (b < nbat) acc[b] = xsimd::fma(pj, tag::template load_weights<t>(vj + b * W * es), acc[b]);
-            }
-#pragma GCC unroll 8
-            for (int b = 0; b < 8; ++b)
-                if (b < nbat) acc[b].store_unaligned(o + e0 + b * W);
-            if (nbat < 8) {  // the columns after the last whole batch
-                for (int64_t e = e0 + nbat * W; e < std::min(dv, e0 + 8 * W); ++e) {
-                    float s = 0.0f;
-                    for (int64_t j = 0; j < rows; ++j) s += p[j] * tag::template element<t>(v + j * stride, e);
-                    o[e] = s;
-                }
-                break;
-            }
-        }
-    }
-    static void attn_values(weight_type kv, const std::byte* v, int64_t stride, int64_t rows, const float* p, int64_t dv,
-                            float* o) {
-        if (kv == weight_type::f16) values_of<weight_type::f16>(v, stride, rows, p, dv, o);
-        else values_of<weight_type::f32>(v, stride, rows, p, dv, o);
     }
 };
 #endif
@@ -326,6 +310,5 @@ struct attention_quant {
     }
 };
 
-// ---- ARM64 (issue #19): attention<arm_tag<Level>> goes here -------------------------
 
 }  // namespace ncas::cpu::detail

@@ -26,14 +26,17 @@ struct elementwise<scalar_tag> {
     static constexpr auto rope = &cpu::rope;
 };
 
-// ---- x86: AVX2 and AVX-512 --------------------------------------------------------
+// ---- every SIMD instruction set: what xsimd's batches express alike ---------------------
+// The f32 batch type and its lane sum (Tag::fbatch, Tag::hsum) come from the tag; each
+// instruction set's specialisation below adds its RoPE.
 
 #if defined(NCAS_CPU_HAVE_AVX2)
 NCAS_CPU_X86_WARNINGS_OFF
-
-template <class Simd, isa Level>
-struct elementwise<x86_tag<Simd, Level>> {
-    using tag = x86_tag<Simd, Level>;
+#endif
+#if defined(NCAS_CPU_HAVE_AVX2) || defined(NCAS_CPU_HAVE_NEON)
+template <class Tag>
+struct elementwise_batches {
+    using tag = Tag;
     using fbatch = typename tag::fbatch;
     static constexpr int64_t W = tag::W;
 
@@ -74,7 +77,7 @@ struct elementwise<x86_tag<Simd, Level>> {
             const fbatch v = fbatch::load_unaligned(x + i);
             a[0] = xsimd::fma(v, v, a[0]);
         }
-        double ss = double(xsimd::hadd((a[0] + a[1]) + (a[2] + a[3])));
+        double ss = double(tag::hsum((a[0] + a[1]) + (a[2] + a[3])));
         for (; i < n; ++i) ss += double(x[i]) * x[i];
         const float scale = float(1.0 / std::sqrt(ss / double(n) + double(eps)));
         const fbatch vs(scale);
@@ -98,13 +101,28 @@ struct elementwise<x86_tag<Simd, Level>> {
             e.store_unaligned(x + i);
             sv += e;
         }
-        float s = xsimd::hadd(sv);
+        float s = tag::hsum(sv);
         for (; i < n; ++i) s += (x[i] = expf(x[i] - m));
         const float inv = 1.0f / s;
         const fbatch vi(inv);
         for (i = 0; i + W <= n; i += W) (fbatch::load_unaligned(x + i) * vi).store_unaligned(x + i);
         for (; i < n; ++i) x[i] *= inv;
     }
+
+};
+#endif
+#if defined(NCAS_CPU_HAVE_AVX2)
+NCAS_CPU_X86_WARNINGS_ON
+#endif
+
+// ---- x86: AVX2 and AVX-512 --------------------------------------------------------
+
+#if defined(NCAS_CPU_HAVE_AVX2)
+NCAS_CPU_X86_WARNINGS_OFF
+
+template <class Simd, isa Level>
+struct elementwise<x86_tag<Simd, Level>> : elementwise_batches<x86_tag<Simd, Level>> {
+    static constexpr int64_t W = x86_tag<Simd, Level>::W;
 
     // W/2 pairs at a time: even lanes a·cos − b·sin, odd lanes b·cos + a·sin (fmaddsub on
     // the pairs swapped and multiplied by sin), each angle's cos/sin repeated for its pair.
@@ -142,76 +160,7 @@ NCAS_CPU_X86_WARNINGS_ON
 
 #if defined(NCAS_CPU_HAVE_NEON)
 template <isa Level>
-struct elementwise<arm_tag<Level>> {
-    using tag = arm_tag<Level>;
-    using fbatch = typename tag::fbatch;
-    static constexpr int64_t W = tag::W;
-
-    static void gelu(float* x, int64_t n) {
-        const fbatch c(0.7978845608028654f), a(0.044715f), half(0.5f), one(1.0f);
-        int64_t i = 0;
-        for (; i + W <= n; i += W) {
-            const fbatch v = fbatch::load_unaligned(x + i);
-            (half * v * (one + xsimd::tanh(c * (v + a * v * v * v)))).store_unaligned(x + i);
-        }
-        for (; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + tanhf(0.7978845608028654f * (x[i] + 0.044715f * x[i] * x[i] * x[i])));
-    }
-    static void silu_mul(float* up, const float* gate, int64_t n) {
-        const fbatch one(1.0f);
-        int64_t i = 0;
-        for (; i + W <= n; i += W) {
-            const fbatch g = fbatch::load_unaligned(gate + i);
-            (fbatch::load_unaligned(up + i) * (g / (one + xsimd::exp(-g)))).store_unaligned(up + i);
-        }
-        for (; i < n; ++i) up[i] *= gate[i] / (1.0f + expf(-gate[i]));
-    }
-
-    // Σx² in four f32 lane accumulators (the reference sums in double).
-    static void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps) {
-        fbatch a[4] = {fbatch(0.0f), fbatch(0.0f), fbatch(0.0f), fbatch(0.0f)};
-        int64_t i = 0;
-        for (; i + 4 * W <= n; i += 4 * W)
-#pragma GCC unroll 4
-            for (int j = 0; j < 4; ++j) {
-                const fbatch v = fbatch::load_unaligned(x + i + j * W);
-                a[j] = xsimd::fma(v, v, a[j]);
-            }
-        for (; i + W <= n; i += W) {
-            const fbatch v = fbatch::load_unaligned(x + i);
-            a[0] = xsimd::fma(v, v, a[0]);
-        }
-        double ss = double(tag::sum4(((a[0] + a[1]) + (a[2] + a[3])).data));
-        for (; i < n; ++i) ss += double(x[i]) * x[i];
-        const float scale = float(1.0 / std::sqrt(ss / double(n) + double(eps)));
-        const fbatch vs(scale);
-        for (i = 0; i + W <= n; i += W)
-            (fbatch::load_unaligned(x + i) * vs * fbatch::load_unaligned(w + i)).store_unaligned(y + i);
-        for (; i < n; ++i) y[i] = x[i] * scale * w[i];
-    }
-
-    static void softmax(float* x, int64_t n) {
-        fbatch mv(-__builtin_huge_valf());
-        int64_t i = 0;
-        for (; i + W <= n; i += W) mv = xsimd::max(mv, fbatch::load_unaligned(x + i));
-        float lanes[W];
-        mv.store_unaligned(lanes);
-        float m = tag::max_of(lanes, W);
-        for (; i < n; ++i) m = x[i] > m ? x[i] : m;
-        const fbatch vm(m);
-        fbatch sv(0.0f);
-        for (i = 0; i + W <= n; i += W) {
-            const fbatch e = xsimd::exp(fbatch::load_unaligned(x + i) - vm);
-            e.store_unaligned(x + i);
-            sv += e;
-        }
-        float s = tag::sum4(sv.data);
-        for (; i < n; ++i) s += (x[i] = expf(x[i] - m));
-        const float inv = 1.0f / s;
-        const fbatch vi(inv);
-        for (i = 0; i + W <= n; i += W) (fbatch::load_unaligned(x + i) * vi).store_unaligned(x + i);
-        for (; i < n; ++i) x[i] *= inv;
-    }
-
+struct elementwise<arm_tag<Level>> : elementwise_batches<arm_tag<Level>> {
     // Four pairs at a time: ld2 splits them into a (even) and b (odd) lanes.
     static void rope(float* v, const float* cos_t, const float* sin_t, int64_t d) {
         int64_t i = 0;  // pair index

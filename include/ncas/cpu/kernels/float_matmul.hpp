@@ -21,14 +21,16 @@ struct float_kernels<scalar_tag> {
     }
 };
 
-// ---- x86: AVX2 and AVX-512 (xsimd batches of the tag's width) ---------------------
+// ---- every SIMD instruction set (xsimd batches of the tag's width: AVX2 8 lanes,
+// AVX-512 16, NEON 4; F16 through F16C or fcvtl, BF16 by a shift: the tag's load_weights)
 
 #if defined(NCAS_CPU_HAVE_AVX2)
 NCAS_CPU_X86_WARNINGS_OFF
-
-template <class Simd, isa Level>
-struct float_kernels<x86_tag<Simd, Level>> {
-    using tag = x86_tag<Simd, Level>;
+#endif
+#if defined(NCAS_CPU_HAVE_AVX2) || defined(NCAS_CPU_HAVE_NEON)
+template <class Tag>
+struct float_kernels_batches {
+    using tag = Tag;
     using fbatch = typename tag::fbatch;
     static constexpr int64_t W = tag::W;
 
@@ -60,55 +62,21 @@ struct float_kernels<x86_tag<Simd, Level>> {
         float w[W];  // the tail, when K is not a multiple of W (small tensors only)
         for (int64_t j = k; j < K; ++j) w[j - k] = tag::template element<t>(row, j);
         for (int i = 0; i < NT; ++i) {
-            out[i] = xsimd::hadd(acc[0][i] + acc[1][i]);
+            out[i] = tag::hsum(acc[0][i] + acc[1][i]);
             for (int64_t j = k; j < K; ++j) out[i] += w[j - k] * x[i * ldx + j];
         }
     }
 };
-
-NCAS_CPU_X86_WARNINGS_ON
 #endif
 
-// ---- ARM64: every level (xsimd neon64 batches, F16 through fcvtl, BF16 by a shift) ---
-
+#if defined(NCAS_CPU_HAVE_AVX2)
+template <class Simd, isa Level>
+struct float_kernels<x86_tag<Simd, Level>> : float_kernels_batches<x86_tag<Simd, Level>> {};
+NCAS_CPU_X86_WARNINGS_ON
+#endif
 #if defined(NCAS_CPU_HAVE_NEON)
 template <isa Level>
-struct float_kernels<arm_tag<Level>> {
-    using tag = arm_tag<Level>;
-    using fbatch = typename tag::fbatch;
-    static constexpr int64_t W = tag::W;
-
-    // As on x86: two accumulators per token (even and odd steps), tokens unrolled.
-    template <int NT, weight_type t>
-    static void float_tile(const std::byte* row, int64_t K, const float* x, int64_t ldx, float* out) {
-        constexpr int64_t esize = traits_of(t).block_bytes;
-        fbatch acc[2][NT];
-#pragma GCC unroll 8
-        for (int i = 0; i < NT; ++i) acc[0][i] = acc[1][i] = fbatch(0.0f);
-        int64_t k = 0;
-        for (; k + 2 * W <= K; k += 2 * W) {
-#pragma GCC unroll 2
-            for (int h = 0; h < 2; ++h) {
-                const fbatch wv = tag::template load_weights<t>(row + (k + h * W) * esize);
-#pragma GCC unroll 8
-                for (int i = 0; i < NT; ++i)
-                    acc[h][i] = xsimd::fma(wv, fbatch::load_unaligned(x + i * ldx + k + h * W), acc[h][i]);
-            }
-        }
-        if (k + W <= K) {
-            const fbatch wv = tag::template load_weights<t>(row + k * esize);
-#pragma GCC unroll 8
-            for (int i = 0; i < NT; ++i) acc[0][i] = xsimd::fma(wv, fbatch::load_unaligned(x + i * ldx + k), acc[0][i]);
-            k += W;
-        }
-        float w[W];  // the tail, when K is not a multiple of W (small tensors only)
-        for (int64_t j = k; j < K; ++j) w[j - k] = tag::template element<t>(row, j);
-        for (int i = 0; i < NT; ++i) {
-            out[i] = tag::sum4((acc[0][i] + acc[1][i]).data);
-            for (int64_t j = k; j < K; ++j) out[i] += w[j - k] * x[i * ldx + j];
-        }
-    }
-};
+struct float_kernels<arm_tag<Level>> : float_kernels_batches<arm_tag<Level>> {};
 #endif
 
 // The driver: every row of [r0, r1) against the T tokens, max_tile at a time.

@@ -166,6 +166,9 @@ struct x86_tag {
         return m;
     }
 
+    // The sum of an f32 batch's lanes.
+    static float hsum(fbatch v) { return xsimd::hadd(v); }
+
     // Zeroes a tile of vector accumulators (__m256 or __m512; V{} is all zero bits).
     template <class V, int R, int NT>
     static void zero_all(V (&acc)[R][NT]) {
@@ -235,6 +238,7 @@ struct arm_tag {
         const float32x2_t p = vpadd_f32(vget_low_f32(v), vget_high_f32(v));
         return vget_lane_f32(p, 0) + vget_lane_f32(p, 1);
     }
+    static float hsum(fbatch v) { return sum4(v.data); }
 };
 
 #endif
