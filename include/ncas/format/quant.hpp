@@ -210,9 +210,13 @@ inline void quantize_row(weight_type t, const float* src, void* dst, int64_t n) 
                     if (std::abs(src[j]) > amax) { amax = std::abs(src[j]); max = src[j]; }
                 const float d = max / -8.0f, id = d != 0 ? 1.0f / d : 0.0f;
                 b[i].d = f32_to_f16(d);
+                // x·id is rounded to f32 before the + 8.5, as in ggml's reference and
+                // tools/quantize.py: fused into one FMA (GCC contracts across statements where
+                // FMA is baseline, as on ARM64) it changed rare bytes. volatile forbids the fusion.
                 for (int j = 0; j < quant_block / 2; ++j) {
-                    const int lo = std::min(15, int(src[j] * id + 8.5f));
-                    const int hi = std::min(15, int(src[j + quant_block / 2] * id + 8.5f));
+                    volatile float xl = src[j] * id, xh = src[j + quant_block / 2] * id;
+                    const int lo = std::min(15, int(xl + 8.5f));
+                    const int hi = std::min(15, int(xh + 8.5f));
                     b[i].qs[j] = uint8_t(lo | (hi << 4));
                 }
             }
