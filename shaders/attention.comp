@@ -8,8 +8,9 @@
 //   o_h = a1·V − λ_t · a2·V   [then RMSNorm(o_h; sub_norm) · (1 − λ_init)]
 // Grid: (n_head, n_max).
 #include "common.glsl"
+#include "kv_blocks.glsl"
 
-layout(constant_id = 1) const uint KV_F16 = 0;
+layout(constant_id = 1) const uint KV_TYPE = 0;  // 0 f32, 1 f16, 2 q8_0, 3 q4_0 (blocks read in place)
 const uint MAX_U = 8;  // value elements per thread: head_v <= 8 · WG (checked by the host)
 
 layout(std430, binding = 0) readonly buffer q_buf { float q[]; };
@@ -22,9 +23,21 @@ layout(push_constant) uniform pc_block { attention_pc p; };
 
 shared float p_map[2][WG];  // this chunk's unnormalised probabilities per map
 
-float cache_at(uint idx, bool is_k) {
-    const uint w = is_k ? k_cache[KV_F16 != 0u ? idx >> 1 : idx] : v_cache[KV_F16 != 0u ? idx >> 1 : idx];
-    return KV_F16 != 0u ? unpackHalf2x16(w)[idx & 1u] : uintBitsToFloat(w);
+uint cache_word(uint w, bool is_k) { return is_k ? k_cache[w] : v_cache[w]; }
+
+// Value c of row `row` (rows of n values) of a cache.
+float cache_at(uint row, uint n, uint c, bool is_k) {
+    if (KV_TYPE < KV_Q8_0) {
+        const uint idx = row * n + c;
+        const uint w = cache_word(KV_TYPE == 1u ? idx >> 1 : idx, is_k);
+        return KV_TYPE == 1u ? unpackHalf2x16(w)[idx & 1u] : uintBitsToFloat(w);
+    }
+    const uint at = (row * kv_blocks(n) + (c >> 5)) * kv_block_bytes(KV_TYPE), j = c & 31u;  // the block's byte
+    const float d = unpackHalf2x16(cache_word(at >> 2, is_k) >> ((at & 2u) * 8u)).x;
+    const uint qb = at + 2u + (KV_TYPE == KV_Q8_0 ? j : j & 15u);
+    const uint byte = (cache_word(qb >> 2, is_k) >> ((qb & 3u) * 8u)) & 0xffu;
+    if (KV_TYPE == KV_Q8_0) return d * float(int(byte << 24) >> 24);
+    return d * float(int(j < 16u ? byte & 15u : byte >> 4) - 8);
 }
 
 void main() {
@@ -44,8 +57,8 @@ void main() {
             float s = -1.0 / 0.0;
             if (j < rows) {
                 s = 0.0;
-                const uint kb = j * p.k_dim + (M * g + m) * d;
-                for (uint c = 0; c < d; ++c) s += q[q0 + m * d + c] * cache_at(kb + c, true);
+                const uint kc = (M * g + m) * d;
+                for (uint c = 0; c < d; ++c) s += q[q0 + m * d + c] * cache_at(j, p.k_dim, kc + c, true);
                 s *= p.scale;
             }
             const float m_new = max(m_run[m], wg_max(s));
@@ -58,7 +71,7 @@ void main() {
                 const uint e = lid + u * WG;
                 if (e >= dv) break;
                 float a = acc[m][u] * corr;
-                for (uint jj = 0; jj < n_chunk; ++jj) a += p_map[m][jj] * cache_at((c0 + jj) * p.v_dim + g * dv + e, false);
+                for (uint jj = 0; jj < n_chunk; ++jj) a += p_map[m][jj] * cache_at(c0 + jj, p.v_dim, g * dv + e, false);
                 acc[m][u] = a;
             }
         }

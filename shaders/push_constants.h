@@ -61,6 +61,12 @@ struct rope_store_pc { // RoPE on q and k of each routed token; k, v appended to
     uint layer;
 };
 
+struct kv_quant_pc {  // k (rotated) and v rows of the routed tokens into q8_0 / q4_0 cache blocks
+    uint k_dim;
+    uint v_dim;
+    uint route_at;
+};
+
 struct attention_pc {  // both softmax maps in one pass over the layer's cache
     uint n_head;
     uint group;       // H / Hkv

@@ -73,6 +73,27 @@ TEST_P(vk_model, f16_cache_within_f16_bound) {
     EXPECT_LE(relative_error(evaluate(s, g), g), std::max(g.tolerance, 1e-3));
 }
 
+// docs/spec.md §4: a q8_0 or q4_0 cache (blocks written and read on the device) within 2e-2 of the
+// reference run with K and V rounded through the same blocks, as the CPU backend is
+// (tests/test_models.cpp); batched, token by token and after a rewind, and the CPU's greedy tokens.
+TEST_P(vk_model, quantised_cache_matches_the_rounded_reference) {
+    for (auto kv : {ncas::weight_type::q8_0, ncas::weight_type::q4_0}) {
+        const std::string name = kv == ncas::weight_type::q8_0 ? "q8_0" : "q4_0";
+        const golden gq = test_golden::with_kv_logits(g, name);
+        vk::session s(*m, params(64, kv), ctx);
+        EXPECT_LE(relative_error(evaluate(s, gq), gq), 2e-2) << name;
+        for (size_t l = 0; l < gq.mod_kept.size(); ++l) EXPECT_EQ(s.cache_rows(int64_t(l)), gq.mod_kept[l]) << name << " layer " << l;
+        vk::session one(*m, params(64, kv), ctx);
+        EXPECT_LE(relative_error(evaluate(one, gq, false), gq), 2e-2) << name << " token by token";
+        vk::session r(*m, params(1, kv), ctx);
+        test_golden::expect_rewind_reproduces_tail(r, gq);
+        const auto prompt = std::span(g.tokens).first(4);
+        ncas::session cpu(*m, params(64, kv));
+        vk::session gpu(*m, params(64, kv), ctx);
+        EXPECT_EQ(greedy(gpu, prompt, 32), greedy(cpu, prompt, 32)) << name;
+    }
+}
+
 TEST_P(vk_model, same_greedy_tokens_as_cpu_for_32_steps) {
     const int steps = 32;
     const auto prompt = std::span(g.tokens).first(4);
@@ -122,8 +143,8 @@ TEST_F(vk_api, session_refuses_what_the_cpu_session_refuses) {
     s.prefill(std::span(prompt).first(8));
     EXPECT_NE(error_of([&] { s.decode(1); }).find("8 of 8 positions"), std::string::npos);
     EXPECT_NE(error_of([&] { s.rewind(9); }).find("holds 8 tokens"), std::string::npos);
-    p.kv_type = ncas::weight_type::q8_0;
-    EXPECT_NE(error_of([&] { vk::session(m, p, ctx); }).find("KV cache type"), std::string::npos);
+    p.kv_type = ncas::weight_type::bf16;
+    EXPECT_NE(error_of([&] { vk::session(m, p, ctx); }).find("KV cache type must be f32, f16, q8_0 or q4_0"), std::string::npos);
 }
 
 TEST_F(vk_api, devices_are_listed_and_a_bad_index_is_named) {
@@ -201,6 +222,25 @@ TEST_F(vk_api, demo_model_same_greedy_tokens_as_cpu) {
     vk::session gpu(m, p, context_for(config::best));
     const std::vector<int32_t> prompt{0, 1, 2};
     EXPECT_EQ(greedy(gpu, prompt, 32), greedy(cpu, prompt, 32));
+}
+
+// docs/spec.md §4: with a q8_0 or q4_0 cache the demo model's greedy tokens equal those of the
+// float64 reference run with K and V rounded through the same blocks, for 32 steps
+// (tests/data/demo_kv_greedy.json, tools/make_demo_goldens.py; tests/test_demo.cpp on the CPU).
+TEST_F(vk_api, demo_quantised_kv_cache_greedy_equals_the_rounded_reference) {
+    const auto m = ncas::model::load(test_golden::data_dir() + "/../../models/demo-f32.gguf");
+    const test_json::value g = test_json::parse_file(test_golden::data_dir() + "/demo_kv_greedy.json");
+    auto ctx = context_for(config::best);
+    for (auto kv : {ncas::weight_type::q8_0, ncas::weight_type::q4_0}) {
+        const std::string name = kv == ncas::weight_type::q8_0 ? "q8_0" : "q4_0";
+        for (const auto& c : g[name].arr()) {
+            const auto prompt = c["prompt_ids"].list<int32_t>();
+            ncas::session_params p;
+            p.n_ctx = int64_t(prompt.size()) + 32, p.kv_type = kv;
+            vk::session s(m, p, ctx);
+            EXPECT_EQ(greedy(s, prompt, 32), c["continuation_ids"].list<int32_t>()) << name << ": " << c["prompt"].str();
+        }
+    }
 }
 
 TEST_F(vk_api, backend_hook_runs_either_backend_with_one_interface) {

@@ -262,7 +262,11 @@ TEST_P(ops, attention_block_matches_cpu) {
     ncas::thread_pool pool(1);
     for (const attention_case& ac : {attention_case{"differential GQA sub-norm", 2, 4, 2, 8, true, false, weight_type::f32},
                                      attention_case{"differential per-token lambda f16 cache", 2, 2, 2, 16, false, true, weight_type::f16},
-                                     attention_case{"standard attention (llama)", 1, 4, 1, 16, false, false, weight_type::f32}}) {
+                                     attention_case{"standard attention (llama)", 1, 4, 1, 16, false, false, weight_type::f32},
+                                     // quantised caches: rows of 24 values (a part block) and of 64 (two whole blocks)
+                                     attention_case{"differential q8_0 cache, part blocks", 2, 2, 1, 12, false, true, weight_type::q8_0},
+                                     attention_case{"differential GQA q4_0 cache", 2, 4, 2, 16, true, false, weight_type::q4_0},
+                                     attention_case{"standard attention q4_0 cache, part blocks", 1, 2, 1, 24, false, false, weight_type::q4_0}}) {
         SCOPED_TRACE(ac.name);
         ncas::model_config c;
         c.arch = ac.n_maps == 2 ? ncas::architecture::ncas_diffmoe : ncas::architecture::llama;
@@ -290,15 +294,16 @@ TEST_P(ops, attention_block_matches_cpu) {
         const vk::ops::route_record rec{2 * uint32_t(c.n_layer), B};
         std::vector<uint32_t> ctrl_words(2 * c.n_layer + vk::ops::route_record::words(B) + B, 0);
         const uint32_t lambda_at = rec.at + vk::ops::route_record::words(B);
-        const uint64_t elem = ac.kv == weight_type::f16 ? 2 : 4;
-        vk::buffer k_cache(*ctx, uint64_t(n_ctx * c.k_dim()) * elem), v_cache(*ctx, uint64_t(n_ctx * c.v_dim()) * elem);
+        const bool quant = ac.kv == weight_type::q8_0 || ac.kv == weight_type::q4_0;
+        const uint64_t k_row = uint64_t(ncas::kv_row_bytes(ac.kv, c.k_dim())), v_row = uint64_t(ncas::kv_row_bytes(ac.kv, c.v_dim()));
+        vk::buffer k_cache(*ctx, vk::div_up(uint64_t(n_ctx) * k_row, 4) * 4), v_cache(*ctx, vk::div_up(uint64_t(n_ctx) * v_row, 4) * 4);
         vk::buffer pos_buf(*ctx, uint64_t(c.n_layer * n_ctx) * 4), rope_buf(*ctx, uint64_t(n_ctx * c.head_k) * 4);
         rope_buf.upload(rope.cos_at(0), uint64_t(n_ctx * c.head_k / 2) * 4, 0);
         rope_buf.upload(rope.sin_at(0), uint64_t(n_ctx * c.head_k / 2) * 4, uint64_t(n_ctx * c.head_k / 2) * 4);
         device_matrix dq(*ctx, weight_type::f32, c.q_dim(), D, wq), dk(*ctx, weight_type::f32, c.k_dim(), D, wk);
         device_matrix dv(*ctx, weight_type::f32, c.v_dim(), D, wv);
         test_buffer sub(*ctx, ac.sub_norm ? lw.sub_norm : std::vector<float>(1));
-        const vk::ops::gpu_cache_layer gc{k_cache, v_cache, pos_buf, ac.kv == weight_type::f16, uint32_t(n_ctx), uint32_t(layer)};
+        const vk::ops::gpu_cache_layer gc{k_cache, v_cache, pos_buf, ac.kv, uint32_t(n_ctx), uint32_t(layer)};
 
         uint32_t seed = 30, rows_before = 0;
         for (const auto& pos : batches) {
@@ -330,11 +335,43 @@ TEST_P(ops, attention_block_matches_cpu) {
                 vk::ops::attention(r, c, q, gc, o, sub, ctrl, rec, uint32_t(n),
                                    {lw.lambda, ac.lambda_per_token ? lambda_at : vk::none, ac.sub_norm, lw.lambda_init});
             });
-            EXPECT_PARITY(o.take(), want, ac.kv == weight_type::f16 ? 2e-3 : 2e-5);
+            EXPECT_PARITY(o.take(), want, quant ? 1e-2 : ac.kv == weight_type::f16 ? 2e-3 : 2e-5);
+            if (quant) {  // the device's blocks are quantize_row's bytes of the device's rotated k and v, zero-padded
+                for (auto [src, dev, dim, stride] : {std::tuple{k.take(), &k_cache, c.k_dim(), k_row},
+                                                     std::tuple{v.take(), &v_cache, c.v_dim(), v_row}}) {
+                    std::vector<std::byte> raw(static_cast<size_t>(stride * uint64_t(n))), want_row(static_cast<size_t>(stride));
+                    dev->download(raw.data(), raw.size(), uint64_t(rows_before) * stride);
+                    std::vector<float> padded(size_t(ncas::kv_row_values(ac.kv, dim)));
+                    for (int64_t i = 0; i < n; ++i) {
+                        std::fill(padded.begin(), padded.end(), 0.0f);
+                        std::copy_n(src.begin() + i * dim, dim, padded.begin());
+                        ncas::quantize_row(ac.kv, padded.data(), want_row.data(), int64_t(padded.size()));
+                        EXPECT_EQ(std::memcmp(raw.data() + i * stride, want_row.data(), size_t(stride)), 0)
+                            << (dim == c.k_dim() && dev == &k_cache ? "K" : "V") << " row " << i;
+                    }
+                }
+            }
             rows_before += uint32_t(n);
         }
         // The cache rows match the CPU cache (f16: the same rounding of the same values, to one ulp).
         std::vector<float> kc(size_t(rows_before * c.k_dim())), cpu_k(kc.size());
+        if (quant) {  // the device's blocks, dequantised, against the CPU's (inputs computed on each side: a step apart at most)
+            for (auto [dev, dim, stride, is_k] : {std::tuple{&k_cache, c.k_dim(), k_row, true}, std::tuple{&v_cache, c.v_dim(), v_row, false}}) {
+                std::vector<std::byte> raw(static_cast<size_t>(rows_before * stride));
+                dev->download(raw.data(), raw.size());
+                const int64_t nv = ncas::kv_row_values(ac.kv, dim);
+                std::vector<float> g_row(static_cast<size_t>(nv)), c_row(static_cast<size_t>(nv));
+                for (uint32_t j = 0; j < rows_before; ++j) {
+                    const std::byte* cpu_row = is_k ? cache.k_row(layer, j) : cache.v_row(layer, j);
+                    ncas::dequantize_row(ac.kv, raw.data() + j * stride, g_row.data(), nv);
+                    ncas::dequantize_row(ac.kv, cpu_row, c_row.data(), nv);
+                    float amax = 0;
+                    for (float x : c_row) amax = std::max(amax, std::abs(x));
+                    for (int64_t i = 0; i < nv; ++i) EXPECT_NEAR(g_row[size_t(i)], c_row[size_t(i)], amax * 0.15f) << "row " << j << " value " << i;
+                    for (int64_t i = dim; i < nv; ++i) EXPECT_EQ(g_row[size_t(i)], 0.0f) << "padding of row " << j;
+                }
+            }
+        }
         if (ac.kv == weight_type::f32) {
             k_cache.download(kc.data(), kc.size() * 4);
             for (uint32_t j = 0; j < rows_before; ++j)

@@ -130,16 +130,29 @@ inline void route(recorder& r, buffer_view x, buffer_view router, buffer_view ct
 
 // The layer's KV cache on the device.
 struct gpu_cache_layer {
-    buffer_view k, v, pos;  // [n_ctx, k_dim], [n_ctx, v_dim] as f32 or packed f16; positions [L, n_ctx]
-    bool f16 = false;
+    buffer_view k, v, pos;  // [n_ctx, k_dim], [n_ctx, v_dim] as f32, packed f16 or q8_0 / q4_0 rows; positions [L, n_ctx]
+    weight_type type = weight_type::f32;
     uint32_t n_ctx = 0, layer = 0;
 };
 
-// RoPE on q [n, q_dim] in place and on k [n, k_dim]; k and v [n, v_dim] appended to the cache.
+// The kernels' KV_TYPE specialization constant (shaders/kv_blocks.glsl).
+inline uint32_t kv_type_constant(weight_type t) {
+    switch (t) {
+        case weight_type::f32: return 0;
+        case weight_type::f16: return 1;
+        case weight_type::q8_0: return 2;
+        case weight_type::q4_0: return 3;
+        default: throw error("KV cache type " + std::string(type_name(t)) + " is not one the Vulkan backend stores (f32, f16, q8_0, q4_0)");
+    }
+}
+
+// RoPE on q [n, q_dim] in place and on k [n, k_dim]; k and v [n, v_dim] appended to the cache
+// (q8_0 / q4_0: k rotated in place, then kv_quant.comp writes the rows' blocks).
 inline void rope_store(recorder& r, const model_dims& m, buffer_view q, buffer_view k, buffer_view v, buffer_view rope,
                        const gpu_cache_layer& c, buffer_view ctrl, const route_record& rec, uint32_t n_max) {
     const uint32_t widest = uint32_t(std::max({m.q_dim(), m.k_dim(), m.v_dim()}));
-    r.dispatch<shader_id::rope_store>({c.f16 ? 1u : 0u}, {q, k, v, rope, c.k, c.v, c.pos, ctrl},
+    const uint32_t kv = kv_type_constant(c.type);
+    r.dispatch<shader_id::rope_store>({kv}, {q, k, v, rope, c.k, c.v, c.pos, ctrl},
                                       {.q_dim = uint32_t(m.q_dim()),
                                        .k_dim = uint32_t(m.k_dim()),
                                        .v_dim = uint32_t(m.v_dim()),
@@ -149,6 +162,11 @@ inline void rope_store(recorder& r, const model_dims& m, buffer_view q, buffer_v
                                        .n_ctx = c.n_ctx,
                                        .layer = c.layer},
                                       div_up(widest / 2, r.kernels().ctx().workgroup_size()), n_max);
+    if (kv < 2) return;
+    const uint64_t blocks = uint64_t(div_up(uint64_t(m.k_dim()), 32) + div_up(uint64_t(m.v_dim()), 32));
+    r.dispatch<shader_id::kv_quant>({kv}, {k, v, c.k, c.v, ctrl},
+                                    {.k_dim = uint32_t(m.k_dim()), .v_dim = uint32_t(m.v_dim()), .route_at = rec.at},
+                                    div_up(blocks, r.kernels().ctx().workgroup_size()), n_max);
 }
 
 // o [n, attn_dim] = differential attention of q [n, q_dim] over the layer's cache.
@@ -177,7 +195,7 @@ inline void attention(recorder& r, const model_dims& m, buffer_view q, const gpu
                           .lambda = a.lambda,
                           .scale = float(1.0 / std::sqrt(double(m.head_k))),
                           .sub_scale = 1.0f - a.lambda_init};
-    r.dispatch<shader_id::attention>({c.f16 ? 1u : 0u}, {q, c.k, c.v, o, sub_norm, ctrl}, pc, uint32_t(m.n_head), n_max);
+    r.dispatch<shader_id::attention>({kv_type_constant(c.type)}, {q, c.k, c.v, o, sub_norm, ctrl}, pc, uint32_t(m.n_head), n_max);
 }
 
 // Top-k routing of logits [n, E] (n = ctrl[count_at]): per-expert lists in the moe record

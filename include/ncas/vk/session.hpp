@@ -57,7 +57,6 @@ struct session_buffers {
 
     session_buffers(const model_dims& m, int64_t n_ctx, int64_t batch, weight_type kv_type) {
         const uint64_t B = uint64_t(batch), D = uint64_t(m.n_embd), f = 4, ctx = uint64_t(n_ctx);
-        const uint64_t kv_elem = uint64_t(traits_of(kv_type).block_bytes);  // f32 or f16: one value a block
         x = xn = h = B * D * f;
         q = B * uint64_t(m.q_dim()) * f, k = B * uint64_t(m.k_dim()) * f, v = B * uint64_t(m.v_dim()) * f;
         o = B * uint64_t(m.attn_dim()) * f, gate_logits = B * uint64_t(m.n_expert) * f;
@@ -65,7 +64,9 @@ struct session_buffers {
         logits = readback = B * uint64_t(m.n_vocab) * f;
         ctrl = uint64_t(ctrl_layout(m, uint32_t(batch)).words) * 4, dummy = 16;
         cache_pos = uint64_t(m.n_layer) * ctx * 4, rope = 2 * ctx * uint64_t(m.head_k / 2) * 4;
-        k_layer = ctx * uint64_t(m.k_dim()) * kv_elem, v_layer = ctx * uint64_t(m.v_dim()) * kv_elem;
+        // rows as the CPU stores them (q8_0 / q4_0: whole blocks of 32), the layer rounded up to whole words
+        k_layer = div_up(ctx * uint64_t(kv_row_bytes(kv_type, m.k_dim())), 4) * 4;
+        v_layer = div_up(ctx * uint64_t(kv_row_bytes(kv_type, m.v_dim())), 4) * 4;
         n_layer = m.n_layer;
     }
     // All of them (the readback buffer too: host-visible memory, on many devices the same heap).
@@ -91,11 +92,11 @@ inline void check_memory(const device_info& d, uint64_t available, const model_c
         throw error("model '" + m.path() + "' does not fit on Vulkan device '" + d.name + "': it needs " +
                     std::to_string((w + s) >> 20) + " MiB (weights " + std::to_string(w >> 20) + " MiB, cache and buffers " +
                     std::to_string(s >> 20) + " MiB for " + std::to_string(p.n_ctx) + " positions), the device has " +
-                    std::to_string(available >> 20) + " MiB; use a smaller context, an f16 cache, a smaller weight type or " +
+                    std::to_string(available >> 20) + " MiB; use a smaller context, a smaller cache type (f16, q8_0, q4_0), a smaller weight type or " +
                     (stream ? "a smaller expert budget" : "an expert budget (streaming)"));
     if (std::max(b.k_layer, b.v_layer) > d.max_storage_range)
         throw error("Vulkan device '" + d.name + "' cannot bind a " + std::to_string(std::max(b.k_layer, b.v_layer) >> 20) +
-                    " MiB cache layer; use a smaller context or an f16 cache");
+                    " MiB cache layer; use a smaller context or a smaller cache type (f16, q8_0, q4_0)");
 }
 
 class session : public session_base<session, session_params> {
@@ -106,9 +107,7 @@ public:
     session(const model_core& m, session_params p, std::shared_ptr<context> ctx)
         // tokens go in through vkCmdUpdateBuffer (64 KiB): at most 16384 a pass
         : session_base(m, p, 16384), c_(m.config()), ctx_(std::move(ctx)), B_(uint32_t(p_.n_batch)), layout_(c_, B_) {
-        if (p_.kv_type != weight_type::f32 && p_.kv_type != weight_type::f16)
-            throw error("KV cache type " + std::string(type_name(p_.kv_type)) +
-                        " is not implemented on the Vulkan backend yet (f32 or f16; q8_0 and q4_0 run on the CPU)");
+        ops::kv_type_constant(p_.kv_type);  // throws for a type the kernels do not store
         check_memory(ctx_->info(), ctx_->memory_available(), m, p_);
         if (streams_experts(m, p_)) experts_ = std::make_unique<expert_slots>(*ctx_, m, p_);
         kernels_ = std::make_unique<vk::pipelines>(*ctx_);
@@ -208,7 +207,7 @@ private:
         uint32_t D() const { return uint32_t(s.c_.n_embd); }
         ops::gpu_cache_layer cache(const layer_plan& l) const {
             return {*s.k_cache_[size_t(l.index)], *s.v_cache_[size_t(l.index)], *s.cache_pos_,
-                    s.p_.kv_type == weight_type::f16, uint32_t(s.p_.n_ctx), uint32_t(l.index)};
+                    s.p_.kv_type, uint32_t(s.p_.n_ctx), uint32_t(l.index)};
         }
         uint32_t lambda_at = none;  // where the per-token λ_t is (expert-conditional λ), else none
 

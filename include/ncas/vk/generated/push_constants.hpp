@@ -107,6 +107,16 @@ static_assert(offsetof(rope_store_pc, route_at) == 20, "rope_store_pc.route_at: 
 static_assert(offsetof(rope_store_pc, n_ctx) == 24, "rope_store_pc.n_ctx: glslang places it at byte 24");
 static_assert(offsetof(rope_store_pc, layer) == 28, "rope_store_pc.layer: glslang places it at byte 28");
 
+struct kv_quant_pc {  // k (rotated) and v rows of the routed tokens into q8_0 / q4_0 cache blocks
+    uint32_t k_dim;
+    uint32_t v_dim;
+    uint32_t route_at;
+};
+static_assert(sizeof(kv_quant_pc) == 12, "kv_quant_pc: glslang's block is 12 bytes");
+static_assert(offsetof(kv_quant_pc, k_dim) == 0, "kv_quant_pc.k_dim: glslang places it at byte 0");
+static_assert(offsetof(kv_quant_pc, v_dim) == 4, "kv_quant_pc.v_dim: glslang places it at byte 4");
+static_assert(offsetof(kv_quant_pc, route_at) == 8, "kv_quant_pc.route_at: glslang places it at byte 8");
+
 struct attention_pc {  // both softmax maps in one pass over the layer's cache
     uint32_t n_head;
     uint32_t group;         // H / Hkv

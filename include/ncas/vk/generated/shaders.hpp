@@ -9,6 +9,7 @@
 #include "ncas/vk/generated/spirv_attention.hpp"
 #include "ncas/vk/generated/spirv_embed.hpp"
 #include "ncas/vk/generated/spirv_ffn_act.hpp"
+#include "ncas/vk/generated/spirv_kv_quant.hpp"
 #include "ncas/vk/generated/spirv_kv_truncate.hpp"
 #include "ncas/vk/generated/spirv_matmul.hpp"
 #include "ncas/vk/generated/spirv_matvec.hpp"
@@ -26,6 +27,7 @@ enum class shader_id : uint32_t {
     attention,
     embed,
     ffn_act,
+    kv_quant,
     kv_truncate,
     matmul,
     matvec,
@@ -36,7 +38,7 @@ enum class shader_id : uint32_t {
     rope_store,
     route,
 };
-inline constexpr std::size_t shader_count = 12;
+inline constexpr std::size_t shader_count = 13;
 
 namespace spirv {
 
@@ -50,6 +52,7 @@ inline constexpr shader_info shader_table[] = {
     {"attention", 6, 1, 56},  // attention_pc
     {"embed", 3, 1, 12},  // embed_pc
     {"ffn_act", 3, 0, 16},  // ffn_act_pc
+    {"kv_quant", 5, 1, 12},  // kv_quant_pc
     {"kv_truncate", 2, 0, 16},  // kv_truncate_pc
     {"matmul", 4, 3, 36},  // matmul_pc
     {"matvec", 4, 1, 36},  // matmul_pc
@@ -76,6 +79,7 @@ inline constexpr shader_code all_shaders[] = {
     {shader_id::embed, false, false, embed},
     {shader_id::embed, false, true, embed_ss},
     {shader_id::ffn_act, false, false, ffn_act},
+    {shader_id::kv_quant, false, false, kv_quant},
     {shader_id::kv_truncate, false, false, kv_truncate},
     {shader_id::matmul, false, false, matmul},
     {shader_id::matmul, false, true, matmul_ss},
@@ -108,6 +112,10 @@ struct push_constants_for<shader_id::embed> {
 template <>
 struct push_constants_for<shader_id::ffn_act> {
     using type = ffn_act_pc;
+};
+template <>
+struct push_constants_for<shader_id::kv_quant> {
+    using type = kv_quant_pc;
 };
 template <>
 struct push_constants_for<shader_id::kv_truncate> {
@@ -151,6 +159,7 @@ using push_constants_of = typename push_constants_for<S>::type;
 static_assert(sizeof(push_constants_of<shader_id::attention>) == spirv::info(shader_id::attention).push_bytes);
 static_assert(sizeof(push_constants_of<shader_id::embed>) == spirv::info(shader_id::embed).push_bytes);
 static_assert(sizeof(push_constants_of<shader_id::ffn_act>) == spirv::info(shader_id::ffn_act).push_bytes);
+static_assert(sizeof(push_constants_of<shader_id::kv_quant>) == spirv::info(shader_id::kv_quant).push_bytes);
 static_assert(sizeof(push_constants_of<shader_id::kv_truncate>) == spirv::info(shader_id::kv_truncate).push_bytes);
 static_assert(sizeof(push_constants_of<shader_id::matmul>) == spirv::info(shader_id::matmul).push_bytes);
 static_assert(sizeof(push_constants_of<shader_id::matvec>) == spirv::info(shader_id::matvec).push_bytes);
