@@ -210,21 +210,25 @@ asan() {
     cp build/asan/Testing/Temporary/LastTest.log build/asan/ctest-detail.log
     ASAN_OPTIONS=detect_leaks=0 ctest --test-dir build/asan --output-on-failure -R '^cli$' | tee build/asan/ctest-cli.log
     local n=$(($(ctest_count build/asan/ctest.log) + $(ctest_count build/asan/ctest-cli.log)))
-    # The vk tests one process per executable, not one per test (each starts an instance).
-    local exe pids=() rc=0 i
+    # The vk tests two processes per executable (gtest's shards), not one per test (each
+    # starts an instance): test_vk_models alone is minutes under ASan and validation.
+    local exe pids=() rc=0 i log shard
     for exe in build/asan/tests/vk/test_vk_*; do
-        [ -x "$exe" ] || continue
-        NCAS_VK_VALIDATION=1 ASAN_OPTIONS=detect_leaks=0 "$exe" >"$exe.log" 2>&1 &
-        pids+=("$!:$exe")
+        [ -x "$exe" ] && [ "${exe%.log}" = "$exe" ] || continue
+        for shard in 0 1; do
+            GTEST_TOTAL_SHARDS=2 GTEST_SHARD_INDEX=$shard NCAS_VK_VALIDATION=1 ASAN_OPTIONS=detect_leaks=0 \
+                "$exe" >"$exe.$shard.log" 2>&1 &
+            pids+=("$!:$exe.$shard.log")
+        done
     done
     for i in "${pids[@]}"; do
-        exe=${i#*:}
+        log=${i#*:}
         if wait "${i%%:*}"; then
-            echo "ok   $exe: $(grep -E '^\[  PASSED  \]' "$exe.log")"
-            n=$((n + $(sed -n 's/^\[  PASSED  \] \([0-9]*\) tests\{0,1\}\.$/\1/p' "$exe.log" | grep . || echo 0)))
+            echo "ok   ${log%.log}: $(grep -E '^\[  PASSED  \]' "$log")"
+            n=$((n + $(sed -n 's/^\[  PASSED  \] \([0-9]*\) tests\{0,1\}\.$/\1/p' "$log" | grep . || echo 0)))
         else
-            cat "$exe.log"
-            echo "FAIL $exe (log: $exe.log)"
+            cat "$log"
+            echo "FAIL ${log%.log} (log: $log)"
             rc=1
         fi
     done
@@ -369,6 +373,17 @@ arm64() {
             fi
         done
     done
+    # ncas quantize on ARM64 writes the numpy quantiser's bytes (GCC fuses x·id + 8.5 into an
+    # FMA there unless told not to): tests/test_quantize.sh with the aarch64 CLI through qemu.
+    printf '#!/bin/sh\nexec %s -cpu max %s "$@"\n' "${qemu[*]}" "$PWD/$b/examples/ncas" >"$b/ncas-qemu"
+    chmod +x "$b/ncas-qemu"
+    if bash tests/test_quantize.sh "$b/ncas-qemu" tests/data/tiny >"$b/quantize.log" 2>&1; then
+        echo "ok   ncas quantize under qemu: $(grep -c '^ok' "$b/quantize.log") checks (tests/test_quantize.sh)"
+    else
+        grep -E '^FAIL' "$b/quantize.log"
+        echo "FAIL: ncas quantize under qemu (log: $b/quantize.log)"
+        rc=1
+    fi
     n=$(cat "$b"/test_*.log "$b"/kernels_*.log | grep -cE '^\[       OK \]' || true)
     ran arm64 "$floor_arm64" "$n" "$b/kernels.log"
     return "$rc"
