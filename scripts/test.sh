@@ -16,7 +16,7 @@
 #   asan       CMake -DNCAS_SANITIZE=ON (ASan + UBSan, -O1, asserts on): every test but the RSS bound
 #   server     tests/server (node:test with the official openai npm client, `npm ci` from its lockfile)
 #              against `ncas serve` of the release build, then against the asan build's (a smaller load);
-#              about 20s (npm ci 9s, each build's 22 tests 5s; measured on the loaded 2-core machine)
+#              about 10-20s (npm ci ~9s, each build's 22 tests ~5s)
 #   meson      Meson build (release), meson test
 #   install    tests/install/run.sh: install with CMake and with Meson, build and run a consumer against each 3 ways
 #              (plus header-only), each running the kernels release's `ncas` CLI chooses
@@ -25,15 +25,16 @@
 #              test_models, test_tokenizer, test_demo and the CLI only, run under qemu-aarch64: the
 #              kernel parity harness at neon, dotprod and i8mm, detection on three CPU models, the
 #              tiny-model goldens, the tokenizer, the demo's greedy tokens, the CLI's greedy text
-#              at every level against the x86 release CLI's, and nm on the ARM per-ISA objects
+#              at every level against the x86 release CLI's, ncas quantize's bytes against the
+#              numpy quantiser (tests/test_quantize.sh through qemu), and nm on the ARM per-ISA objects
 #
-# Measured from a clean clone (commit 67b33c1, 2026-12-07) on the 2-core
-# development machine (AMD EPYC Zen 3, nothing else running), deps already installed:
-#   lists 0s, layers 0s, release 307s, symbols 0s, asan 700s, meson 306s, install 138s,
-#   reference 1s: total 24m12s (most of it compiling). arm64 (added at c45281c): 834s from an
-#   empty build/arm64 on the same 2 cores shared with other builds (load ~10), its 19 cross-compiled
-#   translation units most of it; not yet timed on an idle machine. Earlier (commit e2fc1ee, before the
-#   layers/symbols stages and the installed kernels library): 18m17s.
+# Measured from a clean clone (commit 8c086b3, 2026-12-07) on the 2-core development
+# machine (AMD EPYC Zen 3, nothing else running), deps already installed: lists 1s,
+# layers 0s, release 316s (475 tests), symbols 0s, asan 531s (470), server 10s, meson 344s
+# (23 programs), install 161s, reference 1s, arm64 152s (182 gtests under qemu, and the
+# CLI/quantize checks): total 25m16s, most of it compiling. Before (67b33c1, without the
+# server and arm64 stages): 24m12s; the CLI as one translation unit and -g1 in asan paid
+# for the new stages.
 #
 # Every ctest/meson stage sets the build options it needs (tests and examples on: a
 # folder configured before, e.g. by scripts/demo.sh with tests off, is reconfigured)
@@ -51,18 +52,18 @@ failed=()
 counts=$(mktemp -d)
 trap 'rm -rf "$counts"' EXIT
 
-# The fewest tests each stage may run, a little under the counts of 5029002 on the
-# AVX2 development machine with lavapipe: release 401 ctest tests (2 kernel ISA tables,
-# 4 Vulkan device configurations); asan about 397 (219 ctest tests, cli, and the Vulkan
-# executables' 177 gtests that do not skip); meson 17 test programs. An AVX-512 machine
-# runs more. To raise a floor when tests are added: read the stage's count in the
-# summary of a full run and set the floor a little under it.
-floor_release=380
-floor_asan=375
-floor_meson=15
-# arm64: gtest cases passed under qemu (test_kernels without scalar, test_models,
-# test_tokenizer, test_demo's greedy/prompt tests): 158 at c45281c.
-floor_arm64=150
+# The fewest tests each stage may run, a little under the counts of 8c086b3 on the
+# AVX2 development machine with lavapipe: release 475 ctest tests (2 kernel ISA tables,
+# 4 Vulkan device configurations); asan 470 (ctest tests, cli, and the Vulkan
+# executables' gtests that do not skip); meson 23 test programs; arm64 182 gtest cases
+# passed under qemu (test_kernels without scalar, test_models, test_tokenizer,
+# test_demo's greedy/prompt tests). An AVX-512 machine runs more. To raise a floor when
+# tests are added: read the stage's count in the summary of a full run and set the floor
+# a little under it.
+floor_release=460
+floor_asan=455
+floor_meson=21
+floor_arm64=170
 
 # stage NAME FUNCTION: runs FUNCTION with errexit in a subshell; records the outcome and time.
 stage() {

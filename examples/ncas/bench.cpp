@@ -265,7 +265,7 @@ int run_bench(int argc, char** argv) {
     p.option("--gen", gen, "N", "decode tokens", bounds<int64_t>{1});
     p.option("--bw-mib", bw_mib, "N", "size of the bandwidth test buffer in MiB", bounds<int64_t>{64});
     p.flag("--skip-machine", skip_machine, "do not measure bandwidth and peak rates (--backend vulkan: the device's bandwidth)");
-    p.option("--isa", isa_name_s, "ISA", "force the CPU kernels: scalar, avx2, avx512 or avx512vnni");
+    p.option("--isa", isa_name_s, "ISA", "force the CPU kernels: scalar, avx2, avx512, avx512vnni (x86-64); neon, dotprod, i8mm (ARM64)");
     p.option("--json", json_path, "FILE", "also write the results as JSON");
     p.option("-d --depth", depth_list, "N[,N...]",
              "then, for each --kv-type of the list and each depth N: prefill N synthetic tokens (tok/s and GFLOP/s with "

@@ -118,10 +118,10 @@ struct model_options {
         p.option("-b --batch", batch, "N", "tokens per forward pass in prefill", bounds<int64_t>{1});
         if (kv_type_list)
             p.option("--kv-type", kv_type, "LIST",
-                     "KV cache types, comma-separated: f32, f16, q8_0, q4_0 (q8_0, q4_0: ggml blocks, CPU backend)");
+                     "KV cache types, comma-separated: f32, f16, q8_0, q4_0 (q8_0, q4_0: ggml blocks of 32 along each cache row)");
         else
             p.choice("--kv-type", kv_type, {"f32", "f16", "q8_0", "q4_0"},
-                     "KV cache type (q8_0, q4_0: ggml blocks, CPU backend)");
+                     "KV cache type (q8_0, q4_0: ggml blocks of 32 along each cache row)");
         p.choice("--backend", backend, backend_names(),
                  std::string("where the model runs") + (vulkan_available() ? "" : " (this ncas was built without Vulkan)"));
         p.option("--device", device, "N", "Vulkan device index (see --list-devices)", bounds<int>{0, 1 << 16});
