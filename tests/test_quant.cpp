@@ -182,9 +182,12 @@ TEST(q6_k, block_layout_by_hand) {
     EXPECT_EQ(y[128 + 64 + 1], 0.5f * float(12 - 8) * float(0x00 - 32));
 }
 
-TEST(q4_k, same_bytes_as_numpy_and_round_trip) {
+// Q4_K and Q5_K (scale and min per 32-value sub-block, `steps` quant levels - 1):
+// the numpy quantiser's bytes from tests/data/quant/FILE, and the round-trip bound.
+template <class Block, class Quantize, class Dequantize>
+void check_k_min(const std::string& file, Quantize quantize, Dequantize dequantize, int steps, double max_rms) {
     const std::string path = q6k_data_path().substr(0, q6k_data_path().size() - std::string("q6_k_cases.bin").size()) +
-                             "q4_k_cases.bin";
+                             file;
     std::FILE* f = std::fopen(path.c_str(), "rb");
     ASSERT_NE(f, nullptr) << path;
     uint32_t rows = 0, n = 0;
@@ -195,65 +198,37 @@ TEST(q4_k, same_bytes_as_numpy_and_round_trip) {
     const size_t nb = n / ncas::qk_k;
     for (uint32_t r = 0; r < rows; ++r) {
         std::vector<float> x(n), y(n);
-        std::vector<ncas::block_q4_K> want(nb), got(nb);
+        std::vector<Block> want(nb), got(nb);
         ASSERT_EQ(std::fread(x.data(), 4, n, f), n);
-        ASSERT_EQ(std::fread(want.data(), sizeof(ncas::block_q4_K), nb, f), nb);
-        ncas::quantize_row_q4_k(x.data(), got.data(), n);
+        ASSERT_EQ(std::fread(want.data(), sizeof(Block), nb, f), nb);
+        quantize(x.data(), got.data(), n);
         for (size_t b = 0; b < nb; ++b)
             EXPECT_EQ(std::memcmp(&got[b], &want[b], sizeof got[b]), 0) << "row " << r << " block " << b;
         // Round trip: every value within 1.5 steps of its 32-value sub-block's
-        // range / 15, plus the rounding of the 6-bit scale (d/2 per step, 15
-        // steps) and of the 6-bit min (dmin/2); RMS under 15% of the row's.
-        ncas::dequantize_row_q4_k(got.data(), y.data(), n);
+        // range / steps, plus the rounding of the 6-bit scale (d/2 per step) and
+        // of the 6-bit min (dmin/2); RMS under max_rms of the row's.
+        dequantize(got.data(), y.data(), n);
         double se = 0, sx = 0;
         for (size_t k = 0; k < size_t(n); ++k) {
             const size_t s0 = k / 32 * 32;
             float lo = 0, hi = 0;
             for (size_t i = s0; i < s0 + 32; ++i) lo = std::min(lo, x[i]), hi = std::max(hi, x[i]);
             const float d = ncas::f16_to_f32(got[k / 256].d), dmin = ncas::f16_to_f32(got[k / 256].dmin);
-            EXPECT_LE(std::fabs(y[k] - x[k]), (hi - lo) / 15.f * 1.5f + 7.5f * d + 0.5f * dmin + 1e-30f)
+            EXPECT_LE(std::fabs(y[k] - x[k]), (hi - lo) / float(steps) * 1.5f + 0.5f * float(steps) * d + 0.5f * dmin + 1e-30f)
                 << "row " << r << " value " << k;
             se += double(y[k] - x[k]) * (y[k] - x[k]);
             sx += double(x[k]) * x[k];
         }
-        if (sx > 0) { EXPECT_LT(std::sqrt(se / sx), 0.15) << "row " << r; }
+        if (sx > 0) { EXPECT_LT(std::sqrt(se / sx), max_rms) << "row " << r; }
     }
     std::fclose(f);
 }
 
+
+TEST(q4_k, same_bytes_as_numpy_and_round_trip) {
+    check_k_min<ncas::block_q4_K>("q4_k_cases.bin", ncas::quantize_row_q4_k, ncas::dequantize_row_q4_k, 15, 0.15);
+}
+
 TEST(q5_k, same_bytes_as_numpy_and_round_trip) {
-    const std::string path = q6k_data_path().substr(0, q6k_data_path().size() - std::string("q6_k_cases.bin").size()) +
-                             "q5_k_cases.bin";
-    std::FILE* f = std::fopen(path.c_str(), "rb");
-    ASSERT_NE(f, nullptr) << path;
-    uint32_t rows = 0, n = 0;
-    ASSERT_EQ(std::fread(&rows, 4, 1, f), 1u);
-    ASSERT_EQ(std::fread(&n, 4, 1, f), 1u);
-    ASSERT_EQ(n % ncas::qk_k, 0u);
-    ASSERT_GE(rows, 5u);
-    const size_t nb = n / ncas::qk_k;
-    for (uint32_t r = 0; r < rows; ++r) {
-        std::vector<float> x(n), y(n);
-        std::vector<ncas::block_q5_K> want(nb), got(nb);
-        ASSERT_EQ(std::fread(x.data(), 4, n, f), n);
-        ASSERT_EQ(std::fread(want.data(), sizeof(ncas::block_q5_K), nb, f), nb);
-        ncas::quantize_row_q5_k(x.data(), got.data(), n);
-        for (size_t b = 0; b < nb; ++b)
-            EXPECT_EQ(std::memcmp(&got[b], &want[b], sizeof got[b]), 0) << "row " << r << " block " << b;
-        // Round trip as for Q4_K with 31 steps; RMS under 8% of the row's.
-        ncas::dequantize_row_q5_k(got.data(), y.data(), n);
-        double se = 0, sx = 0;
-        for (size_t k = 0; k < size_t(n); ++k) {
-            const size_t s0 = k / 32 * 32;
-            float lo = 0, hi = 0;
-            for (size_t i = s0; i < s0 + 32; ++i) lo = std::min(lo, x[i]), hi = std::max(hi, x[i]);
-            const float d = ncas::f16_to_f32(got[k / 256].d), dmin = ncas::f16_to_f32(got[k / 256].dmin);
-            EXPECT_LE(std::fabs(y[k] - x[k]), (hi - lo) / 31.f * 1.5f + 15.5f * d + 0.5f * dmin + 1e-30f)
-                << "row " << r << " value " << k;
-            se += double(y[k] - x[k]) * (y[k] - x[k]);
-            sx += double(x[k]) * x[k];
-        }
-        if (sx > 0) { EXPECT_LT(std::sqrt(se / sx), 0.08) << "row " << r; }
-    }
-    std::fclose(f);
+    check_k_min<ncas::block_q5_K>("q5_k_cases.bin", ncas::quantize_row_q5_k, ncas::dequantize_row_q5_k, 31, 0.08);
 }
