@@ -22,7 +22,7 @@
 
 namespace ncas {
 
-enum class weight_type : uint32_t { f32 = 0, f16 = 1, q4_0 = 2, q8_0 = 8, bf16 = 30 };
+enum class weight_type : uint32_t { f32 = 0, f16 = 1, q4_0 = 2, q8_0 = 8, q4_k = 12, q5_k = 13, q6_k = 14, bf16 = 30 };
 
 inline constexpr int64_t quant_block = 32;  // values per Q8_0 / Q4_0 block
 
@@ -35,6 +35,34 @@ struct block_q4_0 {
     uint8_t qs[quant_block / 2];
 };
 static_assert(sizeof(block_q8_0) == 34 && sizeof(block_q4_0) == 18, "ggml block layouts");
+
+// K-quant super-blocks of 256 values (layouts and rounding: the K-quant section below).
+inline constexpr int64_t qk_k = 256;
+
+struct block_q6_K {
+    uint8_t ql[qk_k / 2];
+    uint8_t qh[qk_k / 4];
+    int8_t scales[qk_k / 16];
+    uint16_t d;
+};
+static_assert(sizeof(block_q6_K) == 210, "ggml block_q6_K layout");
+
+struct block_q4_K {
+    uint16_t d;
+    uint16_t dmin;
+    uint8_t scales[12];
+    uint8_t qs[qk_k / 2];
+};
+static_assert(sizeof(block_q4_K) == 144, "ggml block_q4_K layout");
+
+struct block_q5_K {
+    uint16_t d;
+    uint16_t dmin;
+    uint8_t scales[12];
+    uint8_t qh[qk_k / 8];
+    uint8_t qs[qk_k / 2];
+};
+static_assert(sizeof(block_q5_K) == 176, "ggml block_q5_K layout");
 
 struct type_traits {
     std::string_view name;
@@ -50,12 +78,18 @@ constexpr std::optional<type_traits> traits_of(uint32_t id) {
         case weight_type::bf16: return type_traits{"BF16", 1, 2};
         case weight_type::q8_0: return type_traits{"Q8_0", quant_block, sizeof(block_q8_0)};
         case weight_type::q4_0: return type_traits{"Q4_0", quant_block, sizeof(block_q4_0)};
+        case weight_type::q4_k: return type_traits{"Q4_K", qk_k, sizeof(block_q4_K)};
+        case weight_type::q5_k: return type_traits{"Q5_K", qk_k, sizeof(block_q5_K)};
+        case weight_type::q6_k: return type_traits{"Q6_K", qk_k, sizeof(block_q6_K)};
     }
     return std::nullopt;
 }
 
 constexpr type_traits traits_of(weight_type t) { return *traits_of(static_cast<uint32_t>(t)); }
 constexpr std::string_view type_name(weight_type t) { return traits_of(t).name; }
+constexpr bool is_k_quant(weight_type t) {
+    return t == weight_type::q4_k || t == weight_type::q5_k || t == weight_type::q6_k;
+}
 
 // Bytes of a row of n values; n must be a whole number of blocks (checked by the loader).
 constexpr int64_t row_bytes(weight_type t, int64_t n) {
@@ -140,6 +174,14 @@ constexpr uint16_t f32_to_bf16(float f) {
 
 // ---- rows ---------------------------------------------------------------
 
+// The K-quant rows (defined with their algorithms below).
+inline void quantize_row_q4_k(const float* x, block_q4_K* y, int64_t n);
+inline void quantize_row_q5_k(const float* x, block_q5_K* y, int64_t n);
+inline void quantize_row_q6_k(const float* x, block_q6_K* y, int64_t n);
+inline void dequantize_row_q4_k(const block_q4_K* x, float* y, int64_t n);
+inline void dequantize_row_q5_k(const block_q5_K* x, float* y, int64_t n);
+inline void dequantize_row_q6_k(const block_q6_K* x, float* y, int64_t n);
+
 // Dequantises n values (n a multiple of the type's block) from src into dst.
 inline void dequantize_row(weight_type t, const void* src, float* dst, int64_t n) {
     switch (t) {
@@ -173,6 +215,9 @@ inline void dequantize_row(weight_type t, const void* src, float* dst, int64_t n
             }
             return;
         }
+        case weight_type::q4_k: return dequantize_row_q4_k(static_cast<const block_q4_K*>(src), dst, n);
+        case weight_type::q5_k: return dequantize_row_q5_k(static_cast<const block_q5_K*>(src), dst, n);
+        case weight_type::q6_k: return dequantize_row_q6_k(static_cast<const block_q6_K*>(src), dst, n);
     }
 }
 
@@ -222,6 +267,9 @@ inline void quantize_row(weight_type t, const float* src, void* dst, int64_t n) 
             }
             return;
         }
+        case weight_type::q4_k: return quantize_row_q4_k(src, static_cast<block_q4_K*>(dst), n);
+        case weight_type::q5_k: return quantize_row_q5_k(src, static_cast<block_q5_K*>(dst), n);
+        case weight_type::q6_k: return quantize_row_q6_k(src, static_cast<block_q6_K*>(dst), n);
     }
 }
 
@@ -231,40 +279,13 @@ inline void quantize_row(weight_type t, const float* src, void* dst, int64_t n) 
 // scale search), quantize_row_q4_K_ref and quantize_row_q5_K_ref
 // (make_qkx2_quants' scale and min search), and their dequantisations, every operation in float32 in ggml's
 // order (tools/kquants.py, numpy written from the same published algorithm,
-// gives the same bytes; tests/test_quant.cpp). Not weight_types yet: no
-// matmul kernels read them so far.
+// gives the same bytes; tests/test_quant.cpp). Weight types that files may
+// hold; the engine's matmul kernels do not read them yet (the loader says so).
 //   Q6_K  256 values: ql[128] low 4 bits, qh[64] high 2 bits, int8 scales[16]
 //         (one per 16 values), f16 d;  x = d * scales[j] * (q - 32)
 //   Q4_K  256 values: f16 d, f16 dmin, scales[12] (8 six-bit scales and 8
 //         six-bit mins, one pair per 32 values), qs[128];  x = d*sc*q - dmin*m
 //   Q5_K  as Q4_K with 5-bit quants: qh[32] (the 5th bits) before qs[128]
-
-inline constexpr int64_t qk_k = 256;
-
-struct block_q6_K {
-    uint8_t ql[qk_k / 2];
-    uint8_t qh[qk_k / 4];
-    int8_t scales[qk_k / 16];
-    uint16_t d;
-};
-static_assert(sizeof(block_q6_K) == 210, "ggml block_q6_K layout");
-
-struct block_q4_K {
-    uint16_t d;
-    uint16_t dmin;
-    uint8_t scales[12];
-    uint8_t qs[qk_k / 2];
-};
-static_assert(sizeof(block_q4_K) == 144, "ggml block_q4_K layout");
-
-struct block_q5_K {
-    uint16_t d;
-    uint16_t dmin;
-    uint8_t scales[12];
-    uint8_t qh[qk_k / 8];
-    uint8_t qs[qk_k / 2];
-};
-static_assert(sizeof(block_q5_K) == 176, "ggml block_q5_K layout");
 
 namespace kquant {
 
