@@ -93,6 +93,29 @@ TEST(q4_0, block_by_hand) {
     EXPECT_EQ(y[31], 0.0f);
 }
 
+// A block with a NaN or an infinity (a KV cache row of a corrupt model or state) reads
+// back as NaN, whole, and leaves its neighbours as they were; rounding NaN to an integer
+// is undefined behaviour (UBSan: fuzz_state's finding, tests/data/fuzz/state/regress_nan_cache_q8_0).
+TEST(q8_0_q4_0, nonfinite_block_reads_back_nan) {
+    for (const weight_type t : {weight_type::q8_0, weight_type::q4_0})
+        for (const float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                                -std::numeric_limits<float>::infinity()}) {
+            std::vector<float> x(3 * quant_block);
+            for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(float(i)) * 3.0f;
+            std::vector<float> clean_out(x.size()), out(x.size());
+            std::vector<std::byte> q(size_t(row_bytes(t, int64_t(x.size()))));
+            quantize_row(t, x.data(), q.data(), int64_t(x.size()));
+            dequantize_row(t, q.data(), clean_out.data(), int64_t(x.size()));
+            x[quant_block + 5] = bad;
+            quantize_row(t, x.data(), q.data(), int64_t(x.size()));
+            dequantize_row(t, q.data(), out.data(), int64_t(x.size()));
+            for (int64_t i = 0; i < int64_t(x.size()); ++i) {
+                if (i / quant_block == 1) EXPECT_TRUE(std::isnan(out[size_t(i)])) << type_name(t) << " value " << i;
+                else EXPECT_EQ(out[size_t(i)], clean_out[size_t(i)]) << type_name(t) << " value " << i;
+            }
+        }
+}
+
 TEST(types, sizes_and_names) {
     EXPECT_EQ(row_bytes(weight_type::q4_0, 64), 36);
     EXPECT_EQ(row_bytes(weight_type::q8_0, 64), 68);

@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -221,8 +222,22 @@ inline void dequantize_row(weight_type t, const void* src, float* dst, int64_t n
     }
 }
 
+// A Q8_0 / Q4_0 block of 32 values with a NaN or an infinity (ggml's reference
+// rounds NaN to an integer: undefined behaviour) gets scale NaN and zero quants,
+// so it reads back as NaN and the fault reaches the logits (where the sampler
+// refuses it). Files never hold such blocks (`ncas quantize` refuses non-finite
+// weights); a KV cache row does when a corrupt model or state makes NaN activations.
+inline bool nonfinite_block(const float* x, uint16_t& d, void* quants, size_t quant_bytes) {
+    float zero = 0.0f;  // Σ x·0: NaN when any value is NaN or infinite
+    for (int j = 0; j < quant_block; ++j) zero += x[j] * 0.0f;
+    if (zero == 0.0f) return false;
+    d = f32_to_f16(std::numeric_limits<float>::quiet_NaN());
+    std::memset(quants, 0, quant_bytes);
+    return true;
+}
+
 // Quantises n f32 values into blocks of type t with ggml's rounding (used by
-// tests and by the synthetic-model generator of the benchmark).
+// the KV cache, `ncas quantize`, tests and the synthetic-model generator of the benchmark).
 inline void quantize_row(weight_type t, const float* src, void* dst, int64_t n) {
     switch (t) {
         case weight_type::f32: std::memcpy(dst, src, size_t(n) * 4); return;
@@ -239,6 +254,7 @@ inline void quantize_row(weight_type t, const float* src, void* dst, int64_t n) 
         case weight_type::q8_0: {
             auto* b = static_cast<block_q8_0*>(dst);
             for (int64_t i = 0; i < n / quant_block; ++i, src += quant_block) {
+                if (nonfinite_block(src, b[i].d, b[i].q, sizeof b[i].q)) continue;
                 float amax = 0;
                 for (int j = 0; j < quant_block; ++j) amax = std::max(amax, std::abs(src[j]));
                 const float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
@@ -250,6 +266,7 @@ inline void quantize_row(weight_type t, const float* src, void* dst, int64_t n) 
         case weight_type::q4_0: {
             auto* b = static_cast<block_q4_0*>(dst);
             for (int64_t i = 0; i < n / quant_block; ++i, src += quant_block) {
+                if (nonfinite_block(src, b[i].d, b[i].qs, sizeof b[i].qs)) continue;
                 float amax = 0, max = 0;  // the value of largest magnitude, with its sign
                 for (int j = 0; j < quant_block; ++j)
                     if (std::abs(src[j]) > amax) { amax = std::abs(src[j]); max = src[j]; }
