@@ -25,7 +25,7 @@ seconds=${1:-60}
 shift || true
 runs=0
 if [[ "${1:-}" =~ ^[0-9]+$ ]]; then runs=$1; shift; fi
-all=(gguf tokenizer sampler)
+all=(gguf tokenizer sampler state server_request)
 harnesses=("$@")
 [ "$#" -gt 0 ] || harnesses=("${all[@]}")
 clangxx=${CLANGXX:-clang++-14}
