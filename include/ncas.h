@@ -43,6 +43,10 @@ typedef struct ncas_sampler ncas_sampler;
 NCAS_API const char *ncas_version(void);
 /* The message of the calling thread's last failure ("" when none). */
 NCAS_API const char *ncas_last_error(void);
+/* The CPU kernels this process runs ("avx2", "avx512vnni", "neon", ..., "scalar"):
+ * the best level of this CPU that libncas holds, or the one NCAS_ISA names
+ * (NULL and the last error when NCAS_ISA names one this CPU does not run). */
+NCAS_API const char *ncas_cpu_kernels(void);
 
 /* ---- model ---- */
 NCAS_API ncas_model *ncas_model_load(const char *path);
@@ -66,7 +70,7 @@ typedef struct ncas_session_params {
     int32_t n_ctx;     /* 0: the model's */
     int32_t n_threads; /* 0: all cores */
     int32_t n_batch;   /* tokens per forward pass in prefill */
-    const char *kv_type; /* "f32" or "f16"; NULL: f32 */
+    const char *kv_type; /* "f32", "f16", "q8_0" or "q4_0"; NULL: f32 */
 } ncas_session_params;
 
 NCAS_API ncas_session_params ncas_session_default_params(void);

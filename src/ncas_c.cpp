@@ -122,6 +122,9 @@ extern "C" {
 
 const char* ncas_version(void) { return NCAS_VERSION; }
 const char* ncas_last_error(void) { return last_error.c_str(); }
+const char* ncas_cpu_kernels(void) {  // NULL when NCAS_ISA names a level this CPU or libncas lacks
+    return guard(static_cast<const char*>(nullptr), [] { return ncas::cpu::isa_name(ncas::cpu::kernels().id).data(); });
+}
 
 ncas_model* ncas_model_load(const char* path) {
     return guard<>(static_cast<ncas_model*>(nullptr), [&] {

@@ -312,6 +312,12 @@ expect "bench --depth with a list of KV types" 0 '^depth 24 +kv Q4_0 +decode +[0
     --json "$tmp/depth.json"
 "$py" -c 'import json, sys; r = json.load(open(sys.argv[1])); sys.exit(not (len(r) == 6 and all(x["decode_tps"] > 0 for x in r) and r[1]["kv_bytes_per_token"] > r[3]["kv_bytes_per_token"] > r[5]["kv_bytes_per_token"] > 0 and r[1]["prefill_gflops"] > 0))' "$tmp/depth.json.depth.json"
 check "bench --depth writes one JSON row per type and depth, KV bytes f16 > q8_0 > q4_0" $? "$(head -c 600 "$tmp/out")"
+expect "bench --depth-fill random: decode at depth without the prefill" 0 'cache filled with random rows \(--depth-fill random\): no prefill' \
+    "$ncas" bench --model "$data/base_q8_0.gguf" --prompt 4 --gen 4 --depth 24 --kv-type f16 --skip-machine -t 1 \
+    --depth-fill random --json "$tmp/fill.json"
+# Its KV bytes a token (rows spread over the layers as a prefill keeps them) near the prefilled run's (MoD routing differs).
+"$py" -c 'import json, sys; r = json.load(open(sys.argv[1]))[0]; p = json.load(open(sys.argv[2]))[1]; sys.exit(not (r["depth_fill"] == "random" and r["prefill_tps"] == 0 and r["decode_tps"] > 0 and 0.5 < r["kv_bytes_per_token"] / p["kv_bytes_per_token"] < 2))' "$tmp/fill.json.depth.json" "$tmp/depth.json.depth.json"
+check "bench --depth-fill random reads as many KV bytes a token as a prefilled cache, within 2x" $? "$(head -c 600 "$tmp/out")"
 expect "bench --depth past the context" 1 'depth 100 \+ --gen exceed the model.s context of 64' \
     "$ncas" bench --model "$data/base_q8_0.gguf" --prompt 4 --gen 4 --depth 100 --skip-machine -t 1
 expect "bench --kv-type list with a bad type" 2 "'bf16' is not one of" \

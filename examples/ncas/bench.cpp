@@ -26,6 +26,7 @@
 #include "common.hpp"
 #include "ncas/cpu/probes.hpp"
 #include "ncas/memory/page_cache.hpp"
+#include "ncas/state.hpp"
 #include "synthetic.hpp"
 
 namespace ncas::cli {
@@ -131,14 +132,57 @@ work account(const model_core& m, const run_stats& s, int64_t logit_rows) {
     return out;
 }
 
+// --depth-fill random: the share of tokens each layer keeps (mixture-of-depths
+// routers skip some), measured on a prefill of 256 synthetic tokens.
+std::vector<double> kept_shares(const model_options& mo, const model& m) {
+    const model_config& c = m.config();
+    session_params p = mo.params(m);
+    p.n_ctx = std::min<int64_t>(c.n_ctx, 256);
+    const std::unique_ptr<any_session> s = mo.make_session(m, p);
+    std::mt19937 rng(12345u);
+    std::vector<int32_t> ids(size_t(p.n_ctx - 1));
+    for (auto& t : ids) t = int32_t(rng() % uint32_t(c.n_vocab));
+    s->reset_stats();
+    s->prefill(ids);
+    std::vector<double> share(size_t(c.n_layer));
+    for (int64_t l = 0; l < c.n_layer; ++l) share[size_t(l)] = double(s->stats().tokens_kept[size_t(l)]) / double(ids.size());
+    return share;
+}
+
+// --depth-fill random: the CPU session's cache as a prefill of `depth` tokens leaves it
+// (layer l holds share[l]·depth rows at evenly spread positions), the rows random values
+// stored in the cache's type (rounded as a prefill's would be); the session then holds
+// `depth` tokens. Decode reads such a cache as fast as a real one: attention's work does
+// not depend on the values.
+void fill_random(any_session& s, const model_config& c, const std::vector<double>& share, int64_t depth,
+                 std::vector<double>& rows) {
+    session& cs = cpu_session_of(s, "--depth-fill random");
+    uniform_stream rng(uint64_t(depth) + 1);
+    std::vector<float> k(size_t(c.k_dim())), v(size_t(c.v_dim()));
+    cs.restore(depth, [&](kv_cache& cache) {
+        for (int64_t l = 0; l < c.n_layer; ++l) {
+            const int64_t n = std::clamp<int64_t>(std::llround(share[size_t(l)] * double(depth)), 1, depth);
+            for (int64_t i = 0; i < n; ++i) {
+                rng.fill(k.data(), c.k_dim(), 1.0f);
+                rng.fill(v.data(), c.v_dim(), 1.0f);
+                cache.append(l, k.data(), v.data(), int32_t(i * depth / n));
+            }
+            rows[size_t(l)] = double(n);
+        }
+    });
+}
+
 // Decode after N tokens of context (llama-bench's -d), for each KV cache type: the context
 // is filled by one prefill of N synthetic tokens (timed: long-prompt prefill, with the
-// attention's multiply-adds counted), then `gen` tokens are decoded (the first untimed).
+// attention's multiply-adds counted) or, with --depth-fill random, by fill_random;
+// then `gen` tokens are decoded (the first untimed).
 // Bytes a token: the weights the decode read plus the KV rows its attention read (each
 // layer's rows, for the tokens that layer processed).
 void bench_depths(const model_options& mo, const model& m, const std::vector<weight_type>& kv_types,
-                  const std::vector<int64_t>& depths, int64_t gen, double read_gbs, const std::string& json_path) {
+                  const std::vector<int64_t>& depths, int64_t gen, double read_gbs, const std::string& json_path,
+                  bool random_fill) {
     const model_config& c = m.config();
+    const std::vector<double> share = random_fill ? kept_shares(mo, m) : std::vector<double>{};
     const double attn_macs_per_pair = double(c.n_head) * double(c.n_maps * c.head_k + c.head_v);  // one query, one row
     for (int64_t depth : depths)
         if (depth + gen + 2 > c.n_ctx)
@@ -158,7 +202,9 @@ void bench_depths(const model_options& mo, const model& m, const std::vector<wei
             for (auto& t : ids) t = int32_t(rng() % uint32_t(c.n_vocab));
             double prefill_s = 0, prefill_macs = 0;
             std::vector<double> rows(size_t(c.n_layer));  // each layer's cache rows after the prefill
-            if (depth > 0) {
+            if (depth > 0 && random_fill) {
+                fill_random(s, c, share, depth, rows);
+            } else if (depth > 0) {
                 s.reset_stats();
                 const stopwatch tp;
                 s.prefill(ids);
@@ -189,24 +235,26 @@ void bench_depths(const model_options& mo, const model& m, const std::vector<wei
             }
             kv_read /= double(gen);
             const double tps = double(gen) / decode_s, gbs = (weight_bytes + kv_read) * tps / 1e9;
-            const double prefill_tps = depth > 0 ? double(depth) / prefill_s : 0.0;
-            const double prefill_gflops = depth > 0 ? 2 * prefill_macs / prefill_s / 1e9 : 0.0;
+            const bool prefilled = depth > 0 && !random_fill;
+            const double prefill_tps = prefilled ? double(depth) / prefill_s : 0.0;
+            const double prefill_gflops = prefilled ? 2 * prefill_macs / prefill_s / 1e9 : 0.0;
             std::printf("depth %-6lld kv %-4s  decode %8.2f tok/s  %7.1f MB/token (weights %.1f + KV %.1f)  %6.2f GB/s",
                         (long long)depth, std::string(type_name(kv)).c_str(), tps, (weight_bytes + kv_read) / 1e6,
                         weight_bytes / 1e6, kv_read / 1e6, gbs);
             if (read_gbs > 0) std::printf("  %5.1f%% of measured bandwidth", 100 * gbs / read_gbs);
-            if (depth > 0) std::printf("\n                   prefill %lld tokens %8.1f tok/s  %7.1f GFLOP/s with attention",
+            if (prefilled) std::printf("\n                   prefill %lld tokens %8.1f tok/s  %7.1f GFLOP/s with attention",
                                        (long long)depth, prefill_tps, prefill_gflops);
+            if (depth > 0 && random_fill) std::printf("\n                   cache filled with random rows (--depth-fill random): no prefill");
             std::printf("\n");
             std::fflush(stdout);
             char buf[512];
             std::snprintf(buf, sizeof buf,
                           "%s\n {\"depth\": %lld, \"kv_type\": \"%s\", \"decode_tps\": %.4f, \"decode_bytes_per_token\": %.0f, "
                           "\"kv_bytes_per_token\": %.0f, \"decode_gbs\": %.3f, \"decode_pct_bandwidth\": %.2f, "
-                          "\"prefill_tps\": %.3f, \"prefill_gflops\": %.3f}",
+                          "\"prefill_tps\": %.3f, \"prefill_gflops\": %.3f, \"depth_fill\": \"%s\"}",
                           json.size() > 1 ? "," : "", (long long)depth, std::string(type_name(kv)).c_str(), tps,
                           weight_bytes + kv_read, kv_read, gbs, read_gbs > 0 ? 100 * gbs / read_gbs : 0.0, prefill_tps,
-                          prefill_gflops);
+                          prefill_gflops, random_fill ? "random" : "prefill");
             json += buf;
         }
     if (json_path.empty()) return;
@@ -246,7 +294,7 @@ int run_bench(int argc, char** argv) {
     model_options mo;
     mo.batch = 128;
     mo.kv_type_list = true;
-    std::string depth_list;
+    std::string depth_list, depth_fill = "prefill";
     std::string preset, type = "q4_0", arch = "ncas-diffmoe", cache_dir = default_cache_dir(), json_path, isa_name_s;
     int64_t prompt = 512, gen = 128, vocab = 32000, bw_mib = 1024;
     bool skip_machine = false;
@@ -270,8 +318,12 @@ int run_bench(int argc, char** argv) {
     p.option("-d --depth", depth_list, "N[,N...]",
              "then, for each --kv-type of the list and each depth N: prefill N synthetic tokens (tok/s and GFLOP/s with "
              "attention) and decode --gen tokens after them (bytes a token with the KV rows read, % of bandwidth)");
+    p.choice("--depth-fill", depth_fill, {"prefill", "random"},
+             "how --depth fills the cache: a timed prefill of N synthetic tokens, or random rows in the cache's type "
+             "spread over the layers as a prefill keeps them (CPU backend; decode figures only, minutes sooner at depth)");
     add_progress_options(p, progress);
     if (!p.parse(argc, argv) || mo.handled(p)) return 0;
+    if (depth_fill == "random" && mo.on_vulkan()) throw usage_error("--depth-fill random fills a CPU session's cache; not with --backend vulkan");
     if (!preset.empty() && !mo.path.empty()) throw usage_error("give --model or --preset, not both");
     if (!isa_name_s.empty() && mo.on_vulkan()) throw usage_error("--isa picks the CPU kernels; not with --backend vulkan");
     if (!isa_name_s.empty()) cpu::force_isa(cpu::parse_isa(isa_name_s));
@@ -430,7 +482,7 @@ int run_bench(int argc, char** argv) {
                     disk_gbs, read_per_token / 1e6, stream_limit_tps, stream_limit_tps > 0 ? decode_tps / stream_limit_tps : 0.0);
     }
 
-    if (!depths.empty()) bench_depths(mo, m, kv_list, depths, gen, probe ? mach.read_gbs_n : 0.0, json_path);
+    if (!depths.empty()) bench_depths(mo, m, kv_list, depths, gen, probe ? mach.read_gbs_n : 0.0, json_path, depth_fill == "random");
 
     if (!json_path.empty()) {
         std::FILE* f = std::fopen(json_path.c_str(), "w");

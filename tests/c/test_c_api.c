@@ -65,6 +65,9 @@ int main(int argc, char **argv) {
         return 2;
     }
     CHECK(strlen(ncas_version()) > 0);
+    /* The kernels: a level name, the same on every call. */
+    CHECK(ncas_cpu_kernels() != NULL && strlen(ncas_cpu_kernels()) > 0);
+    CHECK(ncas_cpu_kernels() == ncas_cpu_kernels());
 
     /* A model that is not there: NULL and a message that names the file. */
     CHECK(ncas_model_load("/nonexistent/x.gguf") == NULL);

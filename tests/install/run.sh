@@ -10,7 +10,10 @@
 # repo's own `ncas info` chooses on this CPU (every variant is compiled into
 # it), never scalar on a CPU that runs SIMD, with nothing on stderr. A fourth
 # consumer, g++ $(pkg-config --cflags --libs ncas-headers) (header-only, default
-# flags), must run scalar and say so once on stderr on such a CPU. Also: both
+# flags), must run scalar and say so once on stderr on such a CPU. C consumers of
+# libncas (tests/install/main.c through the C API): CMake ncas::c and
+# ncas::c_static, Meson dependency('ncas-c'), gcc $(pkg-config ncas-c) shared and
+# static; they print what the C++ ones do. Also: both
 # installs hold the same headers and the same version. Exits non-zero on any
 # failure. Usage: [NCAS_CLI=path/to/ncas] tests/install/run.sh
 # (without NCAS_CLI, the CLI is built from this tree first).
@@ -62,12 +65,15 @@ consume() {  # consume NAME PREFIX: the three consumer builds against one instal
     case "$found" in "$prefix"/*) echo "found $found" ;; *) echo "FAIL $name: CMake found ncas at '$found'" >&2; exit 1 ;; esac
     cmake --build "$work/$name-cmake"
     check_run "$name/cmake" "$work/$name-cmake/consumer"
+    check_run "$name/cmake C ncas::c" "$work/$name-cmake/consumer_c"
+    check_run "$name/cmake C ncas::c_static" "$work/$name-cmake/consumer_c_static"
 
     step "$name install, consumer (b): Meson dependency('ncas') with PKG_CONFIG_LIBDIR=$pcdir"
     meson setup "$work/$name-meson" "$here" >"$work/log" || { cat "$work/log"; exit 1; }
     grep -F 'Run-time dependency ncas found' "$work/log"
     meson compile -C "$work/$name-meson"
     check_run "$name/meson" "$work/$name-meson/consumer"
+    check_run "$name/meson C ncas-c" "$work/$name-meson/consumer_c"
 
     step "$name install, consumer (c): g++ \$(pkg-config --cflags --libs ncas)"
     local flags
@@ -75,6 +81,19 @@ consume() {  # consume NAME PREFIX: the three consumer builds against one instal
     echo "g++ -O2 main.cpp $flags"
     g++ -O2 "$here/main.cpp" $flags -o "$work/$name-gxx"
     check_run "$name/g++" "$work/$name-gxx"
+
+    step "$name install, consumer (e): gcc main.c \$(pkg-config --cflags --libs ncas-c), and --static"
+    flags=$(pkg-config --cflags --libs ncas-c)
+    echo "gcc -O2 main.c $flags"
+    gcc -O2 "$here/main.c" $flags -Wl,-rpath,"$(pkg-config --variable=libdir ncas-c)" -o "$work/$name-gcc"
+    check_run "$name/gcc" "$work/$name-gcc"
+    # libncas.a by path (a plain -lncas takes the shared one), then its private libraries
+    local libdir
+    libdir=$(pkg-config --variable=libdir ncas-c)
+    flags="$(pkg-config --cflags ncas-c) $libdir/libncas.a $(pkg-config --static --libs ncas-c | sed 's/ -lncas\( \|$\)/ /')"
+    echo "gcc -O2 main.c $flags"
+    gcc -O2 "$here/main.c" $flags -o "$work/$name-gcc-static"
+    check_run "$name/gcc static" "$work/$name-gcc-static"
 
     step "$name install, consumer (d): header-only, g++ \$(pkg-config --cflags --libs ncas-headers)"
     flags=$(pkg-config --cflags --libs ncas-headers)
@@ -128,4 +147,4 @@ unset NCAS_ISA
 
 consume cmake "$work/cmake-prefix"
 consume meson "$work/meson-prefix"
-printf '\ninstall tests passed: 2 installs x 4 consumers (3 dispatching, kernels %s; 1 header-only)\n' "$best"
+printf '\ninstall tests passed: 2 installs x 9 consumers (C++: 3 dispatching, kernels %s, and 1 header-only; C: 5 through libncas)\n' "$best"
