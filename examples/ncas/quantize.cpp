@@ -206,15 +206,17 @@ int run_quantize(int argc, char** argv) {
                  "with its weight matrices quantised as llama.cpp's file type TYPE\n"
                  "(" + types + ");\n"
                  "norms, λ, routers and other 1-D tensors stay as they are.\n"
-                 "Types per tensor follow llama.cpp's recipe: output.weight (or a tied\n"
-                 "token_embd) in Q6_K (q4_0 and the K types); q4_k_m, q5_k_m: attn_v and\n"
-                 "ffn_down of the layers use_more_bits picks in Q6_K; q4_k (= llama.cpp's\n"
-                 "Q4_K_S): the first 4 attn_v and the first n/8 ffn_down in Q5_K; q5_k = Q5_K_S;\n"
-                 "with 8 experts attn_v, attn_k in Q8_0 and (q4_k, q4_k_m) attn_output in Q5_K.\n"
-                 "Rows that are not whole 256-value super-blocks take Q8_0 (llama.cpp: Q5_0 or\n"
-                 "Q5_1 for Q4_K/Q5_K, which ncas does not have), or F16 when not whole 32s.\n"
-                 "general.file_type: llama.cpp's number (q4_k 14, q4_k_m 15, q5_k 16, q5_k_m 17,\n"
-                 "q6_k 18, q4_0 2, q8_0 7).");
+                 "q4_k and q5_k are llama.cpp's Q4_K_S and Q5_K_S (llama-quantize reads\n"
+                 "Q4_K and Q5_K as the _M mixes); general.file_type gets llama.cpp's number:\n"
+                 "q8_0 7, q4_0 2, q4_k 14, q4_k_m 15, q5_k 16, q5_k_m 17, q6_k 18.\n"
+                 "The type of each tensor follows llama.cpp's recipe: output.weight (or a\n"
+                 "tied token_embd) in Q6_K (q4_0 and the K types); in q4_k_m and q5_k_m,\n"
+                 "attn_v and ffn_down of the layers use_more_bits picks in Q6_K; in q4_k the\n"
+                 "first 4 attn_v and the ffn_down of the first n/8 layers in Q5_K; with exactly\n"
+                 "8 experts attn_v and attn_k in Q8_0, and attn_output in Q5_K (q4_k, q4_k_m).\n"
+                 "Rows that are not whole 256-value super-blocks take Q8_0 where llama.cpp\n"
+                 "takes Q5_0 or Q5_1 (ncas has neither: more bits, never fewer), F16 when not\n"
+                 "whole 32-value blocks either. docs/quantize.md has the whole recipe.");
     p.positional("IN OUT TYPE", args, "input file, output file, weight type", 3);
     p.option("-t --threads", threads, "N", "threads (0: all cores)", bounds<int>{0, 1024});
     add_progress_options(p, progress);
