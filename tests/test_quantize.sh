@@ -7,8 +7,9 @@
 # For Q8_0 and Q4_0 (and Q4_K_M, all rows falling back to Q8_0) of tiny models
 # (tests/data/tiny: ncas-diffmoe F32, F16, BF16, swiglu, llama), and every type
 # (q8_0, q4_0, q4_k, q4_k_m, q5_k, q5_k_m, q6_k) of the demo F32 file (models/:
-# D = 256, its ffn_down rows of 384 fall back) and of two made here with rows of
-# 256 (an 8-layer llama and an 8-expert ncas-diffmoe):
+# D = 256, its ffn_down rows of 384 fall back) and of models made here with rows
+# of 256 (an 8-layer llama, an 8-expert ncas-diffmoe; an 80-layer GQA llama, whose
+# attn_v llama.cpp raises as a 70B's, types only):
 #   * the file ncas writes equals the numpy quantiser's byte for byte, and is
 #     the same for 1 and 3 threads;
 #   * each tensor has the type llama.cpp's recipe gives it: tables written from
@@ -194,6 +195,16 @@ elif model == "llama8":
             v = "Q5_K" if l < 4 else base                  # Q4_K_S: the first 4 attn_v
             d = "Q5_K" if l < 1 else base                  # and ffn_down of layers < 8/8
         want[b + "attn_v.weight"], want[b + "ffn_down.weight"] = v, d
+elif model == "llama80":
+    # llama, 80 layers, 8 heads sharing 1 KV head: llama.cpp's LLM_TYPE_70B, whose attn_v
+    # go from Q4_K to Q5_K; D 256, F 32 (ffn_down rows of 32: Q8_0), untied
+    want["output.weight"], want["token_embd.weight"] = "Q6_K", "Q4_K"
+    for l in range(80):
+        b = f"blk.{l}."
+        for n in ("attn_q", "attn_k", "attn_output", "ffn_gate", "ffn_up"):
+            want[b + n + ".weight"] = "Q4_K"
+        want[b + "ffn_down.weight"] = "Q8_0"
+        want[b + "attn_v.weight"] = "Q6_K" if more_bits(l, 80) else "Q5_K"
 elif model == "odd_f":
     # llama, D 32, F 40, untied: rows of 32 (K types -> Q8_0, output too), ffn_down rows of 40
     # not whole 32s either: F16 (llama.cpp's tensor_type_fallback)
@@ -253,6 +264,29 @@ mt.write_model(sys.argv[2], "moe8", cfg, mt.build_ncas(cfg, np.random.default_rn
 cfg = dict(arch="llama", D=32, L=2, H=4, Hkv=2, hd=8, mod_layers=(), F=40, E=1, k=1, theta=None, eps=1e-5,
            tied=False, vocab_meta=True)
 mt.write_model(sys.argv[3], "odd_f", cfg, mt.build_llama(cfg, np.random.default_rng(40)), "F32")
+PY
+# A llama "70B" (80 layers, GQA), small: ncas's types against the table, and
+# tools/quantize.py's recipe (not run on the 13.6M values) against ncas's file.
+$py - "$tmp/llama80.gguf" <<'PY'
+import os, sys
+import numpy as np
+sys.path.insert(0, os.path.join(os.environ["ROOT"], "tools"))
+import make_tiny_models as mt
+cfg = dict(arch="llama", D=256, L=80, H=8, Hkv=1, hd=32, mod_layers=(), F=32, E=1, k=1, theta=None, eps=1e-5,
+           tied=False, vocab_meta=True)
+mt.write_model(sys.argv[1], "llama80", cfg, mt.build_llama(cfg, np.random.default_rng(80)), "F16")
+PY
+quantise llama80 "$tmp/llama80.gguf" q4_k_m 1 no && types llama80 q4_k_m && $py - "$tmp/llama80.gguf" "$tmp/llama80.q4_k_m.gguf" <<'PY' \
+    && ok "llama80 q4_k_m: tools/quantize.py's recipe gives ncas's types" || bad "llama80 q4_k_m: tools/quantize.py's recipe"
+import os, sys
+sys.path.insert(0, os.path.join(os.environ["ROOT"], "tools"))
+import quantize
+from gguf import GGUFFile
+a, b = GGUFFile(sys.argv[1]), GGUFFile(sys.argv[2])
+meta = {k: v for k, v in a.metadata.items() if isinstance(v, (int, str))}
+got = quantize.recipe([(k, v[1]) for k, v in a.tensors.items()], meta, quantize.Q4_K, "Q4_K_M")
+want = {k: v[0] for k, v in b.tensors.items() if k in got}
+assert got == want, {k: (got[k], want[k]) for k in got if got[k] != want[k]}
 PY
 quantise odd_f "$tmp/odd_f.gguf" q4_k_m 1 && types odd_f q4_k_m && checks odd_f "$tmp/odd_f.gguf" q4_k_m "1,5,9,2,33,17,60,4"
 for type in q4_k_m q4_k; do
