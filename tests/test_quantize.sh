@@ -38,6 +38,12 @@ trap 'rm -rf "$tmp"' EXIT
 fails=0
 ok() { echo "ok   $*"; }
 bad() { echo "FAIL $*"; fails=$((fails + 1)); }
+# expect_fail WHAT NEEDLE COMMAND...: COMMAND fails and says NEEDLE.
+expect_fail() {
+    local what=$1 needle=$2; shift 2
+    if "$@" 2>"$tmp/err" >/dev/null; then bad "$what: succeeded"; return; fi
+    grep -qF -- "$needle" "$tmp/err" && ok "$what: '$needle'" || bad "$what: got '$(cat "$tmp/err")'"
+}
 
 # quantise NAME SRC TYPE [THREADS] [NUMPY]: both quantisers, compared (the numpy one
 # unless NUMPY is "no"); with THREADS "1,3" a 1-thread run too, compared.
@@ -319,16 +325,21 @@ for k in a.tensors:
     assert a.tensors[k][0] == b.tensors[k][0] and a.tensors[k][1] == b.tensors[k][1], k
     assert a.tensors[k][2] == b.tensors[k][2], k
 PY
+    # A K file quantised again: to its own TYPE it is copied; to another, refused.
+    if "$ncas" quantize --no-progress "$tmp/demo.q4_k_m.gguf" "$tmp/again.gguf" q4_k_m 2>"$tmp/err"; then
+        cmp -s "$tmp/demo.q4_k_m.gguf" "$tmp/again.gguf" && ok "demo q4_k_m quantised to q4_k_m is the same file" \
+            || bad "demo q4_k_m quantised to q4_k_m changed"
+        expect_fail "K input to another type" "is already Q4_K" "$ncas" quantize --no-progress "$tmp/demo.q4_k_m.gguf" "$tmp/x.gguf" q6_k
+    elif grep -qF "not supported by the engine's kernels yet" "$tmp/err"; then  # TODO (with the kernels): drop
+        echo "skip demo q4_k_m quantised again (the loader refuses K-quant matrices until their kernels land)"
+    else
+        bad "demo q4_k_m quantised again: $(cat "$tmp/err")"
+    fi
 else
     echo "skip demo: $demo not there"
 fi
 
 # Refusals.
-expect_fail() {
-    local what=$1 needle=$2; shift 2
-    if "$@" 2>"$tmp/err" >/dev/null; then bad "$what: succeeded"; return; fi
-    grep -qF -- "$needle" "$tmp/err" && ok "$what: '$needle'" || bad "$what: got '$(cat "$tmp/err")'"
-}
 expect_fail "unknown type" "unknown type 'q3_k' (expected q8_0, q4_0, q4_k, q4_k_s, q4_k_m, q5_k, q5_k_s, q5_k_m, q6_k, f16, bf16, f32)" \
     "$ncas" quantize "$tiny/base_f32.gguf" "$tmp/x.gguf" q3_k
 expect_fail "quantised input to another type" "is already Q8_0" \
