@@ -79,11 +79,17 @@ class GGMLType:
     F16 = 1
     Q4_0 = 2
     Q8_0 = 8
+    Q4_K = 12
+    Q5_K = 13
+    Q6_K = 14
     BF16 = 30
 
 
 GGML_TYPE_NAMES = {GGMLType.F32: "F32", GGMLType.F16: "F16", GGMLType.Q4_0: "Q4_0",
-                   GGMLType.Q8_0: "Q8_0", GGMLType.BF16: "BF16"}
+                   GGMLType.Q8_0: "Q8_0", GGMLType.BF16: "BF16", GGMLType.Q4_K: "Q4_K",
+                   GGMLType.Q5_K: "Q5_K", GGMLType.Q6_K: "Q6_K"}
+# K-quant super-blocks: 256 values in 144 (Q4_K), 176 (Q5_K), 210 (Q6_K) bytes (tools/kquants.py)
+_K_BLOCK_BYTES = {GGMLType.Q4_K: 144, GGMLType.Q5_K: 176, GGMLType.Q6_K: 210}
 
 # struct format of each fixed-size scalar value type
 _SCALAR_FMT = {
@@ -123,6 +129,10 @@ def tensor_nbytes(ggml_type, n):
         if n % QK:
             raise ValueError(f"{n} elements is not a multiple of the block size {QK}")
         return n // QK * (34 if ggml_type == GGMLType.Q8_0 else 18)
+    if ggml_type in _K_BLOCK_BYTES:
+        if n % 256:
+            raise ValueError(f"{n} elements is not a multiple of the super-block size 256")
+        return n // 256 * _K_BLOCK_BYTES[ggml_type]
     raise ValueError(f"unsupported ggml type {ggml_type}")
 
 
@@ -200,6 +210,10 @@ def dequantize(raw, ggml_type, n):
         b = np.frombuffer(raw, dtype=[("d", "<f2"), ("qs", "u1", (QK // 2,))])
         q = np.concatenate([b["qs"] & 0x0F, b["qs"] >> 4], axis=1).astype(np.float32) - 8
         return (b["d"].astype(np.float32)[:, None] * q).reshape(-1)
+    if ggml_type in _K_BLOCK_BYTES:
+        import kquants  # tools/kquants.py, next to this file
+        return {GGMLType.Q4_K: kquants.dequantize_q4_k, GGMLType.Q5_K: kquants.dequantize_q5_k,
+                GGMLType.Q6_K: kquants.dequantize_q6_k}[ggml_type](raw)
     raise ValueError(f"unsupported ggml type {ggml_type}")
 
 
