@@ -128,3 +128,20 @@ vec4 weight4(uint row, uint i) {
     const uint nib = j < 16u ? bytes : bytes >> 4;
     return d * (vec4(nib & 15u, (nib >> 8) & 15u, (nib >> 16) & 15u, (nib >> 24) & 15u) - 8.0);
 }
+
+// K types: values i..i+7 of the row at byte `row` (i a multiple of 8) into a and b, the
+// sub-block's scale unpacked once; the same values weight4 gives.
+void kq_weight8(uint row, uint i, out vec4 a, out vec4 b) {
+    const uint blk = kq_block(row, i), k = i & 255u, l = k & 31u;
+    if (WTYPE == T_Q6_K) {
+        const uint h = k >> 7, g = (k >> 5) & 3u;
+        const float f = q6_factor(blk, h, g, l);
+        a = f * (bytes4(q6_quants4(blk, h, g, l)) - 32.0);
+        b = f * (bytes4(q6_quants4(blk, h, g, l + 4u)) - 32.0);
+    } else {
+        const uint j = k >> 5;
+        const vec2 f = kq_factors(blk, j);
+        a = f.x * bytes4(kq_quants4(blk, j, l)) - f.y;
+        b = f.x * bytes4(kq_quants4(blk, j, l + 4u)) - f.y;
+    }
+}
