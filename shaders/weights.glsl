@@ -31,7 +31,7 @@ uint ld_u16(uint b) { return (w32[b >> 2] >> ((b & 2u) * 8u)) & 0xffffu; }
 int ld_i8(uint b) { return bitfieldExtract(int(w32[b >> 2]), int((b & 3u) * 8u), 8); }
 #endif
 uint ld_u8(uint b) { return (w32[b >> 2] >> ((b & 3u) * 8u)) & 0xffu; }
-uint ld_u32(uint b) {  // b even
+uint ld_u32(uint b) {  // b even; all four bytes inside the tensor (the bound range may end at the next word)
     const uint w = b >> 2;
     return (b & 2u) == 0u ? w32[w] : (w32[w] >> 16) | (w32[w + 1u] << 16);
 }
@@ -79,7 +79,7 @@ uint kq_quants4(uint blk, uint j, uint l) {
 // blk: the factor d·scale and the quants (0..63, 32 is zero) as four bytes.
 float q6_factor(uint blk, uint h, uint g, uint l) {
     const int sc = int(ld_u8(blk + 192u + 8u * h + 2u * g + l / 16u) << 24) >> 24;
-    return unpackHalf2x16(ld_u32(blk + 208u)).x * float(sc);
+    return unpackHalf2x16(ld_u16(blk + 208u)).x * float(sc);  // a half: a word could pass the end of the row
 }
 uint q6_quants4(uint blk, uint h, uint g, uint l) {
     const uint lo = (ld_u32(blk + 64u * h + 32u * (g & 1u) + l) >> (4u * (g >> 1))) & 0x0f0f0f0fu;
