@@ -236,6 +236,41 @@ TEST_P(ops, embed_dequantises_token_rows) {
     }
 }
 
+TEST_P(ops, k_quant_upload_refuses_part_super_blocks_and_embeds_whole_ones) {
+    // gpu_weights as a session builds it: a K-type token_embd of 384-value rows is refused by
+    // name; one of 512 is uploaded and its rows come back as dequantize_row gives them.
+    for (weight_type t : k_types) {
+        SCOPED_TRACE(std::string(ncas::type_name(t)));
+        ncas::model_config c;
+        ncas::model_weights w;
+        w.output_norm.assign(512, 1.0f);
+        const auto part = random_matrix(t, 4, 256, 16);  // as many bytes as 4 rows of 384 would have
+        w.token_embd = ncas::weight_matrix{t, 4, 384, part.data()};  // as if a file had rows of 384
+        w.output = w.token_embd;
+        const std::string e = [&] {
+            try {
+                vk::gpu_weights g(*ctx, c, w);
+            } catch (const ncas::error& x) {
+                return std::string(x.what());
+            }
+            return std::string();
+        }();
+        EXPECT_NE(e.find("'token_embd' (" + std::string(ncas::type_name(t)) + ") has rows of 384"), std::string::npos) << e;
+
+        const int64_t D = 512, V = 3;
+        const auto table = random_matrix(t, V, D, 17);
+        w.token_embd = w.output = ncas::weight_matrix{t, V, D, table.data()};
+        vk::gpu_weights g(*ctx, c, w);
+        const std::vector<uint32_t> tokens{2, 0};
+        std::vector<float> want(tokens.size() * D);
+        for (size_t i = 0; i < tokens.size(); ++i)
+            ncas::dequantize_row(t, table.data() + tokens[i] * ncas::row_bytes(t, D), want.data() + i * D, D);
+        test_buffer dx(*ctx, std::vector<float>(want.size())), ctrl(*ctx, tokens);
+        run(ctx, [&](vk::recorder& r) { vk::ops::embed(r, g.token_embd, dx, ctrl, uint32_t(tokens.size()), 0); });
+        EXPECT_EQ(dx.take(), want);
+    }
+}
+
 TEST_P(ops, ffn_activations) {
     const uint32_t F = 100, n = 3;
     const auto up = random_floats(n * F, 9, 2.0f), gate = random_floats(n * F, 10, 2.0f);
