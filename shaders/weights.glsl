@@ -7,8 +7,8 @@
 // include/ncas/format/quant.hpp): Q4_K (144 bytes: f16 d, f16 dmin, scales[12]
 // with 8 six-bit scales and mins, qs[128]), Q5_K (176: as Q4_K with qh[32], the
 // fifth bits, before qs) and Q6_K (210: ql[128], qh[64], int8 scales[16], f16 d).
-// Q6_K rows are only 2-byte aligned; the quants are read as 32-bit words
-// (ld_u32: one load when 4-aligned, two otherwise).
+// Q6_K rows (and any K row inside an expert slab) may be only 2-byte aligned; the
+// quants are read as 32-bit words (ld_u32: one load when 4-aligned, two otherwise).
 #ifdef SMALL_STORAGE
 #extension GL_EXT_shader_16bit_storage : require
 #extension GL_EXT_shader_8bit_storage : require
@@ -31,7 +31,7 @@ uint ld_u16(uint b) { return (w32[b >> 2] >> ((b & 2u) * 8u)) & 0xffffu; }
 int ld_i8(uint b) { return bitfieldExtract(int(w32[b >> 2]), int((b & 3u) * 8u), 8); }
 #endif
 uint ld_u8(uint b) { return (w32[b >> 2] >> ((b & 3u) * 8u)) & 0xffu; }
-uint ld_u32(uint b) {  // b even; all four bytes inside the tensor (the bound range may end at the next word)
+uint ld_u32(uint b) {  // b even, all four bytes in the tensor (its binding ends with the word of its last byte)
     const uint w = b >> 2;
     return (b & 2u) == 0u ? w32[w] : (w32[w] >> 16) | (w32[w + 1u] << 16);
 }
@@ -56,7 +56,7 @@ uvec2 kq_scale_min(uint s, uint j) {
     return uvec2((a & 15u) | ((ld_u8(s + j - 4u) >> 6) << 4), (a >> 4) | ((ld_u8(s + j) >> 6) << 4));
 }
 
-// The K types' super-block of value i of the row at byte `row`, and where its pieces are.
+// K types: the byte where the super-block holding value i of the row at byte `row` starts.
 uint kq_block(uint row, uint i) {
     return row + (i >> 8) * (WTYPE == T_Q4_K ? 144u : WTYPE == T_Q5_K ? 176u : 210u);
 }
