@@ -30,11 +30,21 @@ void main() {
 
     for (uint k0 = 0; k0 < p.cols; k0 += KB) {
         const uint kn = min(KB, p.cols - k0);
-        for (uint e = lid; e < TR * KB / 4u; e += WG) {  // weight tile, four values a thread
-            const uint tr = e / (KB / 4u), c = (e % (KB / 4u)) * 4u;
-            vec4 v = vec4(0.0);
-            if (r0 + tr < p.rows && c < kn) v = weight4(p.w_offset + (r0 + tr) * row_bytes, k0 + c);
-            w_tile[tr][c] = v.x, w_tile[tr][c + 1u] = v.y, w_tile[tr][c + 2u] = v.z, w_tile[tr][c + 3u] = v.w;
+        if (K_QUANT) {  // weight tile, eight values a thread (kn == KB: rows are whole super-blocks)
+            for (uint e = lid; e < TR * KB / 8u; e += WG) {
+                const uint tr = e / (KB / 8u), c = (e % (KB / 8u)) * 8u;
+                vec4 a = vec4(0.0), b = vec4(0.0);
+                if (r0 + tr < p.rows) kq_weight8(p.w_offset + (r0 + tr) * row_bytes, k0 + c, a, b);
+                w_tile[tr][c] = a.x, w_tile[tr][c + 1u] = a.y, w_tile[tr][c + 2u] = a.z, w_tile[tr][c + 3u] = a.w;
+                w_tile[tr][c + 4u] = b.x, w_tile[tr][c + 5u] = b.y, w_tile[tr][c + 6u] = b.z, w_tile[tr][c + 7u] = b.w;
+            }
+        } else {
+            for (uint e = lid; e < TR * KB / 4u; e += WG) {  // weight tile, four values a thread
+                const uint tr = e / (KB / 4u), c = (e % (KB / 4u)) * 4u;
+                vec4 v = vec4(0.0);
+                if (r0 + tr < p.rows && c < kn) v = weight4(p.w_offset + (r0 + tr) * row_bytes, k0 + c);
+                w_tile[tr][c] = v.x, w_tile[tr][c + 1u] = v.y, w_tile[tr][c + 2u] = v.z, w_tile[tr][c + 3u] = v.w;
+            }
         }
         for (uint e = lid; e < TT * KB; e += WG) {
             const uint ts = e / KB, c = e % KB;

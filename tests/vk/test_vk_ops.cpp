@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "ncas/cpu/forward.hpp"
+#include "ncas/vk/weights.hpp"
 #include "vk_support.hpp"
 
 namespace {
@@ -74,6 +75,103 @@ TEST_P(matmul_ops, every_type_decode_and_prefill_match_cpu) {
         }
 }
 
+// ---- K-quants (super-blocks of 256) ----------------------------------------------
+
+constexpr weight_type k_types[] = {weight_type::q4_k, weight_type::q5_k, weight_type::q6_k};
+
+// The K types' reference: the row dequantised by the CPU's dequantize_row, the dot product in double.
+std::vector<float> reference_k(weight_type t, int64_t rows, int64_t cols, const std::byte* w, const float* x, int64_t n) {
+    std::vector<float> row(static_cast<size_t>(cols)), y(static_cast<size_t>(n * rows));
+    for (int64_t r = 0; r < rows; ++r) {
+        ncas::dequantize_row(t, w + r * ncas::row_bytes(t, cols), row.data(), cols);
+        for (int64_t s = 0; s < n; ++s) {
+            double acc = 0;
+            for (int64_t i = 0; i < cols; ++i) acc += double(row[size_t(i)]) * double(x[s * cols + i]);
+            y[size_t(s * rows + r)] = float(acc);
+        }
+    }
+    return y;
+}
+
+TEST_P(matmul_ops, k_quants_decode_and_prefill_match_dequantised_reference) {
+    // several super-blocks a row, odd row counts, a tile's rows and slots left over, 2- and 4-byte-aligned rows
+    for (weight_type t : k_types)
+        for (matmul_case c : {matmul_case{t, 37, 512, 1}, matmul_case{t, 3, 1280, 1}, matmul_case{t, 33, 768, 5},
+                              matmul_case{t, 45, 256, 19}}) {
+            const auto w = random_matrix(t, c.rows, c.cols, 11);
+            const auto x = random_floats(size_t(c.n * c.cols), 12);
+            const auto want = reference_k(t, c.rows, c.cols, w.data(), x.data(), c.n);
+            for (uint32_t offset : {0u, 6u}) {
+                SCOPED_TRACE(std::string(ncas::type_name(t)) + " " + std::to_string(c.rows) + "x" + std::to_string(c.cols) +
+                             " n=" + std::to_string(c.n) + " at byte " + std::to_string(offset));
+                device_matrix dw(*ctx, t, c.rows, c.cols, w, offset);
+                test_buffer dx(*ctx, x), dy(*ctx, std::vector<float>(want.size(), -1.0f)), ctrl(*ctx, std::vector<uint32_t>(4));
+                run(ctx, [&](vk::recorder& r) { vk::ops::matmul(r, dw.m, dx, dy, ctrl, {.n_max = uint32_t(c.n)}); });
+                EXPECT_PARITY(dy.take(), want, 2e-6);
+            }
+        }
+}
+
+TEST_P(matmul_ops, k_quant_expert_slabs_gathered_scaled_and_accumulated) {
+    // An expert tensor as gpu_weights uploads it: E slabs in one buffer, each bound at
+    // its offset (Q6_K slabs of 5 rows of 512 are 2,100 bytes: every other one 2-byte aligned).
+    // Each expert adds scale · W_e·x[row] into its slots' rows of y, decode and prefill.
+    const int64_t E = 3, rows = 5, cols = 512;
+    for (weight_type t : k_types)
+        for (uint32_t n_max : {1u, 4u}) {
+            SCOPED_TRACE(std::string(ncas::type_name(t)) + " n_max=" + std::to_string(n_max));
+            const auto w = random_matrix(t, E * rows, cols, 13);
+            const uint64_t slab = uint64_t(rows * ncas::row_bytes(t, cols));
+            const auto x = random_floats(size_t(4 * cols), 14);
+            const auto y0 = random_floats(size_t(4 * rows), 15);
+            // per expert: ctrl = count, x rows[4], y rows[4], scales[4]
+            const std::vector<std::vector<uint32_t>> x_rows{{2, 0, 3, 1}, {1, 1, 0, 2}, {3, 2, 1, 0}};
+            const std::vector<std::vector<uint32_t>> y_rows{{0, 3, 1, 2}, {2, 0, 3, 1}, {1, 2, 0, 3}};
+            const std::vector<float> scale{0.75f, -1.5f, 2.0f, 0.25f};
+            std::vector<float> want = y0;
+            std::vector<uint32_t> words;
+            const uint32_t active = std::min(n_max, 3u);
+            for (int64_t e = 0; e < E; ++e) {
+                const auto part = reference_k(t, rows, cols, w.data() + e * slab, x.data(), 4);  // [4 slots of x, rows]
+                for (uint32_t s = 0; s < active; ++s)
+                    for (int64_t r = 0; r < rows; ++r)
+                        want[size_t(y_rows[size_t(e)][s] * rows + r)] += scale[s] * part[size_t(x_rows[size_t(e)][s] * rows + r)];
+                words.push_back(active);
+                words.insert(words.end(), x_rows[size_t(e)].begin(), x_rows[size_t(e)].end());
+                words.insert(words.end(), y_rows[size_t(e)].begin(), y_rows[size_t(e)].end());
+                for (float f : scale) words.push_back(std::bit_cast<uint32_t>(f));
+            }
+            vk::buffer storage(*ctx, w.size());
+            storage.upload(w.data(), w.size());
+            test_buffer dx(*ctx, x), dy(*ctx, y0), ctrl(*ctx, words);
+            run(ctx, [&](vk::recorder& r) {
+                for (int64_t e = 0; e < E; ++e) {
+                    vk::gpu_matrix m{t, rows, cols, {}, 0};
+                    m.view = vk::bind_range(*ctx, storage, slab * uint64_t(e), slab, m.offset, "experts");
+                    const uint32_t at = uint32_t(e * 13);
+                    vk::ops::matmul(r, m, dx, dy, ctrl, {.n_max = n_max, .count_at = at, .x_index_at = at + 1,
+                                                         .y_index_at = at + 5, .scale_at = at + 9, .accumulate = true});
+                }
+            });
+            EXPECT_PARITY(dy.take(), want, 2e-6);
+        }
+}
+
+TEST(vk_weights, k_quant_rows_must_be_whole_super_blocks) {
+    for (weight_type t : k_types) {
+        EXPECT_NO_THROW(vk::check_row_shape(t, 512, "blk.0.attn_q"));
+        try {
+            vk::check_row_shape(t, 384, "blk.0.attn_q");  // a multiple of 32, not of 256
+            ADD_FAILURE() << "rows of 384 " << ncas::type_name(t) << " values accepted";
+        } catch (const ncas::error& e) {
+            const std::string m = e.what();
+            EXPECT_NE(m.find("'blk.0.attn_q' (" + std::string(ncas::type_name(t)) + ") has rows of 384"), std::string::npos) << m;
+            EXPECT_NE(m.find("of 256"), std::string::npos) << m;
+        }
+    }
+    EXPECT_NO_THROW(vk::check_row_shape(weight_type::q4_0, 384, "x"));
+}
+
 TEST_P(matmul_ops, gathered_slots_scaled_and_accumulated) {
     // slots read rows {3, 0, 2} of x and add scale · W·x into rows {1, 4, 0} of y;
     // only the first ctrl[0] = 3 of the 4 dispatched slots are active.
@@ -121,9 +219,11 @@ TEST_P(ops, rms_norm_gathers_rows) {
 }
 
 TEST_P(ops, embed_dequantises_token_rows) {
-    const int64_t D = 64, V = 10;
-    for (weight_type t : {weight_type::f32, weight_type::f16, weight_type::bf16, weight_type::q8_0, weight_type::q4_0}) {
+    const int64_t D_plain = 64, V = 10;
+    for (weight_type t : {weight_type::f32, weight_type::f16, weight_type::bf16, weight_type::q8_0, weight_type::q4_0,
+                          weight_type::q4_k, weight_type::q5_k, weight_type::q6_k}) {
         SCOPED_TRACE(std::string(ncas::type_name(t)));
+        const int64_t D = ncas::is_k_quant(t) ? 512 : D_plain;
         const auto table = random_matrix(t, V, D, 8);
         const std::vector<uint32_t> tokens{7, 0, 9, 7};
         std::vector<float> want(tokens.size() * D);
@@ -133,6 +233,41 @@ TEST_P(ops, embed_dequantises_token_rows) {
         test_buffer dx(*ctx, std::vector<float>(want.size())), ctrl(*ctx, tokens);
         run(ctx, [&](vk::recorder& r) { vk::ops::embed(r, dt.m, dx, ctrl, uint32_t(tokens.size()), 0); });
         EXPECT_EQ(dx.take(), want);  // dequantisation is exact
+    }
+}
+
+TEST_P(ops, k_quant_upload_refuses_part_super_blocks_and_embeds_whole_ones) {
+    // gpu_weights as a session builds it: a K-type token_embd of 384-value rows is refused by
+    // name; one of 512 is uploaded and its rows come back as dequantize_row gives them.
+    for (weight_type t : k_types) {
+        SCOPED_TRACE(std::string(ncas::type_name(t)));
+        ncas::model_config c;
+        ncas::model_weights w;
+        w.output_norm.assign(512, 1.0f);
+        const auto part = random_matrix(t, 4, 256, 16);  // as many bytes as 4 rows of 384 would have
+        w.token_embd = ncas::weight_matrix{t, 4, 384, part.data()};  // as if a file had rows of 384
+        w.output = w.token_embd;
+        const std::string e = [&] {
+            try {
+                vk::gpu_weights g(*ctx, c, w);
+            } catch (const ncas::error& x) {
+                return std::string(x.what());
+            }
+            return std::string();
+        }();
+        EXPECT_NE(e.find("'token_embd' (" + std::string(ncas::type_name(t)) + ") has rows of 384"), std::string::npos) << e;
+
+        const int64_t D = 512, V = 3;
+        const auto table = random_matrix(t, V, D, 17);
+        w.token_embd = w.output = ncas::weight_matrix{t, V, D, table.data()};
+        vk::gpu_weights g(*ctx, c, w);
+        const std::vector<uint32_t> tokens{2, 0};
+        std::vector<float> want(tokens.size() * D);
+        for (size_t i = 0; i < tokens.size(); ++i)
+            ncas::dequantize_row(t, table.data() + tokens[i] * ncas::row_bytes(t, D), want.data() + i * D, D);
+        test_buffer dx(*ctx, std::vector<float>(want.size())), ctrl(*ctx, tokens);
+        run(ctx, [&](vk::recorder& r) { vk::ops::embed(r, g.token_embd, dx, ctrl, uint32_t(tokens.size()), 0); });
+        EXPECT_EQ(dx.take(), want);
     }
 }
 

@@ -39,11 +39,14 @@ inline buffer_view bind_range(const context& ctx, const buffer& b, uint64_t offs
     return {b.handle(), start, range};
 }
 
-// The kernels' constraint on a weight row: a multiple of 4 values (of 32 when quantised).
+// The kernels' constraint on a weight row: a multiple of 4 values, of whole
+// blocks when quantised (32 values; 256, a super-block, for the K types).
 inline void check_row_shape(weight_type t, int64_t cols, const std::string& name) {
-    if (cols % 4 || (traits_of(t).block_values > 1 && cols % quant_block))
-        throw error("Vulkan backend: tensor '" + name + "' has rows of " + std::to_string(cols) +
-                    " values; the kernels need a multiple of 4 (of 32 for quantised types)");
+    const int64_t block = traits_of(t).block_values;
+    if (cols % 4 || (block > 1 && cols % block))
+        throw error("Vulkan backend: tensor '" + name + "' (" + std::string(type_name(t)) + ") has rows of " +
+                    std::to_string(cols) + " values; the kernels need a multiple of 4 (of 32 for Q8_0 and Q4_0, of 256 " +
+                    "for the K types Q4_K, Q5_K and Q6_K: whole super-blocks)");
 }
 
 // Bytes the device will hold for the weights (what gpu_weights uploads; the
