@@ -12,6 +12,7 @@
 //   quant_chunked.hpp  loop order 2: long rows in column chunks (AVX2 prefill)
 //   quant_packed.hpp   loop order 3: Q4_0 rows unpacked once per block (AVX-512 prefill)
 //   quant_matmul.hpp   the Q8_0 / Q4_0 tile driver and the choice of loop order
+//   kquant_matmul.hpp  Q4_K / Q5_K / Q6_K rows against token tiles (one float order on every level)
 //   attention.hpp      scores and value sums over the KV cache
 //   elementwise.hpp    FFN activations, RMSNorm, softmax, RoPE
 //   act_quant.hpp      activation quantisation (the format: cpu/act_quant.hpp)
