@@ -190,6 +190,11 @@ TEST(gguf_bad, tensor_infos) {
     EXPECT_ERROR_HAS(parse_error(tensor("t", {uint64_t(1) << 40, uint64_t(1) << 40}, 0, 0)), "invalid dimension");
     EXPECT_ERROR_HAS(parse_error(tensor("t", {32}, 3, 0)), "unsupported type 3");
     EXPECT_ERROR_HAS(parse_error(tensor("t", {33}, 8, 0)), "not a multiple of its block of 32");
+    // K-quant rows are whole super-blocks of 256 (a row of 160 or 288 values is refused by name).
+    EXPECT_ERROR_HAS(parse_error(tensor("blk.0.attn_q.weight", {160, 4}, 12, 0)),
+                     "tensor 'blk.0.attn_q.weight' of type Q4_K has row length 160, not a multiple of its block of 256");
+    EXPECT_ERROR_HAS(parse_error(tensor("t", {288}, 13, 0)), "of type Q5_K has row length 288, not a multiple of its block of 256");
+    EXPECT_ERROR_HAS(parse_error(tensor("t", {32}, 14, 0)), "of type Q6_K has row length 32, not a multiple of its block of 256");
     EXPECT_ERROR_HAS(parse_error(tensor("t", {8}, 0, 4)), "offset 4 is not aligned");
     EXPECT_ERROR_HAS(parse_error(tensor("t", {1024}, 0, 0)), "extends past the end of the file");
     EXPECT_ERROR_HAS(parse_error(tensor("t", {8}, 0, uint64_t(1) << 63)), "extends past the end");

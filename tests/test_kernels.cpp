@@ -96,6 +96,8 @@ std::vector<isa> runnable() {
 
 class kernels_on : public ::testing::TestWithParam<isa> {};
 
+constexpr weight_type k_types[] = {weight_type::q4_k, weight_type::q5_k, weight_type::q6_k};
+
 TEST_P(kernels_on, matmul_matches_reference_for_every_type_and_shape) {
     const kernel_table& k = *table_for(GetParam());
     uint32_t seed = 1;
@@ -112,6 +114,24 @@ TEST_P(kernels_on, matmul_matches_reference_for_every_type_and_shape) {
         for (int64_t cols : {4000, 4640})
             for (int64_t rows : {1, 4, 200})
                 for (int64_t T : {8, 13, 23}) check(k, make(type, rows, cols, T, seed++));
+    // K-quants: rows of 1, 2, 3 and 10 super-blocks of 256.
+    for (weight_type type : k_types)
+        for (int64_t cols : {256, 512, 768, 2560})
+            for (int64_t T : {1, 2, 3, 4, 5, 9}) check(k, make(type, 7, cols, T, seed++));
+}
+
+// The K-quant kernels sum each sub-block's integer dot exactly and combine them in one
+// float order (kquant_matmul.hpp): every level gives the scalar level's bits.
+TEST_P(kernels_on, k_quant_kernels_give_the_scalar_bits) {
+    const kernel_table& k = *table_for(GetParam());
+    uint32_t seed = 500;
+    for (weight_type type : k_types)
+        for (int64_t cols : {256, 768, 2560})
+            for (int64_t T : {1, 3, 6}) {
+                const problem p = make(type, 9, cols, T, seed++);
+                EXPECT_EQ(run(k, p), run(*table_for(isa::scalar), p)) << isa_name(k.id) << " " << type_name(type) << " cols "
+                                                                      << cols << " T " << T;
+            }
 }
 
 TEST_P(kernels_on, integer_kernels_agree_with_the_scalar_integer_algorithm) {
@@ -127,7 +147,8 @@ TEST_P(kernels_on, integer_kernels_agree_with_the_scalar_integer_algorithm) {
 TEST_P(kernels_on, a_tokens_result_does_not_depend_on_its_tile) {
     const kernel_table& k = *table_for(GetParam());
     for (auto [type, cols] : {std::pair{weight_type::f16, 2592}, {weight_type::q4_0, 2592}, {weight_type::q4_0, 4640},
-                              {weight_type::q8_0, 4640}}) {
+                              {weight_type::q8_0, 4640}, {weight_type::q4_k, 2560}, {weight_type::q5_k, 2560},
+                              {weight_type::q6_k, 2560}}) {
         const problem all = make(type, 7, cols, 13, 5);
         const auto y = run(k, all);
         for (int64_t t = 0; t < all.T; ++t) {
@@ -147,9 +168,11 @@ TEST_P(kernels_on, weights_ending_at_an_unmapped_page_are_not_read_past) {
     const kernel_table& k = *table_for(GetParam());
     const size_t page = size_t(sysconf(_SC_PAGESIZE));
     uint32_t seed = 40;
-    for (weight_type type : {weight_type::q4_0, weight_type::q8_0, weight_type::f16, weight_type::bf16, weight_type::f32})
-        for (int64_t cols : {32, 64, 96, 160, 2592, 2624, 2656})
+    for (weight_type type : {weight_type::q4_0, weight_type::q8_0, weight_type::f16, weight_type::bf16, weight_type::f32,
+                             weight_type::q4_k, weight_type::q5_k, weight_type::q6_k})
+        for (int64_t cols : {32, 64, 96, 160, 256, 2592, 2624, 2656})
             for (int64_t T : {1, 5}) {
+                if (cols % traits_of(type).block_values) continue;
                 problem p = make(type, 3, cols, T, seed++);
                 const auto want = run(k, p);
                 const size_t bytes = p.w.size(), span = (bytes + page - 1) / page * page;
@@ -174,7 +197,8 @@ TEST_P(kernels_on, matmul_in_pieces_on_any_threads_equals_one_pass) {
     force_isa(GetParam());
     const kernel_table& k = kernels();
     for (auto [type, rows, cols] : {std::tuple{weight_type::q4_0, 1031, 256}, {weight_type::q8_0, 1031, 256},
-                                    {weight_type::f16, 600, 160}, {weight_type::q4_0, 70, 4640}})
+                                    {weight_type::f16, 600, 160}, {weight_type::q4_0, 70, 4640},
+                                    {weight_type::q4_k, 1031, 256}, {weight_type::q6_k, 70, 2560}})
         for (int64_t T : {1, 13}) {
             const problem p = make(type, rows, cols, T, uint32_t(rows + T));
             const auto want = run(k, p);
@@ -251,9 +275,10 @@ TEST(isa, arm64_levels_agree_bit_for_bit) {
         if (arch_of(i) == isa_arch::arm64) arm.push_back(i);
     if (arm.size() < 2) GTEST_SKIP() << "fewer than two ARM64 levels run here";
     uint32_t seed = 300;
-    for (weight_type type : {weight_type::q4_0, weight_type::q8_0})
-        for (int64_t cols : {32, 96, 160, 2592, 4640})
+    for (weight_type type : {weight_type::q4_0, weight_type::q8_0, weight_type::q4_k, weight_type::q5_k, weight_type::q6_k})
+        for (int64_t cols : {32, 96, 160, 256, 2560, 2592, 4640})
             for (int64_t T : {1, 3, 6}) {
+                if (cols % traits_of(type).block_values) continue;
                 const problem p = make(type, 5, cols, T, seed++);
                 const auto want = run(*table_for(arm[0]), p);
                 for (size_t l = 1; l < arm.size(); ++l)
@@ -404,8 +429,9 @@ namespace {
 
 TEST_P(kernels_on, activation_quantisation_gives_the_reference_integers) {
     const kernel_table& k = *table_for(GetParam());
-    for (weight_type type : {weight_type::q8_0, weight_type::q4_0})
-        for (int64_t cols : {32, 64, 96, 128, 160, 2592}) {
+    for (weight_type type : {weight_type::q8_0, weight_type::q4_0, weight_type::q4_k, weight_type::q5_k, weight_type::q6_k})
+        for (int64_t cols : {32, 64, 96, 128, 160, 256, 2560, 2592}) {
+            if (cols % traits_of(type).block_values) continue;
             const problem p = make(type, 1, cols, 3, uint32_t(cols));
             act_rows a, b;
             a.quantize(type, p.x.data(), p.T, cols, k.quantize_act);
@@ -417,6 +443,13 @@ TEST_P(kernels_on, activation_quantisation_gives_the_reference_integers) {
                 if (type == weight_type::q4_0) {
                     for (int64_t i = 0; i < (nb + 3) / 4 * 16; ++i) ASSERT_EQ(a.corr(t)[i], b.corr(t)[i]) << cols << " lane " << i;
                 }
+                if (is_k_quant(type))  // the sums of 16, against the integers themselves
+                    for (int64_t i = 0; i < nb * 2; ++i) {
+                        int32_t sum = 0;
+                        for (int e = 0; e < 16; ++e) sum += b.q(t)[16 * i + e];
+                        ASSERT_EQ(b.corr(t)[i], sum) << cols << " sum " << i;
+                        ASSERT_EQ(a.corr(t)[i], sum) << type_name(type) << " " << cols << " sum " << i;
+                    }
             }
         }
 }
@@ -430,10 +463,11 @@ namespace {
 // the other rows of the batch are untouched.
 TEST_P(kernels_on, a_nonfinite_activation_row_gives_nan_outputs) {
     const kernel_table& k = *table_for(GetParam());
-    for (weight_type type : {weight_type::q8_0, weight_type::q4_0, weight_type::f16, weight_type::f32})
+    for (weight_type type : {weight_type::q8_0, weight_type::q4_0, weight_type::f16, weight_type::f32, weight_type::q4_k,
+                             weight_type::q5_k, weight_type::q6_k})
         for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
                           -std::numeric_limits<float>::infinity()}) {
-            problem p = make(type, 8, 160, 3, 5);
+            problem p = make(type, 8, is_k_quant(type) ? 512 : 160, 3, 5);
             const std::vector<float> clean = run(k, p);
             p.x[size_t(1 * p.cols + 37)] = bad;  // token 1
             const std::vector<float> y = run(k, p);
@@ -453,8 +487,9 @@ TEST_P(kernels_on, a_nonfinite_activation_row_gives_nan_outputs) {
 // and the other rows of the batch are quantised as before.
 TEST_P(kernels_on, an_activation_row_too_small_for_its_scale_is_zero) {
     const kernel_table& k = *table_for(GetParam());
-    for (weight_type type : {weight_type::q8_0, weight_type::q4_0})
-        for (int64_t cols : {160, 2592}) {
+    for (weight_type type : {weight_type::q8_0, weight_type::q4_0, weight_type::q4_k, weight_type::q5_k, weight_type::q6_k})
+        for (int64_t cols : {160, 256, 2560, 2592}) {
+            if (cols % traits_of(type).block_values) continue;
             problem p = make(type, 8, cols, 3, 21);
             for (int64_t i = 0; i < cols; ++i) p.x[size_t(cols + i)] *= 1e-38f;     // token 1: below the bound
             for (int64_t i = 0; i < cols; ++i) p.x[size_t(2 * cols + i)] *= 1e-33f; // token 2: above it
@@ -469,6 +504,9 @@ TEST_P(kernels_on, an_activation_row_too_small_for_its_scale_is_zero) {
                     ASSERT_EQ(a.q(t)[i], ref.q(t)[i]) << isa_name(k.id) << " " << type_name(type) << " token " << t << " at " << i;
                 if (type == weight_type::q4_0) {
                     for (int64_t i = 0; i < (nb + 3) / 4 * 16; ++i) ASSERT_EQ(a.corr(t)[i], ref.corr(t)[i]) << "lane " << i;
+                }
+                if (is_k_quant(type)) {
+                    for (int64_t i = 0; i < nb * 2; ++i) ASSERT_EQ(a.corr(t)[i], ref.corr(t)[i]) << "sum " << i;
                 }
             }
             EXPECT_EQ(a.d(1), 0.0f);

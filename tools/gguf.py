@@ -48,7 +48,9 @@ Quantisation (ggml's exact block layouts and reference quantisers)
             q = min(15, trunc(x/d + 8.5)). 18 bytes per block.
 """
 
+import os
 import struct
+import sys
 
 import numpy as np
 
@@ -86,10 +88,21 @@ class GGMLType:
 
 
 GGML_TYPE_NAMES = {GGMLType.F32: "F32", GGMLType.F16: "F16", GGMLType.Q4_0: "Q4_0",
-                   GGMLType.Q8_0: "Q8_0", GGMLType.BF16: "BF16", GGMLType.Q4_K: "Q4_K",
-                   GGMLType.Q5_K: "Q5_K", GGMLType.Q6_K: "Q6_K"}
-# K-quant super-blocks: 256 values in 144 (Q4_K), 176 (Q5_K), 210 (Q6_K) bytes (tools/kquants.py)
-_K_BLOCK_BYTES = {GGMLType.Q4_K: 144, GGMLType.Q5_K: 176, GGMLType.Q6_K: 210}
+                   GGMLType.Q8_0: "Q8_0", GGMLType.Q4_K: "Q4_K", GGMLType.Q5_K: "Q5_K",
+                   GGMLType.Q6_K: "Q6_K", GGMLType.BF16: "BF16"}
+
+# K-quant super-blocks (tools/kquants.py): 256 values, bytes per super-block.
+QK_K = 256
+K_BLOCK_BYTES = {GGMLType.Q4_K: 144, GGMLType.Q5_K: 176, GGMLType.Q6_K: 210}
+
+
+def _kquants():
+    """tools/kquants.py (beside this file), imported when a K-quant tensor is met."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import kquants
+    return kquants
 
 # struct format of each fixed-size scalar value type
 _SCALAR_FMT = {
@@ -129,10 +142,10 @@ def tensor_nbytes(ggml_type, n):
         if n % QK:
             raise ValueError(f"{n} elements is not a multiple of the block size {QK}")
         return n // QK * (34 if ggml_type == GGMLType.Q8_0 else 18)
-    if ggml_type in _K_BLOCK_BYTES:
-        if n % 256:
-            raise ValueError(f"{n} elements is not a multiple of the super-block size 256")
-        return n // 256 * _K_BLOCK_BYTES[ggml_type]
+    if ggml_type in K_BLOCK_BYTES:
+        if n % QK_K:
+            raise ValueError(f"{n} elements is not a multiple of the super-block size {QK_K}")
+        return n // QK_K * K_BLOCK_BYTES[ggml_type]
     raise ValueError(f"unsupported ggml type {ggml_type}")
 
 
@@ -190,6 +203,11 @@ def quantize(x, ggml_type):
     if ggml_type == GGMLType.Q4_0:
         tensor_nbytes(ggml_type, x.size)
         return _quantize_q4_0(x)
+    if ggml_type in K_BLOCK_BYTES:
+        tensor_nbytes(ggml_type, x.size)
+        kq = _kquants()
+        return {GGMLType.Q4_K: kq.quantize_q4_k, GGMLType.Q5_K: kq.quantize_q5_k,
+                GGMLType.Q6_K: kq.quantize_q6_k}[ggml_type](x)
     raise ValueError(f"unsupported ggml type {ggml_type}")
 
 
@@ -210,10 +228,10 @@ def dequantize(raw, ggml_type, n):
         b = np.frombuffer(raw, dtype=[("d", "<f2"), ("qs", "u1", (QK // 2,))])
         q = np.concatenate([b["qs"] & 0x0F, b["qs"] >> 4], axis=1).astype(np.float32) - 8
         return (b["d"].astype(np.float32)[:, None] * q).reshape(-1)
-    if ggml_type in _K_BLOCK_BYTES:
-        import kquants  # tools/kquants.py, next to this file
-        return {GGMLType.Q4_K: kquants.dequantize_q4_k, GGMLType.Q5_K: kquants.dequantize_q5_k,
-                GGMLType.Q6_K: kquants.dequantize_q6_k}[ggml_type](raw)
+    if ggml_type in K_BLOCK_BYTES:
+        kq = _kquants()
+        return {GGMLType.Q4_K: kq.dequantize_q4_k, GGMLType.Q5_K: kq.dequantize_q5_k,
+                GGMLType.Q6_K: kq.dequantize_q6_k}[ggml_type](raw).astype(np.float32)
     raise ValueError(f"unsupported ggml type {ggml_type}")
 
 
@@ -284,6 +302,8 @@ class GGUFWriter:
         ne = list(reversed(array.shape)) or [1]
         if ggml_type in (GGMLType.Q8_0, GGMLType.Q4_0) and ne[0] % QK:
             raise ValueError(f"{name}: innermost dimension {ne[0]} is not a multiple of {QK}")
+        if ggml_type in K_BLOCK_BYTES and ne[0] % QK_K:
+            raise ValueError(f"{name}: innermost dimension {ne[0]} is not a multiple of {QK_K}")
         self._tensors.append((name, ne, ggml_type, quantize(array, ggml_type)))
 
     def write(self):

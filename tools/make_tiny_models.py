@@ -29,9 +29,21 @@ V = 64
 CTX = 64
 TOKENS = [0, 17, 42, 5, 63, 17, 29, 8, 51, 42, 3, 36]   # BOS first, repeats on purpose
 
-TOLERANCE = {"F32": 1e-4, "F16": 1e-3, "BF16": 1e-3, "Q8_0": 2e-2, "Q4_0": 2e-2}
+TOLERANCE = {"F32": 1e-4, "F16": 1e-3, "BF16": 1e-3, "Q8_0": 2e-2, "Q4_0": 2e-2,
+             "Q6_K": 2e-2, "Q5_K": 2e-2, "Q4_K": 2e-2, "MIX": 2e-2}
 WTYPES = {"F32": GGMLType.F32, "F16": GGMLType.F16, "BF16": GGMLType.BF16,
-          "Q8_0": GGMLType.Q8_0, "Q4_0": GGMLType.Q4_0}
+          "Q8_0": GGMLType.Q8_0, "Q4_0": GGMLType.Q4_0,
+          "Q6_K": GGMLType.Q6_K, "Q5_K": GGMLType.Q5_K, "Q4_K": GGMLType.Q4_K}
+# "MIX": K types chosen by tensor, as llama.cpp's Q4_K_M does (and a Q8_0 one among them).
+MIX = {"token_embd.weight": GGMLType.Q6_K, "attn_v.weight": GGMLType.Q6_K,
+       "ffn_down_exps.weight": GGMLType.Q5_K, "attn_k.weight": GGMLType.Q8_0}
+
+
+def tensor_type(wtype, tname):
+    """The ggml type a quantisable tensor is stored as in a model of weight type wtype."""
+    if wtype != "MIX":
+        return WTYPES[wtype]
+    return MIX.get(tname.split(".", 2)[-1] if tname.startswith("blk.") else tname, GGMLType.Q4_K)
 
 # Margins an fp32 backend needs to take the reference's routing decisions.
 MIN_MOD_MARGIN = 1e-3     # |r - threshold|
@@ -69,10 +81,11 @@ def normal(rng, shape, std):
 def build_ncas(cfg, rng):
     """Tensors of an ncas-diffmoe model: name -> (numpy array, quantisable)."""
     D, L, H, Hkv, d, F, E = (cfg[k] for k in ("D", "L", "H", "Hkv", "d", "F", "E"))
-    t = {"token_embd.weight": (normal(rng, (V, D), 0.5), True),
+    es = cfg.get("embd_std", 0.5)
+    t = {"token_embd.weight": (normal(rng, (V, D), es), True),
          "output_norm.weight": (1 + normal(rng, D, 0.1), False)}
     if not cfg["tied"]:
-        t["output.weight"] = (normal(rng, (V, D), 0.5), True)
+        t["output.weight"] = (normal(rng, (V, D), es), True)
     for l in range(L):
         b = f"blk.{l}."
         t[b + "attn_norm.weight"] = (1 + normal(rng, D, 0.1), False)
@@ -170,7 +183,7 @@ def write_model(path, name, cfg, tensors, wtype):
     w.add_uint32("tokenizer.ggml.bos_token_id", 0)
     w.add_uint32("tokenizer.ggml.eos_token_id", 0)
     for tname, (arr, quantisable) in tensors.items():
-        w.add_tensor(tname, arr, WTYPES[wtype] if quantisable else GGMLType.F32)
+        w.add_tensor(tname, arr, tensor_type(wtype, tname) if quantisable else GGMLType.F32)
     w.write()
 
 
@@ -235,6 +248,10 @@ def model_list():
          "lambda from four vectors, attn_sub_norm, GQA H=4 Hkv=2 (H*2d=64 != D=32), gelu experts E=4 k=2, "
          "MoD routers on layers 1,2 (threshold 0.1) skipping some tokens, mod.scale sigmoid, "
          "tied output, lambda_init by formula"),
+        ("k256", variant(D=256, L=2, H=4, Hkv=2, d=32, F=256, mod_layers=(1,), embd_std=0.5 * math.sqrt(32 / 256)), ["Q6_K", "Q5_K", "Q4_K", "MIX"],
+         "every matrix's rows a multiple of 256 (D 256, H*2d 256, F 256) for the K-quant weight types; "
+         "MIX: token_embd and attn_v Q6_K, ffn_down_exps Q5_K, attn_k Q8_0, the rest Q4_K (as Q4_K_M mixes); "
+         "L=2, MoD router on layer 1, token_embd std scaled by sqrt(32/D) (logits as the D=32 models')"),
         ("scalar_lambda", variant(lambda_form="scalar", sub_norm=False), ["F32"],
          "scalar attn_lambda, no attn_sub_norm"),
         ("lambda_exp", variant(lambda_exp=True), ["F32"],

@@ -18,7 +18,8 @@ namespace ncas::cli {
 namespace {
 
 
-constexpr weight_type weight_types[] = {weight_type::f32, weight_type::f16, weight_type::q8_0, weight_type::q4_0};
+constexpr weight_type weight_types[] = {weight_type::f32,  weight_type::f16,  weight_type::q8_0, weight_type::q6_k,
+                                        weight_type::q5_k, weight_type::q4_k, weight_type::q4_0};
 
 // 73965686784 -> "73.97 B"
 std::string count_text(double n) {
@@ -78,12 +79,12 @@ void print_params(const model_dims& m, std::optional<int64_t> in_file, const pre
 
 void print_memory(const model_dims& m, int64_t weights, std::string_view weights_what, int64_t extra_ctx,
                   weight_type kv_type) {
-    const bool whole_blocks = m.n_embd % quant_block == 0 && m.n_ff % quant_block == 0;
     std::printf("\nweights if stored as");
-    for (weight_type t : weight_types) {
-        const bool blocked = traits_of(t).block_values > 1;
+    for (weight_type t : weight_types) {  // a block type needs rows of whole blocks (K-quants: of 256)
+        const int64_t b = traits_of(t).block_values;
+        const bool whole_blocks = m.n_embd % b == 0 && m.n_ff % b == 0;
         std::printf("  %s %s", std::string(type_name(t)).c_str(),
-                    blocked && !whole_blocks ? "n/a" : human_bytes(double(weight_bytes(m, t))).c_str());
+                    !whole_blocks ? "n/a" : human_bytes(double(weight_bytes(m, t))).c_str());
     }
     constexpr weight_type kv_types[] = {weight_type::f32, weight_type::f16, weight_type::q8_0, weight_type::q4_0};
     std::printf("\n\nmemory: weights %s (%s) + KV cache (per token, every layer:", human_bytes(double(weights)).c_str(),

@@ -1,6 +1,6 @@
 #pragma once
 // Activations quantised to 16-bit integers for the integer dot products of the
-// Q8_0 / Q4_0 kernels: one scale per token row, d = max|x| / 32767,
+// Q8_0 / Q4_0 / K-quant kernels: one scale per token row, d = max|x| / 32767,
 // q = round(x / d), so the error is at most d/2 per value (1.5e-5 of the row's
 // largest value). One scale per row lets a kernel apply the weight block's
 // scale alone inside its loop and the activation scale once per row. 8-bit
@@ -23,6 +23,9 @@
 //    meet in one lane, so kernels can multiply by the raw nibbles (0..15) and
 //    start the lane sums from the correction instead of subtracting 8 from every
 //    weight.
+//  - Q4_K / Q5_K / Q6_K: natural order, and one int32 a 16 values, their sum (16
+//    a super-block of 256, in corr): Q4_K / Q5_K take a sub-block's Σ a for its min,
+//    Q6_K for its offset of 32 (cpu/kernels/kquant_matmul.hpp).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -50,6 +53,16 @@ inline void quantize_nonfinite_row(weight_type t, int64_t nb, int16_t* q, int32_
     *d_out = std::numeric_limits<float>::quiet_NaN();
     std::memset(q, 0, size_t(t == weight_type::q4_0 ? quads * 128 : nb * quant_block) * sizeof(int16_t));
     if (t == weight_type::q4_0) std::memset(corr, 0, size_t(quads * 16) * sizeof(int32_t));
+    if (is_k_quant(t)) std::memset(corr, 0, size_t(nb * 2) * sizeof(int32_t));
+}
+
+// K-quants: corr[k] = Σ of values 16k .. 16k + 15 (nb blocks of 32 in natural order).
+inline void sum_sixteens(const int16_t* q, int64_t nb, int32_t* corr) {
+    for (int64_t k = 0; k < nb * 2; ++k) {
+        int32_t sum = 0;
+        for (int e = 0; e < 16; ++e) sum += q[16 * k + e];
+        corr[k] = sum;
+    }
 }
 
 inline void quantize_act_row(weight_type t, const float* x, int64_t nb, int16_t* q, int32_t* corr, float* d_out) {
@@ -63,6 +76,7 @@ inline void quantize_act_row(weight_type t, const float* x, int64_t nb, int16_t*
     *d_out = d;
     if (t != weight_type::q4_0) {
         for (int64_t i = 0; i < nb * quant_block; ++i) q[i] = int16_t(std::nearbyint(x[i] * id));
+        if (is_k_quant(t)) sum_sixteens(q, nb, corr);
         return;
     }
     const int64_t quads = (nb + 3) / 4;
@@ -85,7 +99,7 @@ public:
         type_ = type;
         const int64_t nb = K / quant_block, quads = (nb + 3) / 4;
         q_stride_ = type == weight_type::q4_0 ? quads * 128 : nb * quant_block;
-        c_stride_ = type == weight_type::q4_0 ? quads * 16 : 0;
+        c_stride_ = type == weight_type::q4_0 ? quads * 16 : is_k_quant(type) ? nb * 2 : 0;
         const size_t bytes = size_t(T) * size_t(q_stride_ * 2 + c_stride_ * 4) + 64;
         if (store_.size() < bytes) store_.resize(bytes);
         if (d_.size() < size_t(T)) d_.resize(size_t(T));

@@ -205,17 +205,10 @@ private:
         f_.fail("tensor '" + t.name + "' has shape " + t.shape_string() + ", expected " + want + "]");
     }
     const std::byte* data(const tensor_info& t) const { return resolve_(t); }
-    // K-quant matrices are readable (format/quant.hpp) but no matmul kernel takes them yet.
-    void check_kernel_type(const tensor_info& t) const {
-        if (is_k_quant(t.type))
-            f_.fail("tensor '" + t.name + "' is " + std::string(type_name(t.type)) +
-                    ": K-quant weights are not supported by the engine's kernels yet");
-    }
 
     weight_matrix matrix(const std::string& name, int64_t cols, int64_t rows) const {
         const tensor_info& t = need(name);
         check_shape(t, {cols, rows});
-        check_kernel_type(t);
         return {t.type, rows, cols, data(t)};
     }
     std::vector<float> vec(const std::string& name, int64_t n) const {
@@ -233,7 +226,6 @@ private:
     expert_tensor experts(const std::string& name, int64_t cols, int64_t rows, int64_t n) const {
         const tensor_info& t = need(name);
         check_shape(t, {cols, rows, n});
-        check_kernel_type(t);
         return {t.type, rows, cols, data(t), t.offset};
     }
 

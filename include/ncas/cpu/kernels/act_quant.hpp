@@ -1,5 +1,5 @@
 #pragma once
-// Activation quantisation for the Q8_0 / Q4_0 kernels: one token row to 16-bit
+// Activation quantisation for the Q8_0 / Q4_0 / K-quant kernels: one token row to 16-bit
 // integers in the weight type's order (cpu/act_quant.hpp has the format and the
 // reference, quantize_act_row; every variant gives its integers exactly).
 #include "ncas/cpu/act_quant.hpp"
@@ -28,6 +28,15 @@ struct act_quant<x86_tag<Simd, Level>> {
     using fbatch = typename tag::fbatch;
     static constexpr int64_t W = tag::W;
 
+    // K-quants: corr[k] = Σ of values 16k .. 16k + 15 (as cpu/act_quant.hpp's sum_sixteens).
+    static void sixteens(const int16_t* q, int64_t nb, int32_t* corr) {
+        for (int64_t k = 0; k < nb * 2; ++k) {
+            int32_t sum = 0;
+            for (int e = 0; e < 16; ++e) sum += q[16 * k + e];
+            corr[k] = sum;
+        }
+    }
+
     static void quantize_act(weight_type t, const float* x, int64_t nb, int16_t* q, int32_t* corr, float* d_out) {
         const int64_t n = nb * quant_block;  // a multiple of 32, so of W
         fbatch m(0.0f), zero(0.0f);  // zero: Σ x·0, NaN in a lane that saw a NaN or an infinity
@@ -47,6 +56,7 @@ struct act_quant<x86_tag<Simd, Level>> {
         };
         if (t != weight_type::q4_0) {
             for (int64_t i = 0; i < n; i += 8) store8(x + i, q + i);
+            if (t == weight_type::q4_k || t == weight_type::q5_k || t == weight_type::q6_k) sixteens(q, nb, corr);
             return;
         }
         const int64_t quads = (nb + 3) / 4;
@@ -74,6 +84,15 @@ template <isa Level>
 struct act_quant<arm_tag<Level>> {
     using tag = arm_tag<Level>;
 
+    // K-quants: corr[k] = Σ of values 16k .. 16k + 15 (as cpu/act_quant.hpp's sum_sixteens).
+    static void sixteens(const int16_t* q, int64_t nb, int32_t* corr) {
+        for (int64_t k = 0; k < nb * 2; ++k) {
+            int32_t sum = 0;
+            for (int e = 0; e < 16; ++e) sum += q[16 * k + e];
+            corr[k] = sum;
+        }
+    }
+
     static void quantize_act(weight_type t, const float* x, int64_t nb, int16_t* q, int32_t* corr, float* d_out) {
         const int64_t n = nb * quant_block;  // a multiple of 32
         float32x4_t m = vdupq_n_f32(0.0f), zero = vdupq_n_f32(0.0f);  // zero: Σ x·0, NaN after a NaN or an infinity
@@ -95,6 +114,7 @@ struct act_quant<arm_tag<Level>> {
         };
         if (t != weight_type::q4_0) {
             for (int64_t i = 0; i < n; i += 8) store8(x + i, q + i);
+            if (t == weight_type::q4_k || t == weight_type::q5_k || t == weight_type::q6_k) sixteens(q, nb, corr);
             return;
         }
         const int64_t quads = (nb + 3) / 4;

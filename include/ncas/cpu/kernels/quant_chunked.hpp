@@ -35,7 +35,7 @@ struct chunked_prefill<avx2_tag<Level>> {
 
     template <weight_type t>
     static void chunked_rows(const weight_matrix& w, const act_rows& xq, int64_t T, float* y, int64_t r0, int64_t r1) {
-        const int64_t nb = w.cols / quant_block, stride = w.row_stride();
+        const int64_t nb = w.cols / quant_block, stride = stride_of<tag>(w);
         __m256 state[chunk_rows][max_tile];
         for (int64_t rb = r0; rb < r1; rb += chunk_rows) {
             const int64_t rows = std::min(chunk_rows, r1 - rb);

@@ -30,7 +30,7 @@ inline void quant_rows(const weight_matrix& w, const act_rows& xq, int64_t T, fl
         const int nt = int(std::min<int64_t>(max_tile, T - t0));
         auto tile = [&](int64_t r, int64_t step, auto RR) {
             with_count<max_tile>(nt, [&](auto NT) {
-                quant_tiles<Tag>::template quant_tile<RR, NT, type>(row_of<Tag>(w, r), step * w.row_stride(), nb, xq, t0, out);
+                quant_tiles<Tag>::template quant_tile<RR, NT, type>(row_of<Tag>(w, r), step * stride_of<Tag>(w), nb, xq, t0, out);
                 for (int j = 0; j < RR; ++j)
                     for (int i = 0; i < NT; ++i) y[(t0 + i) * w.rows + r + j * step] = out[j * NT + i];
             });

@@ -85,7 +85,7 @@ struct packed_prefill<avx512_tag<Level>> {
 
     static void q4_packed_rows(const weight_matrix& w, const act_rows& xq, int64_t T, float* y, int64_t r0, int64_t r1) {
         constexpr int64_t R = pack_rows;
-        const int64_t nb = w.cols / quant_block, quads = (nb + 3) / 4, stride = w.row_stride();
+        const int64_t nb = w.cols / quant_block, quads = (nb + 3) / 4, stride = stride_of<tag>(w);
         const int64_t block = std::max<int64_t>(1, pack_bytes / (quads * int64_t(sizeof(q4_packed))) / R) * R;
         thread_local std::vector<q4_packed> buf;  // grows to the largest block once per thread
         if (buf.size() < size_t(block * quads)) buf.resize(size_t(block * quads));

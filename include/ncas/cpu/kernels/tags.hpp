@@ -12,6 +12,7 @@
 //   quant_chunked.hpp  loop order 2: long rows in column chunks (AVX2 prefill)
 //   quant_packed.hpp   loop order 3: Q4_0 rows unpacked once per block (AVX-512 prefill)
 //   quant_matmul.hpp   the Q8_0 / Q4_0 tile driver and the choice of loop order
+//   kquant_matmul.hpp  Q4_K / Q5_K / Q6_K rows against token tiles (one float order on every level)
 //   attention.hpp      scores and value sums over the KV cache
 //   elementwise.hpp    FFN activations, RMSNorm, softmax, RoPE
 //   act_quant.hpp      activation quantisation (the format: cpu/act_quant.hpp)
@@ -93,10 +94,27 @@ inline void with_count(int n, F&& f) {
     f(std::integral_constant<int, N>{});
 }
 
+// Bytes of one row of w (weight_matrix::row_stride, as a template over the tag: see the
+// multi-arch rule; row_bytes goes through traits_of, which GCC may emit out of line).
+template <class Tag>
+inline int64_t stride_of(const weight_matrix& w) {
+    switch (w.type) {
+        case weight_type::f32: return w.cols * 4;
+        case weight_type::f16:
+        case weight_type::bf16: return w.cols * 2;
+        case weight_type::q8_0: return w.cols / quant_block * int64_t(sizeof(block_q8_0));
+        case weight_type::q4_0: return w.cols / quant_block * int64_t(sizeof(block_q4_0));
+        case weight_type::q4_k: return w.cols / qk_k * int64_t(sizeof(block_q4_K));
+        case weight_type::q5_k: return w.cols / qk_k * int64_t(sizeof(block_q5_K));
+        case weight_type::q6_k: return w.cols / qk_k * int64_t(sizeof(block_q6_K));
+    }
+    return 0;
+}
+
 // Row r of w (weight_matrix::row, as a template over the tag: see the multi-arch rule).
 template <class Tag>
 inline const std::byte* row_of(const weight_matrix& w, int64_t r) {
-    return w.data + r * w.row_stride();
+    return w.data + r * stride_of<Tag>(w);
 }
 
 // ---- scalar ---------------------------------------------------------------------
