@@ -130,11 +130,6 @@ assert n_q > 0
 PY
     if [ -n "$tokens" ]; then
         if ! "$ncas" logits -m "$tmp/$name.$type.gguf" --ids "$tokens" -o "$tmp/ncas.f32" --no-progress 2>"$tmp/err"; then
-            # TODO (with the K-quant kernels): drop this skip.
-            if grep -qF "not supported by the engine's kernels yet" "$tmp/err"; then
-                echo "skip $name $type: logits (the loader refuses K-quant matrices until their kernels land)"
-                return
-            fi
             bad "$name $type: ncas logits failed: $(cat "$tmp/err")"; return
         fi
         $py "$root/tools/reference.py" "$tmp/$name.$type.gguf" --tokens "$tokens" --out "$tmp/ref.f32" >/dev/null \
@@ -330,8 +325,6 @@ PY
         cmp -s "$tmp/demo.q4_k_m.gguf" "$tmp/again.gguf" && ok "demo q4_k_m quantised to q4_k_m is the same file" \
             || bad "demo q4_k_m quantised to q4_k_m changed"
         expect_fail "K input to another type" "is already Q4_K" "$ncas" quantize --no-progress "$tmp/demo.q4_k_m.gguf" "$tmp/x.gguf" q6_k
-    elif grep -qF "not supported by the engine's kernels yet" "$tmp/err"; then  # TODO (with the kernels): drop
-        echo "skip demo q4_k_m quantised again (the loader refuses K-quant matrices until their kernels land)"
     else
         bad "demo q4_k_m quantised again: $(cat "$tmp/err")"
     fi

@@ -333,15 +333,7 @@ int run_quantize(int argc, char** argv) {
         std::filesystem::remove(part, ec);
         throw;
     }
-    // Until the K-quant matmul kernels land the loader refuses their matrices by name:
-    // the file is still checked as a GGUF file then (TODO: drop the exception with the kernels).
-    try {
-        const ncas::model check = ncas::model::load(out);
-    } catch (const error& e) {
-        if (std::string(e.what()).find("not supported by the engine's kernels yet") == std::string::npos) throw;
-        const mapped_file check_map(out);
-        (void)gguf_file::from_memory(out, check_map.bytes());
-    }
+    const ncas::model check = ncas::model::load(out);  // the file loads as a model
     std::string counts;
     for (const auto& [ty, n] : n_of_type)
         counts += (counts.empty() ? "" : ", ") + std::to_string(n) + " " + std::string(type_name(ty));

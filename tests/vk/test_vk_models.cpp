@@ -35,7 +35,6 @@ protected:
         if (!ctx) GTEST_SKIP() << "device cannot run configuration " << config_name(GetParam().cfg);
         g = test_golden::load(GetParam().model);
         m = std::make_unique<ncas::model>(ncas::model::load(g.model_path));
-        if (holds_k_quant(*m)) GTEST_SKIP() << k_quant_skip;
     }
     ncas::session_params params(int64_t n_batch = 64, ncas::weight_type kv = ncas::weight_type::f32) const {
         ncas::session_params p;

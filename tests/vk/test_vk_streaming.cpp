@@ -50,7 +50,6 @@ protected:
 TEST_P(vk_streamed, any_budget_gives_the_resident_bits) {
     const auto g = test_golden::load(GetParam());
     const auto resident = ncas::model::load(g.model_path);
-    if (holds_k_quant(resident)) GTEST_SKIP() << k_quant_skip;
     const auto streamed = ncas::model::load(g.model_path, {.stream_experts = true});
     const streamed_run want = run(resident, g, {}, ctx);
     ASSERT_FALSE(want.stats);  // no budget: every expert resident, nothing streamed

@@ -56,20 +56,6 @@ inline ::testing::Environment* const release_vulkan_at_exit = ::testing::AddGlob
 
 // One context per configuration for the whole test program; null when the
 // device cannot run it (e.g. no subgroup size control for wave8).
-// Whether a model holds K-quant matrices (Q4_K, Q5_K, Q6_K): the Vulkan backend's matmul
-// and embedding shaders take F32, F16, BF16, Q8_0 and Q4_0 weights, so the tiny K-quant
-// models (tests/data/tiny/k256_*) are checked on the CPU only (tests/test_models.cpp).
-inline bool holds_k_quant(const ncas::model& m) {
-    const auto& w = m.weights();
-    bool k = ncas::is_k_quant(w.token_embd.type) || ncas::is_k_quant(w.output.type);
-    for (const auto& l : w.layers)
-        for (ncas::weight_type t : {l.wq.type, l.wk.type, l.wv.type, l.wo.type, l.up.type, l.gate.type, l.down.type})
-            k = k || ncas::is_k_quant(t);
-    return k;
-}
-inline constexpr const char* k_quant_skip =
-    "K-quant weights: the Vulkan backend's shaders take F32, F16, BF16, Q8_0 and Q4_0 matrices";
-
 inline std::shared_ptr<ncas::vk::context> context_for(config c) {
     auto& contexts = shared_state::get().contexts;
     if (auto it = contexts.find(c); it != contexts.end()) return it->second;
