@@ -50,9 +50,12 @@ inline void rope_store(const model_config& c, int64_t layer, const rope_table& r
 // layer, the last chunk shorter): a constant, so the split never depends on the thread
 // count or on how the tokens were batched.
 inline constexpr int64_t attn_chunk = 256;
+// A prompt's queries a task (per head) reading each chunk of the cache once.
+inline constexpr int64_t attn_queries = 16;
 
 // o = (softmax(q₀K₀ᵀ/√d) − λ_t·softmax(q₁K₁ᵀ/√d))·V per head [then sub-norm · (1 − λ_init)]
-// for the n tokens just stored after the layer's `before` cached rows; scores: [M, n_ctx] per thread.
+// for the n tokens just stored after the layer's `before` cached rows; scores: per thread scratch
+// (grown to attn_queries·M·(before + n) floats where a prompt needs it).
 //
 // For each query (token i, head h) over its R = before + i + 1 causal rows, chunk by chunk:
 //  1. scores of the chunk's rows, per map m: max_mc and x = exp(s − max_mc), sum_mc = Σ x
@@ -143,26 +146,40 @@ inline void attend(thread_pool& pool, const model_config& c, const layer_weights
         });
         return;
     }
-    // A prompt: one task per (head, token), each output written by exactly one thread.
-    // Head-major, so a thread's contiguous share holds whole heads (a causal token's cost
-    // grows with its position; token-major shares would give the last thread the longest
-    // rows) and consecutive tasks reread the same head's keys from cache.
-    pool.parallel_for(n * H, [&](int64_t t0, int64_t t1, int thread) {
-        float* scores = scores_of_thread[size_t(thread)].data();  // [chunks][M, nr]
-        std::vector<float> st(size_t(chunks_of(before + n) * 2 * M)), part(static_cast<size_t>(dv));
+    // A prompt: one task per (head, block of attn_queries tokens), each output written by
+    // exactly one thread. Within a task the chunks are the outer loop and the block's
+    // queries the inner one, so a chunk's K (then V) rows are read from memory once for
+    // the block and stay in cache for its other queries; each query still runs its own
+    // chunks, merge and sums in the order above. Head-major, so a thread's contiguous
+    // share holds whole heads (a causal token's cost grows with its position; token-major
+    // shares would give the last thread the longest rows).
+    constexpr int64_t Qb = attn_queries;
+    const int64_t blocks_of_n = (n + Qb - 1) / Qb, nc_max = chunks_of(before + n);
+    pool.parallel_for(blocks_of_n * H, [&](int64_t t0, int64_t t1, int thread) {
+        std::vector<float>& xs = scores_of_thread[size_t(thread)];  // [query][chunks][M, nr]
+        if (int64_t(xs.size()) < Qb * M * (before + n)) xs.resize(size_t(Qb * M * (before + n)));
+        std::vector<float> st(size_t(Qb * nc_max * 2 * M)), part(static_cast<size_t>(dv));
         for (int64_t task = t0; task < t1; ++task) {
-            const int64_t h = task / n, i = task % n;
-            const int64_t rows = before + i + 1, nc = chunks_of(rows);  // causal: cached rows up to this token's own
-            for (int64_t ch = 0; ch < nc; ++ch) score_chunk(i, h, ch, rows, scores + ch * C * M, st.data() + ch * 2 * M);
-            float* o = out + i * c.attn_dim() + h * dv;
-            value_chunk(i, h, 0, rows, scores, st.data(), o);
-            for (int64_t ch = 1; ch < nc; ++ch) {
-                value_chunk(i, h, ch, rows, scores + ch * C * M, st.data(), part.data());
-                for (int64_t e = 0; e < dv; ++e) o[e] += part[size_t(e)];
-            }
-            sub_norm(o);
+            const int64_t h = task / blocks_of_n, i0 = (task % blocks_of_n) * Qb, nq = std::min(Qb, n - i0);
+            const auto x_of = [&](int64_t k, int64_t ch) { return xs.data() + k * M * (before + n) + ch * C * M; };
+            const auto st_of = [&](int64_t k) { return st.data() + k * nc_max * 2 * M; };
+            // causal: query i reads the cached rows up to its own, before + i + 1
+            for (int64_t ch = 0; ch < chunks_of(before + i0 + nq); ++ch)
+                for (int64_t k = 0; k < nq; ++k)
+                    if (ch < chunks_of(before + i0 + k + 1))
+                        score_chunk(i0 + k, h, ch, before + i0 + k + 1, x_of(k, ch), st_of(k) + ch * 2 * M);
+            for (int64_t ch = 0; ch < chunks_of(before + i0 + nq); ++ch)
+                for (int64_t k = 0; k < nq; ++k) {
+                    const int64_t i = i0 + k, rows = before + i + 1;
+                    if (ch >= chunks_of(rows)) continue;
+                    float* o = out + i * c.attn_dim() + h * dv;
+                    value_chunk(i, h, ch, rows, x_of(k, ch), st_of(k), ch == 0 ? o : part.data());
+                    if (ch > 0)
+                        for (int64_t e = 0; e < dv; ++e) o[e] += part[size_t(e)];
+                }
+            for (int64_t k = 0; k < nq; ++k) sub_norm(out + (i0 + k) * c.attn_dim() + h * dv);
         }
-    }, std::max<int64_t>(1, (int64_t(1) << 14) / std::max<int64_t>(1, (before + n) * (M * d + dv))));
+    }, std::max<int64_t>(1, (int64_t(1) << 14) / std::max<int64_t>(1, Qb * (before + n) * (M * d + dv))));
 }
 
 class transformer {
