@@ -350,8 +350,12 @@ struct kv_blocks<x86_tag<Simd, Level>> {
     [[gnu::always_inline]] static void widen(const std::byte* blk, __m256 (&w)[4]) {
         __m128i a, b;
         if constexpr (t == weight_type::q8_0) {
-            const auto* q = reinterpret_cast<const __m128i*>(blk + 2);
-            a = _mm_loadu_si128(q), b = _mm_loadu_si128(q + 1);
+            // Each 8 bytes widened straight from memory (vpmovsxbd's load operand): no shuffles.
+            const std::byte* q = blk + 2;
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; ++i)
+                w[i] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + 8 * i))));
+            return;
         } else {
             const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2));
             const __m128i m = _mm_set1_epi8(0x0f), e8 = _mm_set1_epi8(8);
