@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <random>
 
 #include "ncas/ncas.hpp"
 #include "support/golden.hpp"
@@ -102,6 +103,96 @@ INSTANTIATE_TEST_SUITE_P(golden, tiny_model, ::testing::ValuesIn(test_golden::al
 // ---- API errors --------------------------------------------------------------
 
 std::string base_path() { return test_golden::data_dir() + "/tiny/base_f32.gguf"; }
+
+// Attention over a cache of several chunks (cpu::attn_chunk rows each, the last one
+// partial): a prompt in one batch, in batches, and token by token (decode's (head, chunk)
+// tasks) give the same bits at 1, 2 and 3 threads, and agree with attention in double.
+// Both λ forms (a fixed λ; λ per token), a sub-norm, GQA, a llama head, every cache type.
+TEST(chunked_attention, prefill_batches_decode_and_threads_agree_bit_for_bit_and_with_double) {
+    struct shape { int64_t M, H, Hkv, d; bool sub_norm, per_token; };
+    for (const shape sh : {shape{2, 4, 2, 8, false, true}, shape{2, 2, 2, 16, true, false}, shape{1, 4, 1, 16, false, false}})
+        for (ncas::weight_type kv : {ncas::weight_type::f32, ncas::weight_type::f16, ncas::weight_type::q8_0, ncas::weight_type::q4_0}) {
+            SCOPED_TRACE(std::string(ncas::type_name(kv)) + " M " + std::to_string(sh.M) + " H " + std::to_string(sh.H));
+            ncas::model_config c;
+            c.n_embd = 32, c.n_layer = 1, c.n_head = sh.H, c.n_head_kv = sh.Hkv, c.n_maps = sh.M;
+            c.head_k = sh.d, c.head_v = sh.M * sh.d;
+            const int64_t T = 2 * ncas::cpu::attn_chunk + 90, n_ctx = T;  // three chunks
+            std::mt19937 rng(uint32_t(5 + sh.d + sh.M));
+            std::normal_distribution<float> nd(0.0f, 1.0f);
+            std::vector<float> q(size_t(T * c.q_dim())), k(size_t(T * c.k_dim())), v(size_t(T * c.v_dim())), lt(static_cast<size_t>(T));
+            for (auto& x : q) x = 2.0f * nd(rng);  // peaked maps: chunk maxima differ
+            for (auto& x : k) x = nd(rng);
+            for (auto& x : v) x = nd(rng);
+            for (auto& x : lt) x = sh.per_token ? 0.3f + 0.1f * nd(rng) : 0.37f;
+            ncas::layer_weights w;
+            w.lambda_init = 0.2f;
+            if (sh.sub_norm)
+                for (int64_t e = 0; e < c.head_v; ++e) w.sub_norm.push_back(1.0f + 0.1f * nd(rng));
+            ncas::kv_cache cache(c, n_ctx, kv);
+            for (int64_t i = 0; i < T; ++i) cache.append(0, k.data() + i * c.k_dim(), v.data() + i * c.v_dim(), int32_t(i));
+            const int64_t A = c.attn_dim();
+            // Outputs of tokens [from, T) run in batches of `batch` (1: decode's path).
+            const auto run_attend = [&](int threads, int64_t from, int64_t batch) {
+                ncas::thread_pool pool(threads);
+                std::vector<std::vector<float>> scores(size_t(threads), std::vector<float>(size_t(sh.M * n_ctx)));
+                std::vector<float> out(size_t((T - from) * A));
+                for (int64_t i = from; i < T; i += batch) {
+                    const int64_t n = std::min(batch, T - i);
+                    ncas::cpu::attend(pool, c, w, 0, q.data() + i * c.q_dim(), lt.data() + i, n, i, cache, scores,
+                                      out.data() + (i - from) * A);
+                }
+                return out;
+            };
+            const int64_t from = T - 12;  // the tail: tokens in the third chunk
+            const auto prefill = run_attend(1, 0, T);
+            const std::vector<float> tail(prefill.begin() + from * A, prefill.end());
+            for (int threads : {1, 2, 3}) {
+                EXPECT_EQ(run_attend(threads, from, 1), tail) << "token by token, " << threads << " threads";
+                EXPECT_EQ(run_attend(threads, from, 5), tail) << "batches of 5, " << threads << " threads";
+            }
+            EXPECT_EQ(run_attend(2, 0, T), prefill) << "one batch, 2 threads";
+            // The first chunk's last token and the second's first decode as they prefill.
+            for (int64_t i : {ncas::cpu::attn_chunk - 1, ncas::cpu::attn_chunk}) {
+                const auto one = run_attend(2, i, 1);
+                EXPECT_TRUE(std::equal(one.begin(), one.begin() + A, prefill.begin() + i * A)) << "token " << i;
+            }
+            if (sh.sub_norm) continue;
+            // Double over the cache's own (rounded) rows, the last token.
+            const int64_t i = T - 1, d = sh.d, dv = c.head_v;
+            std::vector<float> kr(size_t(ncas::kv_row_values(kv, c.k_dim()))), vr(size_t(ncas::kv_row_values(kv, c.v_dim())));
+            std::vector<double> kd(size_t(T * c.k_dim())), vd(size_t(T * c.v_dim()));
+            for (int64_t j = 0; j < T; ++j) {
+                ncas::dequantize_row(kv, cache.k_row(0, j), kr.data(), int64_t(kr.size()));
+                ncas::dequantize_row(kv, cache.v_row(0, j), vr.data(), int64_t(vr.size()));
+                std::copy_n(kr.begin(), c.k_dim(), kd.begin() + j * c.k_dim());
+                std::copy_n(vr.begin(), c.v_dim(), vd.begin() + j * c.v_dim());
+            }
+            double err = 0, mag = 0;
+            for (int64_t h = 0; h < sh.H; ++h) {
+                const int64_t g = h / (sh.H / sh.Hkv);
+                std::vector<double> p(static_cast<size_t>(T), 0.0);
+                for (int64_t m = 0; m < sh.M; ++m) {
+                    std::vector<double> s(static_cast<size_t>(T));
+                    double mx = -1e300, sum = 0;
+                    for (int64_t j = 0; j < T; ++j) {
+                        double t = 0;
+                        for (int64_t e = 0; e < d; ++e)
+                            t += kd[size_t(j * c.k_dim() + (sh.M * g + m) * d + e)] * q[size_t(i * c.q_dim() + (sh.M * h + m) * d + e)];
+                        s[size_t(j)] = t / std::sqrt(double(d)), mx = std::max(mx, s[size_t(j)]);
+                    }
+                    for (auto& x : s) sum += (x = std::exp(x - mx));
+                    for (int64_t j = 0; j < T; ++j) p[size_t(j)] += (m == 0 ? 1.0 : -double(lt[size_t(i)])) * s[size_t(j)] / sum;
+                }
+                for (int64_t e = 0; e < dv; ++e) {
+                    double o = 0;
+                    for (int64_t j = 0; j < T; ++j) o += p[size_t(j)] * vd[size_t(j * c.v_dim() + g * dv + e)];
+                    err = std::max(err, std::abs(o - double(prefill[size_t(i * A + h * dv + e)])));
+                    mag = std::max(mag, std::abs(o));
+                }
+            }
+            EXPECT_LE(err, 1e-5 * mag);
+        }
+}
 
 TEST(session_errors, prompt_longer_than_context_is_refused) {
     const auto m = ncas::model::load(base_path());

@@ -46,12 +46,29 @@ inline void rope_store(const model_config& c, int64_t layer, const rope_table& r
     }
 }
 
+// Attention reads the cache in chunks of attn_chunk rows (rows [c·C, (c+1)·C) of the
+// layer, the last chunk shorter): a constant, so the split never depends on the thread
+// count or on how the tokens were batched.
+inline constexpr int64_t attn_chunk = 256;
+// A prompt's queries a task (per head) reading each chunk of the cache once.
+inline constexpr int64_t attn_queries = 16;
+
 // o = (softmax(q₀K₀ᵀ/√d) − λ_t·softmax(q₁K₁ᵀ/√d))·V per head [then sub-norm · (1 − λ_init)]
-// for the n tokens just stored after the layer's `before` cached rows; scores: [M, n_ctx] per thread.
-// One task per (head, token): each output is written by exactly one thread. Head-major,
-// so a thread's contiguous share holds whole heads (a causal token's cost grows with its
-// position; token-major shares would give the last thread the longest rows) and
-// consecutive tasks reread the same head's keys from cache.
+// for the n tokens just stored after the layer's `before` cached rows; scores: per thread scratch
+// (grown to attn_queries·M·(before + n) floats where a prompt needs it).
+//
+// For each query (token i, head h) over its R = before + i + 1 causal rows, chunk by chunk:
+//  1. scores of the chunk's rows, per map m: max_mc and x = exp(s − max_mc), sum_mc = Σ x
+//     (the softmax kernel's own first steps, softmax_exp);
+//  2. merged in chunk order: M_m = max_c max_mc, S_m = Σ_c sum_mc · exp(max_mc − M_m),
+//     a_mc = exp(max_mc − M_m) · (1 / S_m); the chunk's weights x_0·a_0c − λ_t·(x_1·a_1c),
+//     and its partial value sum P_c = Σ_j w_j·V_j;
+//  3. o = P_0 + P_1 + ... in chunk order.
+// With one chunk (R <= 256) this is the unchunked softmax bit for bit (a = 1 / S).
+// Decode (n = 1) runs the steps as three parallel passes over (head, chunk) tasks, so a
+// deep cache is split across threads by head and chunk; a prompt (n > 1) runs them in
+// order per (head, token) task. Both compute each chunk, merge and sum the same way, so
+// prefill, decode and every thread count give the same bits.
 inline void attend(thread_pool& pool, const model_config& c, const layer_weights& w, int64_t layer, const float* q,
                    const float* lambda_t, int64_t n, int64_t before, const kv_cache& cache,
                    std::vector<std::vector<float>>& scores_of_thread, float* out) {
@@ -62,32 +79,107 @@ inline void attend(thread_pool& pool, const model_config& c, const layer_weights
     const weight_type kv_type = cache.type();
     const bool blocks = traits_of(kv_type).block_values > 1;  // q8_0 / q4_0: read in place by attn_*_q
     const int64_t k_stride = cache.k_row_bytes(), v_stride = cache.v_row_bytes();
-    pool.parallel_for(n * H, [&](int64_t t0, int64_t t1, int thread) {
-        float* scores = scores_of_thread[size_t(thread)].data();  // [M, rows]
-        for (int64_t task = t0; task < t1; ++task) {
-            const int64_t h = task / n, i = task % n, g = h / group;
-            const int64_t rows = before + i + 1;  // causal: cached rows up to this token's own
-            // One pass over the cached keys scores both maps: head g's maps are adjacent in a K row.
-            if (blocks)
-                kern.attn_scores_q(kv_type, cache.k_row(layer, 0), k_stride, M * g * d, rows, q + i * qd + M * h * d, M,
-                                   d, scale, scores);
-            else
-                kern.attn_scores(kv_type, cache.k_row(layer, 0) + row_bytes(kv_type, M * g * d), k_stride, rows,
-                                 q + i * qd + M * h * d, M, d, scale, scores);
-            for (int64_t m = 0; m < M; ++m) kern.softmax(scores + m * rows, rows);
-            if (M == 2) {  // fold the two maps: a_0 − λ_t·a_1
-                const float lt = lambda_t[i];
-                for (int64_t j = 0; j < rows; ++j) scores[j] -= lt * scores[rows + j];
-            }
-            float* o = out + i * c.attn_dim() + h * dv;
-            if (blocks) kern.attn_values_q(kv_type, cache.v_row(layer, 0), v_stride, g * dv, rows, scores, dv, o);
-            else kern.attn_values(kv_type, cache.v_row(layer, 0) + row_bytes(kv_type, g * dv), v_stride, rows, scores, dv, o);
-            if (!w.sub_norm.empty()) {
-                kern.rms_norm(o, w.sub_norm.data(), o, dv, 1e-5f);
-                for (int64_t e = 0; e < dv; ++e) o[e] *= 1.0f - w.lambda_init;
-            }
+    constexpr int64_t C = attn_chunk;
+    const auto chunks_of = [](int64_t rows) { return (rows + C - 1) / C; };
+
+    // Step 1 for chunk ch of query (i, h): e = the chunk's x ([M, nr]), st = {max_m, sum_m} a map.
+    const auto score_chunk = [&](int64_t i, int64_t h, int64_t ch, int64_t rows, float* e, float* st) {
+        const int64_t g = h / group, r0 = ch * C, nr = std::min(C, rows - r0);
+        // One pass over the cached keys scores both maps: head g's maps are adjacent in a K row.
+        if (blocks)
+            kern.attn_scores_q(kv_type, cache.k_row(layer, r0), k_stride, M * g * d, nr, q + i * qd + M * h * d, M, d,
+                               scale, e);
+        else
+            kern.attn_scores(kv_type, cache.k_row(layer, r0) + row_bytes(kv_type, M * g * d), k_stride, nr,
+                             q + i * qd + M * h * d, M, d, scale, e);
+        for (int64_t m = 0; m < M; ++m) st[2 * m + 1] = kern.softmax_exp(e + m * nr, nr, &st[2 * m]);
+    };
+    // Step 2 for chunk ch, given all the query's chunk stats (st: [chunks][M][2]): P_ch into p.
+    const auto value_chunk = [&](int64_t i, int64_t h, int64_t ch, int64_t rows, float* e, const float* st, float* p) {
+        const int64_t g = h / group, r0 = ch * C, nr = std::min(C, rows - r0), nc = chunks_of(rows);
+        for (int64_t m = 0; m < M; ++m) {
+            float mx = st[2 * m];
+            for (int64_t k = 1; k < nc; ++k) mx = std::max(mx, st[k * 2 * M + 2 * m]);
+            float sum = 0.0f;
+            for (int64_t k = 0; k < nc; ++k) sum += st[k * 2 * M + 2 * m + 1] * std::exp(st[k * 2 * M + 2 * m] - mx);
+            const float a = std::exp(st[ch * 2 * M + 2 * m] - mx) * (1.0f / sum);
+            float* x = e + m * nr;
+            for (int64_t j = 0; j < nr; ++j) x[j] *= a;
         }
-    }, std::max<int64_t>(1, (int64_t(1) << 14) / std::max<int64_t>(1, (before + n) * (M * d + dv))));
+        if (M == 2) {  // fold the two maps: a_0 − λ_t·a_1
+            const float lt = lambda_t[i];
+            for (int64_t j = 0; j < nr; ++j) e[j] -= lt * e[nr + j];
+        }
+        if (blocks) kern.attn_values_q(kv_type, cache.v_row(layer, r0), v_stride, g * dv, nr, e, dv, p);
+        else kern.attn_values(kv_type, cache.v_row(layer, r0) + row_bytes(kv_type, g * dv), v_stride, nr, e, dv, p);
+    };
+    const auto sub_norm = [&](float* o) {
+        if (!w.sub_norm.empty()) {
+            kern.rms_norm(o, w.sub_norm.data(), o, dv, 1e-5f);
+            for (int64_t e = 0; e < dv; ++e) o[e] *= 1.0f - w.lambda_init;
+        }
+    };
+
+    if (n == 1) {  // decode: (head, chunk) tasks, the chunks' scores, stats and sums kept between passes
+        const int64_t rows = before + 1, nc = chunks_of(rows);
+        thread_local std::vector<float> xs, sts, parts;  // the calling thread's; the pool's threads write them
+        xs.resize(size_t(H * M * rows)), sts.resize(size_t(H * nc * 2 * M)), parts.resize(size_t(H * nc * dv));
+        float *x0 = xs.data(), *st0 = sts.data(), *p0 = parts.data();
+        const auto x_of = [&](int64_t h, int64_t ch) { return x0 + h * M * rows + ch * C * M; };
+        pool.parallel_for(H * nc, [&](int64_t t0, int64_t t1) {
+            for (int64_t t = t0; t < t1; ++t)
+                score_chunk(0, t / nc, t % nc, rows, x_of(t / nc, t % nc), st0 + t * 2 * M);
+        });
+        pool.parallel_for(H * nc, [&](int64_t t0, int64_t t1) {
+            for (int64_t t = t0; t < t1; ++t)
+                value_chunk(0, t / nc, t % nc, rows, x_of(t / nc, t % nc), st0 + (t / nc) * nc * 2 * M, p0 + t * dv);
+        });
+        pool.parallel_for(H, [&](int64_t h0, int64_t h1) {
+            for (int64_t h = h0; h < h1; ++h) {
+                float* o = out + h * dv;
+                const float* p = p0 + h * nc * dv;
+                std::copy(p, p + dv, o);
+                for (int64_t ch = 1; ch < nc; ++ch)
+                    for (int64_t e = 0; e < dv; ++e) o[e] += p[ch * dv + e];
+                sub_norm(o);
+            }
+        });
+        return;
+    }
+    // A prompt: one task per (head, block of attn_queries tokens), each output written by
+    // exactly one thread. Within a task the chunks are the outer loop and the block's
+    // queries the inner one, so a chunk's K (then V) rows are read from memory once for
+    // the block and stay in cache for its other queries; each query still runs its own
+    // chunks, merge and sums in the order above. Head-major, so a thread's contiguous
+    // share holds whole heads (a causal token's cost grows with its position; token-major
+    // shares would give the last thread the longest rows).
+    constexpr int64_t Qb = attn_queries;
+    const int64_t blocks_of_n = (n + Qb - 1) / Qb, nc_max = chunks_of(before + n);
+    pool.parallel_for(blocks_of_n * H, [&](int64_t t0, int64_t t1, int thread) {
+        std::vector<float>& xs = scores_of_thread[size_t(thread)];  // [query][chunks][M, nr]
+        if (int64_t(xs.size()) < Qb * M * (before + n)) xs.resize(size_t(Qb * M * (before + n)));
+        std::vector<float> st(size_t(Qb * nc_max * 2 * M)), part(static_cast<size_t>(dv));
+        for (int64_t task = t0; task < t1; ++task) {
+            const int64_t h = task / blocks_of_n, i0 = (task % blocks_of_n) * Qb, nq = std::min(Qb, n - i0);
+            const auto x_of = [&](int64_t k, int64_t ch) { return xs.data() + k * M * (before + n) + ch * C * M; };
+            const auto st_of = [&](int64_t k) { return st.data() + k * nc_max * 2 * M; };
+            // causal: query i reads the cached rows up to its own, before + i + 1
+            for (int64_t ch = 0; ch < chunks_of(before + i0 + nq); ++ch)
+                for (int64_t k = 0; k < nq; ++k)
+                    if (ch < chunks_of(before + i0 + k + 1))
+                        score_chunk(i0 + k, h, ch, before + i0 + k + 1, x_of(k, ch), st_of(k) + ch * 2 * M);
+            for (int64_t ch = 0; ch < chunks_of(before + i0 + nq); ++ch)
+                for (int64_t k = 0; k < nq; ++k) {
+                    const int64_t i = i0 + k, rows = before + i + 1;
+                    if (ch >= chunks_of(rows)) continue;
+                    float* o = out + i * c.attn_dim() + h * dv;
+                    value_chunk(i, h, ch, rows, x_of(k, ch), st_of(k), ch == 0 ? o : part.data());
+                    if (ch > 0)
+                        for (int64_t e = 0; e < dv; ++e) o[e] += part[size_t(e)];
+                }
+            for (int64_t k = 0; k < nq; ++k) sub_norm(out + (i0 + k) * c.attn_dim() + h * dv);
+        }
+    }, std::max<int64_t>(1, (int64_t(1) << 14) / std::max<int64_t>(1, Qb * (before + n) * (M * d + dv))));
 }
 
 class transformer {

@@ -67,6 +67,9 @@ struct kernel_table {
     void (*softmax)(float* x, int64_t n);
     // Rotates the interleaved pairs (2i, 2i+1) of a d-wide head by the angles of cos_t/sin_t (d/2 each).
     void (*rope)(float* v, const float* cos_t, const float* sin_t, int64_t d);
+    // softmax's first two steps (a chunk of attention scores): x[i] = exp(x[i] − max) in
+    // place, *max = the max; returns Σ x[i] (softmax then multiplies by 1 / that sum).
+    float (*softmax_exp)(float* x, int64_t n, float* max);
 };
 
 // Whether a weight type's kernels take integer (act_rows) activations.

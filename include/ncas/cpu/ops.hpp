@@ -54,12 +54,18 @@ inline void rope(float* v, const float* cos_t, const float* sin_t, int64_t d) {
 }
 
 // In-place softmax with max subtraction.
-inline void softmax(float* x, int64_t n) {
+// softmax's first two steps: x[i] = exp(x[i] − max) in place, *max_out = max; returns Σ x[i].
+inline float softmax_exp(float* x, int64_t n, float* max_out) {
     float m = -std::numeric_limits<float>::infinity();
     for (int64_t i = 0; i < n; ++i) m = std::max(m, x[i]);
     float s = 0.0f;
     for (int64_t i = 0; i < n; ++i) s += (x[i] = std::exp(x[i] - m));
-    const float inv = 1.0f / s;
+    *max_out = m;
+    return s;
+}
+inline void softmax(float* x, int64_t n) {
+    float m;
+    const float inv = 1.0f / softmax_exp(x, n, &m);
     for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
 

@@ -250,6 +250,13 @@ struct attention_quant {
     using B = kv_blocks<Tag>;
     static constexpr int64_t grid = kv_quant_max_head + 2 * quant_block;  // a map's values on the block grid, at most
 
+    // s[r] = B::sum(a[r]), through the tag's B::sum4 where it has one.
+    [[gnu::always_inline]] static void sum4(const typename B::acc (&a)[4], float (&s)[4]) {
+        if constexpr (requires { B::sum4(a, s); }) B::sum4(a, s);
+        else
+            for (int r = 0; r < 4; ++r) s[r] = B::sum(a[r]);
+    }
+
     template <weight_type t>
     static void scores_of(const std::byte* k, int64_t stride, int64_t first, int64_t rows, const float* q, int64_t maps,
                           int64_t d, float scale, float* scores) {
@@ -267,7 +274,27 @@ struct attention_quant {
                 for (int64_t i = 0; i < nb[m] * quant_block; ++i) g[i] = 0.0f;
                 for (int64_t e = 0; e < d; ++e) g[at + e] = q[(m0 + m) * d + e];
             }
-            for (int64_t j = 0; j < rows; ++j) {
+            int64_t j = 0;
+            // Four rows at a time: four independent accumulator chains, the query's block
+            // loads shared, and the four lane sums in one transposing reduction (sum4 adds
+            // each row's lanes in sum's order: a row's score does not depend on its group).
+            for (; j + 4 <= rows; j += 4) {
+                const std::byte* row = k + j * stride;
+                for (int64_t m = 0; m < nm; ++m) {
+                    typename B::acc a[4] = {B::zero(), B::zero(), B::zero(), B::zero()};
+                    const std::byte* blk = row + b0[m] * bb;
+                    for (int64_t b = 0; b < nb[m]; ++b) {
+                        const float* qb = qgs[m] + b * quant_block;
+#pragma GCC unroll 4
+                        for (int r = 0; r < 4; ++r) a[r] = B::template dot<t>(blk + r * stride + b * bb, qb, a[r]);
+                    }
+                    float s[4];
+                    sum4(a, s);
+#pragma GCC unroll 4
+                    for (int r = 0; r < 4; ++r) scores[(m0 + m) * rows + j + r] = s[r] * scale;
+                }
+            }
+            for (; j < rows; ++j) {
                 const std::byte* row = k + j * stride;
                 for (int64_t m = 0; m < nm; ++m) {
                     typename B::acc a = B::zero();

@@ -23,6 +23,7 @@ struct elementwise<scalar_tag> {
     // RMSNorm, softmax, RoPE: the reference definitions themselves.
     static constexpr auto rms_norm = &cpu::rms_norm;
     static constexpr auto softmax = &cpu::softmax;
+    static constexpr auto softmax_exp = &cpu::softmax_exp;
     static constexpr auto rope = &cpu::rope;
 };
 
@@ -86,7 +87,7 @@ struct elementwise_batches {
         for (; i < n; ++i) y[i] = x[i] * scale * w[i];
     }
 
-    static void softmax(float* x, int64_t n) {
+    static float softmax_exp(float* x, int64_t n, float* max_out) {
         fbatch mv(-__builtin_huge_valf());
         int64_t i = 0;
         for (; i + W <= n; i += W) mv = xsimd::max(mv, fbatch::load_unaligned(x + i));
@@ -103,8 +104,14 @@ struct elementwise_batches {
         }
         float s = tag::hsum(sv);
         for (; i < n; ++i) s += (x[i] = expf(x[i] - m));
-        const float inv = 1.0f / s;
+        *max_out = m;
+        return s;
+    }
+    static void softmax(float* x, int64_t n) {
+        float m;
+        const float inv = 1.0f / softmax_exp(x, n, &m);
         const fbatch vi(inv);
+        int64_t i;
         for (i = 0; i + W <= n; i += W) (fbatch::load_unaligned(x + i) * vi).store_unaligned(x + i);
         for (; i < n; ++i) x[i] *= inv;
     }

@@ -50,6 +50,9 @@ struct quant_blocks<scalar_tag> {
 //   axpy_rows<t>(blk, stride, p, n, o)
 //                        o[i] += p[j] · scale · value i of the block at blk + j·stride,
 //                        for j = 0 .. n-1 in that order and i < 32 (o: 32 floats)
+// and may add
+//   sum4(a, s)           s[r] = sum(a[r]) for four accumulators, bit for bit, in fewer
+//                        operations (the scores kernel runs four rows at a time)
 // converting each block's integers to f32 in registers (no dequantised copy of the cache).
 
 template <class Tag>
@@ -347,8 +350,12 @@ struct kv_blocks<x86_tag<Simd, Level>> {
     [[gnu::always_inline]] static void widen(const std::byte* blk, __m256 (&w)[4]) {
         __m128i a, b;
         if constexpr (t == weight_type::q8_0) {
-            const auto* q = reinterpret_cast<const __m128i*>(blk + 2);
-            a = _mm_loadu_si128(q), b = _mm_loadu_si128(q + 1);
+            // Each 8 bytes widened straight from memory (vpmovsxbd's load operand): no shuffles.
+            const std::byte* q = blk + 2;
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; ++i)
+                w[i] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + 8 * i))));
+            return;
         } else {
             const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2));
             const __m128i m = _mm_set1_epi8(0x0f), e8 = _mm_set1_epi8(8);
@@ -374,6 +381,15 @@ struct kv_blocks<x86_tag<Simd, Level>> {
         x = _mm_add_ps(x, _mm_movehl_ps(x, x));
         x = _mm_add_ss(x, _mm_movehdup_ps(x));
         return _mm_cvtss_f32(x);
+    }
+    // sum of each of four accumulators, bit for bit: with x = lo + hi of a row, sum adds
+    // (x0 + x2) + (x1 + x3); the transposed columns c0..c3 hold x0..x3 of the four rows.
+    [[gnu::always_inline]] static void sum4(const __m256 (&a)[4], float (&s)[4]) {
+        __m128 x[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; ++r) x[r] = _mm_add_ps(_mm256_castps256_ps128(a[r]), _mm256_extractf128_ps(a[r], 1));
+        _MM_TRANSPOSE4_PS(x[0], x[1], x[2], x[3]);
+        _mm_storeu_ps(s, _mm_add_ps(_mm_add_ps(x[0], x[2]), _mm_add_ps(x[1], x[3])));
     }
     template <weight_type t>
     static void axpy_rows(const std::byte* blk, int64_t stride, const float* p, int64_t n, float* o) {
@@ -722,6 +738,10 @@ struct kv_blocks<arm_tag<Level>> {
         return vfmaq_n_f32(a, s, scale(blk));
     }
     static float sum(float32x4_t a) { return vaddvq_f32(a); }
+    // faddv adds (a0 + a1) + (a2 + a3); so do two rounds of pairwise adds, four rows at once.
+    [[gnu::always_inline]] static void sum4(const float32x4_t (&a)[4], float (&s)[4]) {
+        vst1q_f32(s, vpaddq_f32(vpaddq_f32(a[0], a[1]), vpaddq_f32(a[2], a[3])));
+    }
     template <weight_type t>
     static void axpy_rows(const std::byte* blk, int64_t stride, const float* p, int64_t n, float* o) {
         float32x4_t a[8];

@@ -35,7 +35,8 @@ inline const kernel_table* table_of() {
     static const kernel_table t{Tag::level, &matmul_rows<Tag>, A::attn_scores,   A::attn_values,
                                 AQ::attn_scores, AQ::attn_values,
                                 E::gelu,    E::silu_mul,       act_quant<Tag>::quantize_act,
-                                E::rms_norm, E::softmax,       E::rope};
+                                E::rms_norm, E::softmax,       E::rope,
+                                E::softmax_exp};
     return &t;
 }
 
