@@ -173,6 +173,18 @@ check "tokenize on a SentencePiece vocabulary-only file gives sentencepiece's id
 run "$ncas" tokenize -m "$spm" --decode "432, 288, 932, 621, 948, 929, 233, 154, 168, 233, 159, 175"
 [ "$(cat "$tmp/out")" = "Hello world, 日本" ]
 check "tokenize --decode on a SentencePiece vocabulary drops the space prefix" $? "got '$(cat "$tmp/out")'"
+# A tiny llama with that vocabulary (tools/spm_model.py): ncas tokenizes its prompt as the library
+# did, and the logits of `logits --prompt` (ncas's own tokenisation) match the float64 reference's.
+spm_json=$data/../tokenizer/spm_llama.json spm_model=$data/../tokenizer/spm_llama.gguf
+spm_text=$("$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))["text"], end="")' "$spm_json")
+spm_ids=$(json_field "$spm_json" ids)
+spm_T=$(echo "$spm_ids" | tr ',' '\n' | wc -l)
+run "$ncas" tokenize -m "$spm_model" --bos "$spm_text"
+[ "$(tr -d '[] ' <"$tmp/out")" = "$spm_ids" ]
+check "tokenize on a SentencePiece llama model gives sentencepiece's ids" $? "got '$(cat "$tmp/out")'"
+run "$ncas" logits -m "$spm_model" --prompt "$spm_text" --bos -o "$tmp/spm.f32" -t 1
+msg=$(compare_logits "$tmp/spm.f32" "$data/../tokenizer/spm_llama.logits.f32" "$spm_T" 1000 0.02 2>&1)
+check "logits --prompt on a SentencePiece llama model: within 2e-2 x max|logit| of the reference" $? "$msg $(err_text)"
 
 # ---- generate --------------------------------------------------------------
 expect "generate --temp 0" 0 'prefill:' "$ncas" generate -m "$model" -t 1 -p "the cat" --temp 0 -n 16
@@ -357,6 +369,9 @@ else
         msg=$(compare_logits "$tmp/vk_$name.f32" "$data/$name.logits.f32" "$T" "$V" "$bound" 2>&1)
         check "logits --backend vulkan $name: within $bound x max|logit| of the reference" $? "$msg"
     done
+    run "$ncas" logits -m "$spm_model" --prompt "$spm_text" --bos -o "$tmp/vk_spm.f32" --backend vulkan
+    msg=$(compare_logits "$tmp/vk_spm.f32" "$data/../tokenizer/spm_llama.logits.f32" "$spm_T" 1000 0.02 2>&1)
+    check "logits --backend vulkan --prompt on a SentencePiece llama model: within 2e-2 x max|logit| of the reference" $? "$msg $(err_text)"
     expect "generate --backend vulkan" 0 'backend: vulkan on ' "${gen[@]}" --backend vulkan
     cmp -s "$tmp/out" "$tmp/greedy1"
     check "generate --backend vulkan matches the CPU (greedy)" $? "got '$(head -c 100 "$tmp/out")'"
