@@ -134,6 +134,7 @@ PY
         fi
         $py "$root/tools/reference.py" "$tmp/$name.$type.gguf" --tokens "$tokens" --out "$tmp/ref.f32" >/dev/null \
             || { bad "$name $type: reference failed"; return; }
+        cp "$tmp/ref.f32" "$tmp/$name.$type.ref.f32"  # for the Vulkan check below
         $py - "$tmp/ncas.f32" "$tmp/ref.f32" <<'PY' && ok "$name $type: logits within 2e-2·max|logit| of the reference ($(cat "$tmp/rel"))" || bad "$name $type: logits off the reference"
 import sys, os
 import numpy as np
@@ -327,6 +328,30 @@ PY
         expect_fail "K input to another type" "is already Q4_K" "$ncas" quantize --no-progress "$tmp/demo.q4_k_m.gguf" "$tmp/x.gguf" q6_k
     else
         bad "demo q4_k_m quantised again: $(cat "$tmp/err")"
+    fi
+    # The K files on Vulkan (Mesa's lavapipe where no GPU driver is chosen): the same reference bound.
+    lvp=/usr/share/vulkan/icd.d/lvp_icd.x86_64.json
+    if "$ncas" logits --list-devices >/dev/null 2>&1 && { [ -n "${VK_ICD_FILENAMES:-}" ] || [ -f "$lvp" ]; }; then
+        for type in q4_k_m q6_k; do
+            [ -f "$tmp/demo.$type.ref.f32" ] || continue
+            if VK_ICD_FILENAMES=${VK_ICD_FILENAMES:-$lvp} "$ncas" logits -m "$tmp/demo.$type.gguf" --backend vulkan --no-progress \
+                --ids "4095,1992,306,258,1056,545,3548,742,3531,1211,44" -o "$tmp/vk.f32" 2>"$tmp/err"; then
+                $py - "$tmp/vk.f32" "$tmp/demo.$type.ref.f32" <<'PY' && ok "demo $type on Vulkan: logits within 2e-2·max|logit| of the reference ($(cat "$tmp/rel"))" || bad "demo $type on Vulkan: logits off the reference"
+import sys, os
+import numpy as np
+a = np.fromfile(sys.argv[1], "<f4").astype(np.float64)
+r = np.fromfile(sys.argv[2], "<f4").astype(np.float64)
+assert a.shape == r.shape and a.size > 0
+rel = np.abs(a - r).max() / np.abs(r).max()
+open(os.path.join(os.path.dirname(sys.argv[1]), "rel"), "w").write(f"{rel:.2e}")
+assert rel <= 2e-2, rel
+PY
+            else
+                bad "demo $type on Vulkan: ncas logits failed: $(cat "$tmp/err")"
+            fi
+        done
+    else
+        echo "skip the K files on Vulkan: no Vulkan in this ncas or no lavapipe ICD"
     fi
 else
     echo "skip demo: $demo not there"

@@ -296,8 +296,8 @@ inline void quantize_row(weight_type t, const float* src, void* dst, int64_t n) 
 // scale search), quantize_row_q4_K_ref and quantize_row_q5_K_ref
 // (make_qkx2_quants' scale and min search), and their dequantisations, every operation in float32 in ggml's
 // order (tools/kquants.py, numpy written from the same published algorithm,
-// gives the same bytes; tests/test_quant.cpp). Weight types that files may
-// hold; the engine's matmul kernels do not read them yet (the loader says so).
+// gives the same bytes; tests/test_quant.cpp). The matmul kernels read them in
+// place: cpu/kernels/kquant_matmul.hpp, shaders/weights.glsl.
 //   Q6_K  256 values: ql[128] low 4 bits, qh[64] high 2 bits, int8 scales[16]
 //         (one per 16 values), f16 d;  x = d * scales[j] * (q - 32)
 //   Q4_K  256 values: f16 d, f16 dmin, scales[12] (8 six-bit scales and 8
