@@ -28,11 +28,20 @@ def label(r):
 def plot_depth(files, out):
     rows = [r for f in files for r in json.load(open(f))]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
+    # One decode line per cache type and way of filling the cache (a prefill, or
+    # --depth-fill random, which has no prefill figure); prefill from the prefilled rows.
     for kv in sorted({r["kv_type"] for r in rows}):
-        mine = sorted((r for r in rows if r["kv_type"] == kv), key=lambda r: r["depth"])
-        ax1.plot([r["depth"] for r in mine], [r["decode_tps"] for r in mine], marker="o", label=f"KV {kv}")
-        long = [r for r in mine if r["depth"] > 0]
-        ax2.plot([r["depth"] for r in long], [r["prefill_tps"] for r in long], marker="o", label=f"KV {kv}")
+        for fill in ("prefill", "random"):
+            mine = sorted((r for r in rows if r["kv_type"] == kv and r.get("depth_fill", "prefill") == fill),
+                          key=lambda r: r["depth"])
+            if not mine:
+                continue
+            tag = f"KV {kv}" + (" (random fill)" if fill == "random" else "")
+            ax1.plot([r["depth"] for r in mine], [r["decode_tps"] for r in mine], marker="o" if fill == "prefill" else "s",
+                     linestyle="-" if fill == "prefill" else "--", label=tag)
+            long = [r for r in mine if r["depth"] > 0 and r["prefill_tps"] > 0]
+            if long:
+                ax2.plot([r["depth"] for r in long], [r["prefill_tps"] for r in long], marker="o", label=f"KV {kv}")
     ax1.set_xlabel("context depth (tokens)")
     ax1.set_ylabel("decode tok/s")
     ax1.set_title("Decode after N tokens of context")
