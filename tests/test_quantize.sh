@@ -26,7 +26,7 @@
 # multiple of 32.
 #
 # NCAS_QUANTIZE_QUICK=1 (test.sh's arm64 stage, the CLI under qemu: the bytes are what
-# may differ there) leaves out the made models (their recipe is integer logic, checked
+# may differ there; its asan and meson stages, the release stage runs everything) leaves out the made models (their recipe is integer logic, checked
 # on the host) and the demo's q4_k and q5_k (their blocks are q4_k_m's and q5_k_m's).
 set -uo pipefail
 ncas=$1

@@ -80,7 +80,16 @@ TEST_P(vk_streamed, any_budget_gives_the_resident_bits) {
     EXPECT_EQ(run(resident, g, {.expert_budget = min}, ctx).batched, want.batched);
 }
 
-INSTANTIATE_TEST_SUITE_P(golden, vk_streamed, ::testing::ValuesIn(test_golden::all_models()),
+// Every model but the single-type K-quant ones: k256_mix streams all three K types
+// (and Q8_0) through the same slots, at a quarter of their time (the asan stage's long pole).
+std::vector<std::string> streamed_models() {
+    std::vector<std::string> out;
+    for (const std::string& name : test_golden::all_models())
+        if (name.rfind("k256_", 0) != 0 || name == "k256_mix") out.push_back(name);
+    return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(golden, vk_streamed, ::testing::ValuesIn(streamed_models()),
                          [](const auto& info) { return info.param; });
 
 // ---- the other device paths, statistics, errors --------------------------------------
