@@ -184,7 +184,8 @@ int main(int argc, char **argv) {
     }
 
     /* Session state: saved, loaded into a new session, the same continuation. */
-    snprintf(state, sizeof state, "%s", "test_c_api.state");
+    /* Beside the executable: the shared and static tests run at once (ctest -j2) in one folder. */
+    snprintf(state, sizeof state, "%s.state", argv[0]);
     gp.sampling.temperature = 0;
     gp.max_tokens = 12;
     CHECK(ncas_generate(s, "The old man and the sea", &gp, NULL, NULL, &r) == 0);
