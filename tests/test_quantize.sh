@@ -63,6 +63,20 @@ quantise() {
     else bad "$name $type: differs from the numpy quantiser"; fi
 }
 
+# near_reference GOT REF LABEL: logits files within docs/spec.md's 2e-2·max|logit| of each other.
+near_reference() {
+    $py - "$1" "$2" <<'PY' && ok "$3: logits within 2e-2·max|logit| of the reference ($(cat "$tmp/rel"))" || bad "$3: logits off the reference"
+import sys, os
+import numpy as np
+a = np.fromfile(sys.argv[1], "<f4").astype(np.float64)
+r = np.fromfile(sys.argv[2], "<f4").astype(np.float64)
+assert a.shape == r.shape and a.size > 0
+rel = np.abs(a - r).max() / np.abs(r).max()
+open(os.path.join(os.path.dirname(sys.argv[1]), "rel"), "w").write(f"{rel:.2e}")
+assert rel <= 2e-2, rel
+PY
+}
+
 # checks NAME SRC TYPE TOKENS: block error bounds, untouched tensors, logits against the reference.
 checks() {
     local name=$1 src=$2 type=$3 tokens=$4
@@ -135,16 +149,7 @@ PY
         $py "$root/tools/reference.py" "$tmp/$name.$type.gguf" --tokens "$tokens" --out "$tmp/ref.f32" >/dev/null \
             || { bad "$name $type: reference failed"; return; }
         cp "$tmp/ref.f32" "$tmp/$name.$type.ref.f32"  # for the Vulkan check below
-        $py - "$tmp/ncas.f32" "$tmp/ref.f32" <<'PY' && ok "$name $type: logits within 2e-2·max|logit| of the reference ($(cat "$tmp/rel"))" || bad "$name $type: logits off the reference"
-import sys, os
-import numpy as np
-a = np.fromfile(sys.argv[1], "<f4").astype(np.float64)
-r = np.fromfile(sys.argv[2], "<f4").astype(np.float64)
-assert a.shape == r.shape and a.size > 0
-rel = np.abs(a - r).max() / np.abs(r).max()
-open(os.path.join(os.path.dirname(sys.argv[1]), "rel"), "w").write(f"{rel:.2e}")
-assert rel <= 2e-2, rel
-PY
+        near_reference "$tmp/ncas.f32" "$tmp/ref.f32" "$name $type"
     fi
 }
 
@@ -336,16 +341,7 @@ PY
             [ -f "$tmp/demo.$type.ref.f32" ] || continue
             if VK_ICD_FILENAMES=${VK_ICD_FILENAMES:-$lvp} "$ncas" logits -m "$tmp/demo.$type.gguf" --backend vulkan --no-progress \
                 --ids "4095,1992,306,258,1056,545,3548,742,3531,1211,44" -o "$tmp/vk.f32" 2>"$tmp/err"; then
-                $py - "$tmp/vk.f32" "$tmp/demo.$type.ref.f32" <<'PY' && ok "demo $type on Vulkan: logits within 2e-2·max|logit| of the reference ($(cat "$tmp/rel"))" || bad "demo $type on Vulkan: logits off the reference"
-import sys, os
-import numpy as np
-a = np.fromfile(sys.argv[1], "<f4").astype(np.float64)
-r = np.fromfile(sys.argv[2], "<f4").astype(np.float64)
-assert a.shape == r.shape and a.size > 0
-rel = np.abs(a - r).max() / np.abs(r).max()
-open(os.path.join(os.path.dirname(sys.argv[1]), "rel"), "w").write(f"{rel:.2e}")
-assert rel <= 2e-2, rel
-PY
+                near_reference "$tmp/vk.f32" "$tmp/demo.$type.ref.f32" "demo $type on Vulkan"
             else
                 bad "demo $type on Vulkan: ncas logits failed: $(cat "$tmp/err")"
             fi
