@@ -174,6 +174,23 @@ constexpr uint16_t f32_to_bf16(float f) {
 }
 
 // ---- rows ---------------------------------------------------------------
+//
+// Quantisation gives the same bytes on every machine (ggml's reference,
+// tools/quantize.py): every product is rounded to float32 before it is added.
+// Where FMA is baseline (ARM64, x86-64-v3 builds) GCC fuses a·b + c into one
+// FMA, even across statements, and clang within an expression; that changes
+// rare quants and scale searches. Both are turned off from here to the end of
+// this header: GCC by an optimize region, clang by a pragma at the start of
+// each function (NCAS_EXACT_FLOAT, undefined again at the end).
+#if defined(__clang__)
+#define NCAS_EXACT_FLOAT _Pragma("clang fp contract(off)")
+#else
+#define NCAS_EXACT_FLOAT
+#if defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+#endif
+#endif
 
 // The K-quant rows (defined with their algorithms below).
 inline void quantize_row_q4_k(const float* x, block_q4_K* y, int64_t n);
@@ -185,6 +202,7 @@ inline void dequantize_row_q6_k(const block_q6_K* x, float* y, int64_t n);
 
 // Dequantises n values (n a multiple of the type's block) from src into dst.
 inline void dequantize_row(weight_type t, const void* src, float* dst, int64_t n) {
+    NCAS_EXACT_FLOAT
     switch (t) {
         case weight_type::f32: std::memcpy(dst, src, size_t(n) * 4); return;
         case weight_type::f16: {
@@ -228,6 +246,7 @@ inline void dequantize_row(weight_type t, const void* src, float* dst, int64_t n
 // refuses it). Files never hold such blocks (`ncas quantize` refuses non-finite
 // weights); a KV cache row does when a corrupt model or state makes NaN activations.
 inline bool nonfinite_block(const float* x, uint16_t& d, void* quants, size_t quant_bytes) {
+    NCAS_EXACT_FLOAT
     float zero = 0.0f;  // Σ x·0: NaN when any value is NaN or infinite
     for (int j = 0; j < quant_block; ++j) zero += x[j] * 0.0f;
     if (zero == 0.0f) return false;
@@ -239,6 +258,7 @@ inline bool nonfinite_block(const float* x, uint16_t& d, void* quants, size_t qu
 // Quantises n f32 values into blocks of type t with ggml's rounding (used by
 // the KV cache, `ncas quantize`, tests and the synthetic-model generator of the benchmark).
 inline void quantize_row(weight_type t, const float* src, void* dst, int64_t n) {
+    NCAS_EXACT_FLOAT
     switch (t) {
         case weight_type::f32: std::memcpy(dst, src, size_t(n) * 4); return;
         case weight_type::f16: {
@@ -272,11 +292,9 @@ inline void quantize_row(weight_type t, const float* src, void* dst, int64_t n) 
                     if (std::abs(src[j]) > amax) { amax = std::abs(src[j]); max = src[j]; }
                 const float d = max / -8.0f, id = d != 0 ? 1.0f / d : 0.0f;
                 b[i].d = f32_to_f16(d);
-                // x·id is rounded to f32 before the + 8.5, as in ggml's reference and
-                // tools/quantize.py: fused into one FMA (GCC contracts across statements where
-                // FMA is baseline, as on ARM64) it changed rare bytes. volatile forbids the fusion.
+                // x·id is rounded to f32 before the + 8.5 (no FMA, see above).
                 for (int j = 0; j < quant_block / 2; ++j) {
-                    volatile float xl = src[j] * id, xh = src[j + quant_block / 2] * id;
+                    const float xl = src[j] * id, xh = src[j + quant_block / 2] * id;
                     const int lo = std::min(15, int(xl + 8.5f));
                     const int hi = std::min(15, int(xh + 8.5f));
                     b[i].qs[j] = uint8_t(lo | (hi << 4));
@@ -310,12 +328,14 @@ inline constexpr float group_max_eps = 1e-15f;
 
 // ggml's nearest_int: round to nearest even by adding 1.5 * 2^23 (|v| < 2^22).
 inline int nearest_int(float v) {
+    NCAS_EXACT_FLOAT
     const float s = v + 12582912.0f;
     return int(std::bit_cast<int32_t>(s) & 0x007fffff) - 0x00400000;
 }
 
 // make_qx_quants(n, nmax, x, L, rmse_type = 1, qw = NULL).
 inline float make_qx_quants(int n, int nmax, const float* x, int8_t* L) {
+    NCAS_EXACT_FLOAT
     float max = 0, amax = 0;
     for (int i = 0; i < n; ++i) {
         const float ax = std::fabs(x[i]);
@@ -360,6 +380,7 @@ inline float make_qx_quants(int n, int nmax, const float* x, int8_t* L) {
 // make_qkx2_quants(n, nmax, x, weights, L, &the_min, Laux, rmin, rdelta, nstep, use_mad = false).
 inline float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min,
                               uint8_t* Laux, float rmin, float rdelta, int nstep) {
+    NCAS_EXACT_FLOAT
     float min = x[0], max = x[0];
     float sum_w = weights[0];
     float sum_x = sum_w * x[0];
@@ -452,6 +473,7 @@ namespace kquant {
 // (nmax 31, rmin -0.5, 15 steps): the same but for the quant width and the qh bits.
 template <class Block, int nmax>
 void quantize_row_qk_min(const float* x, Block* y, int64_t n, float rmin, int nstep) {
+    NCAS_EXACT_FLOAT
     uint8_t L[qk_k], Laux[32];
     float weights[32], mins[qk_k / 32], scales[qk_k / 32];
     for (int64_t i = 0; i < n / qk_k; ++i, x += qk_k) {
@@ -530,6 +552,7 @@ inline void quantize_row_q5_k(const float* x, block_q5_K* y, int64_t n) {
 
 // n / 256 Q4_K blocks into n values.
 inline void dequantize_row_q4_k(const block_q4_K* x, float* y, int64_t n) {
+    NCAS_EXACT_FLOAT
     for (int64_t i = 0; i < n / qk_k; ++i) {
         const uint8_t* q = x[i].qs;
         const float d = f16_to_f32(x[i].d), min = f16_to_f32(x[i].dmin);
@@ -548,6 +571,7 @@ inline void dequantize_row_q4_k(const block_q4_K* x, float* y, int64_t n) {
 
 // n / 256 Q5_K blocks into n values.
 inline void dequantize_row_q5_k(const block_q5_K* x, float* y, int64_t n) {
+    NCAS_EXACT_FLOAT
     for (int64_t i = 0; i < n / qk_k; ++i) {
         const uint8_t* ql = x[i].qs;
         const uint8_t* qh = x[i].qh;
@@ -568,6 +592,7 @@ inline void dequantize_row_q5_k(const block_q5_K* x, float* y, int64_t n) {
 
 // n values (a multiple of 256) into n / 256 Q6_K blocks.
 inline void quantize_row_q6_k(const float* x, block_q6_K* y, int64_t n) {
+    NCAS_EXACT_FLOAT
     int8_t L[qk_k];
     float scales[qk_k / 16];
     for (int64_t i = 0; i < n / qk_k; ++i, x += qk_k) {
@@ -612,6 +637,7 @@ inline void quantize_row_q6_k(const float* x, block_q6_K* y, int64_t n) {
 
 // n / 256 Q6_K blocks into n values.
 inline void dequantize_row_q6_k(const block_q6_K* x, float* y, int64_t n) {
+    NCAS_EXACT_FLOAT
     for (int64_t i = 0; i < n / qk_k; ++i) {
         const float d = f16_to_f32(x[i].d);
         const uint8_t* ql = x[i].ql;
@@ -634,3 +660,8 @@ inline void dequantize_row_q6_k(const block_q6_K* x, float* y, int64_t n) {
 }
 
 }  // namespace ncas
+
+#if !defined(__clang__) && defined(__GNUC__)
+#pragma GCC pop_options
+#endif
+#undef NCAS_EXACT_FLOAT
