@@ -37,14 +37,14 @@ PY
 tokens=$(/usr/bin/python3 -c 'import json,sys; print(*json.load(open(sys.argv[1]))["tokens"])' "$src/tests/data/tiny/base_f32.json")
 
 check_run() {  # check_run LABEL EXE [KERNELS]: argmax as the reference, the kernels given (default: $best)
-    local got kernels=${3:-$best}
-    got=$("$2" "$model" $tokens 2>"$work/err")
+    local got kernels=${3:-$best} err=$work/${1//\//-}.err
+    got=$("$2" "$model" $tokens 2>"$err")
     if [ "$got" != "$want"$'\n'"kernels: $kernels" ]; then
         printf 'FAIL %s: printed "%s", expected "%s" and "kernels: %s"\n' "$1" "$got" "$want" "$kernels" >&2
         exit 1
     fi
-    if [ -s "$work/err" ] && [ -z "${3:-}" ]; then
-        printf 'FAIL %s: wrote on stderr: %s\n' "$1" "$(cat "$work/err")" >&2
+    if [ -s "$err" ] && [ -z "${3:-}" ]; then
+        printf 'FAIL %s: wrote on stderr: %s\n' "$1" "$(cat "$err")" >&2
         exit 1
     fi
     printf 'ok   %s: %s\n' "$1" "$(echo $got)"
@@ -58,8 +58,8 @@ consume() {  # consume NAME PREFIX: the three consumer builds against one instal
     export PKG_CONFIG_LIBDIR=$pcdir PKG_CONFIG_PATH=
 
     step "$name install, consumer (a): CMake find_package(ncas) with CMAKE_PREFIX_PATH=$prefix"
-    cmake -S "$here" -B "$work/$name-cmake" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" >"$work/log" \
-        || { cat "$work/log"; exit 1; }
+    cmake -S "$here" -B "$work/$name-cmake" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" >"$work/$name.log" \
+        || { cat "$work/$name.log"; exit 1; }
     local found
     found=$(sed -n 's/^ncas_DIR:PATH=//p' "$work/$name-cmake/CMakeCache.txt")
     case "$found" in "$prefix"/*) echo "found $found" ;; *) echo "FAIL $name: CMake found ncas at '$found'" >&2; exit 1 ;; esac
@@ -69,8 +69,8 @@ consume() {  # consume NAME PREFIX: the three consumer builds against one instal
     check_run "$name/cmake C ncas::c_static" "$work/$name-cmake/consumer_c_static"
 
     step "$name install, consumer (b): Meson dependency('ncas') with PKG_CONFIG_LIBDIR=$pcdir"
-    meson setup "$work/$name-meson" "$here" >"$work/log" || { cat "$work/log"; exit 1; }
-    grep -F 'Run-time dependency ncas found' "$work/log"
+    meson setup "$work/$name-meson" "$here" >"$work/$name.log" || { cat "$work/$name.log"; exit 1; }
+    grep -F 'Run-time dependency ncas found' "$work/$name.log"
     meson compile -C "$work/$name-meson"
     check_run "$name/meson" "$work/$name-meson/consumer"
     check_run "$name/meson C ncas-c" "$work/$name-meson/consumer_c"
@@ -101,14 +101,15 @@ consume() {  # consume NAME PREFIX: the three consumer builds against one instal
     g++ -O2 "$here/main.cpp" $flags -o "$work/$name-headers"
     check_run "$name/headers" "$work/$name-headers" scalar
     local warnings
-    warnings=$(grep -c "^ncas: this CPU supports $best but only the scalar kernels" "$work/err" || true)
+    local err=$work/$name-headers.err
+    warnings=$(grep -c "^ncas: this CPU supports $best but only the scalar kernels" "$err" || true)
     if [ "$best" = scalar ]; then
-        [ ! -s "$work/err" ] || { echo "FAIL $name/headers: stderr on a scalar CPU: $(cat "$work/err")" >&2; exit 1; }
-    elif [ "$(wc -l <"$work/err")" != 1 ] || [ "$warnings" != 1 ]; then
-        printf 'FAIL %s/headers: expected one warning line on stderr, got: %s\n' "$name" "$(cat "$work/err")" >&2
+        [ ! -s "$err" ] || { echo "FAIL $name/headers: stderr on a scalar CPU: $(cat "$err")" >&2; exit 1; }
+    elif [ "$(wc -l <"$err")" != 1 ] || [ "$warnings" != 1 ]; then
+        printf 'FAIL %s/headers: expected one warning line on stderr, got: %s\n' "$name" "$(cat "$err")" >&2
         exit 1
     fi
-    echo "ok   $name/headers: ${best} CPU, scalar kernels, warned once: $(cat "$work/err")"
+    echo "ok   $name/headers: ${best} CPU, scalar kernels, warned once: $(cat "$err")"
     unset PKG_CONFIG_LIBDIR PKG_CONFIG_PATH
 }
 
@@ -145,6 +146,15 @@ best=$(env -u NCAS_ISA "$cli" info --preset pi-p | sed -n 's/^kernels  *\([a-z0-
 echo "kernels: $best (the CLI: $(env -u NCAS_ISA "$cli" info --preset pi-p | sed -n 's/^kernels  *//p'))"
 unset NCAS_ISA
 
-consume cmake "$work/cmake-prefix"
-consume meson "$work/meson-prefix"
+# The two installs' consumers build at once (one core each: most of this script's time),
+# each into its own log, printed in order.
+( consume cmake "$work/cmake-prefix" ) >"$work/cmake.out" 2>&1 &
+cmake_pid=$!
+( consume meson "$work/meson-prefix" ) >"$work/meson.out" 2>&1 &
+meson_pid=$!
+rc=0
+wait $cmake_pid || rc=1
+wait $meson_pid || rc=1
+cat "$work/cmake.out" "$work/meson.out"
+[ $rc = 0 ] || { echo "FAIL: a consumer failed (above)" >&2; exit 1; }
 printf '\ninstall tests passed: 2 installs x 9 consumers (C++: 3 dispatching, kernels %s, and 1 header-only; C: 5 through libncas)\n' "$best"
