@@ -77,7 +77,7 @@ inline void attend(thread_pool& pool, const model_config& c, const layer_weights
     const kernel_table& kern = cpu::kernels();
     const float scale = float(1.0 / std::sqrt(double(d)));
     const weight_type kv_type = cache.type();
-    const bool blocks = traits_of(kv_type).block_values > 1;  // q8_0 / q4_0: read in place by attn_*_q
+    const bool blocks_kv = traits_of(kv_type).block_values > 1;  // q8_0 / q4_0: read in place by attn_*_q
     const int64_t k_stride = cache.k_row_bytes(), v_stride = cache.v_row_bytes();
     constexpr int64_t C = attn_chunk;
     const auto chunks_of = [](int64_t rows) { return (rows + C - 1) / C; };
@@ -86,7 +86,7 @@ inline void attend(thread_pool& pool, const model_config& c, const layer_weights
     const auto score_chunk = [&](int64_t i, int64_t h, int64_t ch, int64_t rows, float* e, float* st) {
         const int64_t g = h / group, r0 = ch * C, nr = std::min(C, rows - r0);
         // One pass over the cached keys scores both maps: head g's maps are adjacent in a K row.
-        if (blocks)
+        if (blocks_kv)
             kern.attn_scores_q(kv_type, cache.k_row(layer, r0), k_stride, M * g * d, nr, q + i * qd + M * h * d, M, d,
                                scale, e);
         else
@@ -110,7 +110,7 @@ inline void attend(thread_pool& pool, const model_config& c, const layer_weights
             const float lt = lambda_t[i];
             for (int64_t j = 0; j < nr; ++j) e[j] -= lt * e[nr + j];
         }
-        if (blocks) kern.attn_values_q(kv_type, cache.v_row(layer, r0), v_stride, g * dv, nr, e, dv, p);
+        if (blocks_kv) kern.attn_values_q(kv_type, cache.v_row(layer, r0), v_stride, g * dv, nr, e, dv, p);
         else kern.attn_values(kv_type, cache.v_row(layer, r0) + row_bytes(kv_type, g * dv), v_stride, nr, e, dv, p);
     };
     const auto sub_norm = [&](float* o) {
@@ -120,19 +120,52 @@ inline void attend(thread_pool& pool, const model_config& c, const layer_weights
         }
     };
 
-    if (n == 1) {  // decode: (head, chunk) tasks, the chunks' scores, stats and sums kept between passes
+    if (n == 1) {  // decode: (chunk, heads) tasks, the chunks' scores, stats and sums kept between passes
         const int64_t rows = before + 1, nc = chunks_of(rows);
         thread_local std::vector<float> xs, sts, parts;  // the calling thread's; the pool's threads write them
         xs.resize(size_t(H * M * rows)), sts.resize(size_t(H * nc * 2 * M)), parts.resize(size_t(H * nc * dv));
         float *x0 = xs.data(), *st0 = sts.data(), *p0 = parts.data();
-        const auto x_of = [&](int64_t h, int64_t ch) { return x0 + h * M * rows + ch * C * M; };
-        pool.parallel_for(H * nc, [&](int64_t t0, int64_t t1) {
-            for (int64_t t = t0; t < t1; ++t)
-                score_chunk(0, t / nc, t % nc, rows, x_of(t / nc, t % nc), st0 + t * 2 * M);
+        // Chunk-major: chunk ch's scores are [H][M][nr] (head h's maps contiguous, as score_chunk writes them).
+        const auto x_of = [&](int64_t h, int64_t ch) { return x0 + ch * C * H * M + h * M * std::min(C, rows - ch * C); };
+        // A task is a chunk's rows for a block of heads. A cache row holds every head's keys
+        // side by side, so a block's keys are one contiguous span of each row: read row after
+        // row, the span streams from memory (per head, it would be a few hundred bytes every
+        // few kilobytes, a new page each row, which the prefetchers do not follow). With
+        // one K head per query head, a block's scores are one kernel call (its heads' maps
+        // in a row); with GQA, a call per head. Blocks are as large as the thread count
+        // allows (at least 4 tasks a thread); every score, stat and sum is computed as per
+        // head, so the blocking changes no bit.
+        const int64_t blocks = std::clamp<int64_t>((4 * pool.size() + nc - 1) / nc, 1, H);
+        const auto heads_of = [&](int64_t b) { return std::pair{b * H / blocks, (b + 1) * H / blocks}; };
+        pool.parallel_for(nc * blocks, [&](int64_t t0, int64_t t1) {
+            for (int64_t t = t0; t < t1; ++t) {
+                const int64_t ch = t / blocks, r0 = ch * C, nr = std::min(C, rows - r0);
+                const auto [h0, h1] = heads_of(t % blocks);
+                if (group == 1) {
+                    float* e = x_of(h0, ch);
+                    if (blocks_kv)
+                        kern.attn_scores_q(kv_type, cache.k_row(layer, r0), k_stride, M * h0 * d, nr, q + M * h0 * d,
+                                           M * (h1 - h0), d, scale, e);
+                    else
+                        kern.attn_scores(kv_type, cache.k_row(layer, r0) + row_bytes(kv_type, M * h0 * d), k_stride, nr,
+                                         q + M * h0 * d, M * (h1 - h0), d, scale, e);
+                    for (int64_t h = h0; h < h1; ++h)
+                        for (int64_t m = 0; m < M; ++m) {
+                            float* st = st0 + (h * nc + ch) * 2 * M;
+                            st[2 * m + 1] = kern.softmax_exp(x_of(h, ch) + m * nr, nr, &st[2 * m]);
+                        }
+                } else {
+                    for (int64_t h = h0; h < h1; ++h) score_chunk(0, h, ch, rows, x_of(h, ch), st0 + (h * nc + ch) * 2 * M);
+                }
+            }
         });
-        pool.parallel_for(H * nc, [&](int64_t t0, int64_t t1) {
-            for (int64_t t = t0; t < t1; ++t)
-                value_chunk(0, t / nc, t % nc, rows, x_of(t / nc, t % nc), st0 + (t / nc) * nc * 2 * M, p0 + t * dv);
+        pool.parallel_for(nc * blocks, [&](int64_t t0, int64_t t1) {
+            for (int64_t t = t0; t < t1; ++t) {
+                const int64_t ch = t / blocks;
+                const auto [h0, h1] = heads_of(t % blocks);
+                for (int64_t h = h0; h < h1; ++h)
+                    value_chunk(0, h, ch, rows, x_of(h, ch), st0 + h * nc * 2 * M, p0 + (h * nc + ch) * dv);
+            }
         });
         pool.parallel_for(H, [&](int64_t h0, int64_t h1) {
             for (int64_t h = h0; h < h1; ++h) {

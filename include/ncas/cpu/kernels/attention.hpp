@@ -261,18 +261,23 @@ struct attention_quant {
     static void scores_of(const std::byte* k, int64_t stride, int64_t first, int64_t rows, const float* q, int64_t maps,
                           int64_t d, float scale, float* scores) {
         constexpr int64_t bb = t == weight_type::q8_0 ? int64_t(sizeof(block_q8_0)) : int64_t(sizeof(block_q4_0));
-        constexpr int64_t max_maps = 4;
-        for (int64_t m0 = 0; m0 < maps; m0 += max_maps) {  // up to 4 maps a pass over the rows
-            const int64_t nm = maps - m0 < max_maps ? maps - m0 : max_maps;
-            int64_t b0[max_maps], nb[max_maps];
-            alignas(64) float qgs[max_maps][grid];
-            for (int64_t m = 0; m < nm; ++m) {
-                const int64_t lo = first + (m0 + m) * d;
-                b0[m] = lo / quant_block, nb[m] = (lo + d + quant_block - 1) / quant_block - b0[m];
-                float* g = qgs[m];
-                const int64_t at = lo - b0[m] * quant_block;
-                for (int64_t i = 0; i < nb[m] * quant_block; ++i) g[i] = 0.0f;
-                for (int64_t e = 0; e < d; ++e) g[at + e] = q[(m0 + m) * d + e];
+        // The maps' queries on the block grid, as many maps a pass over the rows as fit in
+        // 32 KB (all of a decode's heads: 36 maps of 72 values take 18 KB), so the rows are
+        // read once, each row's span of the maps in order.
+        constexpr int64_t cap = 8192, max_maps = 64;
+        alignas(64) float qg[cap];
+        int64_t b0[max_maps], nb[max_maps], at[max_maps];
+        for (int64_t m0 = 0; m0 < maps;) {
+            int64_t nm = 0, used = 0;
+            for (; m0 + nm < maps && nm < max_maps; ++nm) {
+                const int64_t lo = first + (m0 + nm) * d, b = lo / quant_block;
+                const int64_t n = (lo + d + quant_block - 1) / quant_block - b;
+                if (used + n * quant_block > cap) break;  // d <= kv_quant_max_head: one map always fits
+                b0[nm] = b, nb[nm] = n, at[nm] = used;
+                float* g = qg + used;
+                for (int64_t i = 0; i < n * quant_block; ++i) g[i] = 0.0f;
+                for (int64_t e = 0; e < d; ++e) g[lo - b * quant_block + e] = q[(m0 + nm) * d + e];
+                used += n * quant_block;
             }
             int64_t j = 0;
             // Four rows at a time: four independent accumulator chains, the query's block
@@ -284,7 +289,7 @@ struct attention_quant {
                     typename B::acc a[4] = {B::zero(), B::zero(), B::zero(), B::zero()};
                     const std::byte* blk = row + b0[m] * bb;
                     for (int64_t b = 0; b < nb[m]; ++b) {
-                        const float* qb = qgs[m] + b * quant_block;
+                        const float* qb = qg + at[m] + b * quant_block;
 #pragma GCC unroll 4
                         for (int r = 0; r < 4; ++r) a[r] = B::template dot<t>(blk + r * stride + b * bb, qb, a[r]);
                     }
@@ -299,10 +304,11 @@ struct attention_quant {
                 for (int64_t m = 0; m < nm; ++m) {
                     typename B::acc a = B::zero();
                     const std::byte* blk = row + b0[m] * bb;
-                    for (int64_t b = 0; b < nb[m]; ++b) a = B::template dot<t>(blk + b * bb, qgs[m] + b * quant_block, a);
+                    for (int64_t b = 0; b < nb[m]; ++b) a = B::template dot<t>(blk + b * bb, qg + at[m] + b * quant_block, a);
                     scores[(m0 + m) * rows + j] = B::sum(a) * scale;
                 }
             }
+            m0 += nm;
         }
     }
 
