@@ -329,7 +329,7 @@ TEST_P(kernels_on, attention_scores_and_values_match_the_reference) {
                         }
                     const int64_t dv = maps * d;
                     std::vector<float> o(size_t(dv) + 1, 12345.0f);
-                    k.attn_values(kv, cache.data(), row_bytes(kv, width), rows, p.data(), dv, o.data());
+                    k.attn_values(kv, cache.data(), row_bytes(kv, width), rows, 1, p.data(), 0, dv, o.data(), 0);
                     EXPECT_EQ(o.back(), 12345.0f) << "write past the values";
                     for (int64_t e = 0; e < dv; ++e) {
                         double exact = 0, mag = 0;
@@ -384,7 +384,7 @@ TEST_P(kernels_on, quantised_cache_attention_matches_the_reference) {
                             }
                         const int64_t dv = std::min(maps * d, kv_quant_max_head);  // the kernels' widest head
                         std::vector<float> o(size_t(dv) + 1, 12345.0f);
-                        k.attn_values_q(kv, cache.data(), stride, first, rows, p.data(), dv, o.data());
+                        k.attn_values_q(kv, cache.data(), stride, first, rows, 1, p.data(), 0, dv, o.data(), 0);
                         EXPECT_EQ(o.back(), 12345.0f) << "write past the values";
                         for (int64_t e = 0; e < dv; ++e) {
                             double exact = 0, mag = 0;
@@ -424,6 +424,55 @@ TEST_P(kernels_on, quantised_cache_scores_do_not_depend_on_the_row_grouping) {
                         << isa_name(k.id) << " " << type_name(kv) << " row " << j << " map " << m;
             }
         }
+}
+
+// Decode scores a block of heads in one call (their maps adjacent in a K row) and sums
+// their values in one pass over the V rows: each head's scores and sums must be the bits
+// of scoring and summing that head alone, for every cache type (quantised heads starting
+// inside a block), head widths with and without a SIMD tail, and rows across the
+// quantised kernels' steps of 4 and 16; nothing is written between the heads' outputs.
+TEST_P(kernels_on, several_heads_in_one_call_give_each_heads_bits) {
+    const kernel_table& k = *table_for(GetParam());
+    std::mt19937 rng(17);
+    std::normal_distribution<float> n(0.0f, 1.0f);
+    const auto bits = [](float x) { return std::bit_cast<uint32_t>(x); };
+    for (weight_type kv : {weight_type::f32, weight_type::f16, weight_type::q8_0, weight_type::q4_0})
+        for (int64_t d : {13, 72})
+            for (int64_t rows : {1, 7, 37}) {
+                const bool blocks = kv == weight_type::q8_0 || kv == weight_type::q4_0;
+                const int64_t heads = 5, maps = 2, dv = 2 * d, first = blocks ? 16 : 0;
+                const int64_t width = kv_row_values(kv, first + heads * std::max(maps * d, dv) + 3), stride = row_bytes(kv, width);
+                std::vector<float> src(size_t(rows * width)), q(size_t(heads * maps * d));
+                const int64_t ps = rows + 3, os = dv + 5;  // gaps between the heads' weights and sums
+                std::vector<float> p(size_t(heads * ps));
+                for (auto& v : src) v = n(rng);
+                for (auto& v : q) v = n(rng);
+                for (auto& v : p) v = n(rng);
+                std::vector<std::byte> cache(size_t(rows * stride));
+                for (int64_t j = 0; j < rows; ++j) quantize_row(kv, src.data() + j * width, cache.data() + j * stride, width);
+                const std::byte* at = blocks ? cache.data() : cache.data() + row_bytes(kv, first);
+                std::vector<float> all(size_t(heads * maps * rows)), one(size_t(maps * rows));
+                if (blocks) k.attn_scores_q(kv, at, stride, first, rows, q.data(), heads * maps, d, 0.5f, all.data());
+                else k.attn_scores(kv, at, stride, rows, q.data(), heads * maps, d, 0.5f, all.data());
+                std::vector<float> sums(size_t(heads * os), 12345.0f), alone(static_cast<size_t>(dv));
+                if (blocks) k.attn_values_q(kv, at, stride, first, rows, heads, p.data(), ps, dv, sums.data(), os);
+                else k.attn_values(kv, at, stride, rows, heads, p.data(), ps, dv, sums.data(), os);
+                for (int64_t h = 0; h < heads; ++h) {
+                    const std::string what = std::string(isa_name(k.id)) + " " + std::string(type_name(kv)) + " d " +
+                                             std::to_string(d) + " rows " + std::to_string(rows) + " head " + std::to_string(h);
+                    if (blocks)
+                        k.attn_scores_q(kv, at, stride, first + h * maps * d, rows, q.data() + h * maps * d, maps, d, 0.5f, one.data());
+                    else
+                        k.attn_scores(kv, at + row_bytes(kv, h * maps * d), stride, rows, q.data() + h * maps * d, maps, d, 0.5f,
+                                      one.data());
+                    for (int64_t i = 0; i < maps * rows; ++i)
+                        ASSERT_EQ(bits(all[size_t(h * maps * rows + i)]), bits(one[size_t(i)])) << what << " score " << i;
+                    if (blocks) k.attn_values_q(kv, at, stride, first + h * dv, rows, 1, p.data() + h * ps, 0, dv, alone.data(), 0);
+                    else k.attn_values(kv, at + row_bytes(kv, h * dv), stride, rows, 1, p.data() + h * ps, 0, dv, alone.data(), 0);
+                    for (int64_t e = 0; e < dv; ++e) ASSERT_EQ(bits(sums[size_t(h * os + e)]), bits(alone[size_t(e)])) << what << " e " << e;
+                    for (int64_t e = dv; e < os; ++e) ASSERT_EQ(sums[size_t(h * os + e)], 12345.0f) << what << ": written between heads";
+                }
+            }
 }
 
 }  // namespace

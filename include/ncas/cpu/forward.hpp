@@ -94,9 +94,9 @@ inline void attend(thread_pool& pool, const model_config& c, const layer_weights
                              q + i * qd + M * h * d, M, d, scale, e);
         for (int64_t m = 0; m < M; ++m) st[2 * m + 1] = kern.softmax_exp(e + m * nr, nr, &st[2 * m]);
     };
-    // Step 2 for chunk ch, given all the query's chunk stats (st: [chunks][M][2]): P_ch into p.
-    const auto value_chunk = [&](int64_t i, int64_t h, int64_t ch, int64_t rows, float* e, const float* st, float* p) {
-        const int64_t g = h / group, r0 = ch * C, nr = std::min(C, rows - r0), nc = chunks_of(rows);
+    // Step 2's weights for chunk ch, given all the query's chunk stats (st: [chunks][M][2]), in e[0, nr).
+    const auto weigh_chunk = [&](int64_t i, int64_t ch, int64_t rows, float* e, const float* st) {
+        const int64_t nr = std::min(C, rows - ch * C), nc = chunks_of(rows);
         for (int64_t m = 0; m < M; ++m) {
             float mx = st[2 * m];
             for (int64_t k = 1; k < nc; ++k) mx = std::max(mx, st[k * 2 * M + 2 * m]);
@@ -110,8 +110,20 @@ inline void attend(thread_pool& pool, const model_config& c, const layer_weights
             const float lt = lambda_t[i];
             for (int64_t j = 0; j < nr; ++j) e[j] -= lt * e[nr + j];
         }
-        if (blocks_kv) kern.attn_values_q(kv_type, cache.v_row(layer, r0), v_stride, g * dv, nr, e, dv, p);
-        else kern.attn_values(kv_type, cache.v_row(layer, r0) + row_bytes(kv_type, g * dv), v_stride, nr, e, dv, p);
+    };
+    // Step 2's sums P_ch of `heads` heads from head h (K/V head h / group; heads > 1 only
+    // without GQA, where they are adjacent in a V row): weights e + k·es, sums into p + k·ps.
+    const auto value_sums = [&](int64_t h, int64_t heads, int64_t ch, int64_t rows, const float* e, int64_t es, float* p,
+                                int64_t ps) {
+        const int64_t g = h / group, r0 = ch * C, nr = std::min(C, rows - r0);
+        if (blocks_kv) kern.attn_values_q(kv_type, cache.v_row(layer, r0), v_stride, g * dv, nr, heads, e, es, dv, p, ps);
+        else
+            kern.attn_values(kv_type, cache.v_row(layer, r0) + row_bytes(kv_type, g * dv), v_stride, nr, heads, e, es, dv,
+                             p, ps);
+    };
+    const auto value_chunk = [&](int64_t i, int64_t h, int64_t ch, int64_t rows, float* e, const float* st, float* p) {
+        weigh_chunk(i, ch, rows, e, st);
+        value_sums(h, 1, ch, rows, e, 0, p, 0);
     };
     const auto sub_norm = [&](float* o) {
         if (!w.sub_norm.empty()) {
@@ -161,10 +173,13 @@ inline void attend(thread_pool& pool, const model_config& c, const layer_weights
         });
         pool.parallel_for(nc * blocks, [&](int64_t t0, int64_t t1) {
             for (int64_t t = t0; t < t1; ++t) {
-                const int64_t ch = t / blocks;
+                const int64_t ch = t / blocks, nr = std::min(C, rows - ch * C);
                 const auto [h0, h1] = heads_of(t % blocks);
-                for (int64_t h = h0; h < h1; ++h)
-                    value_chunk(0, h, ch, rows, x_of(h, ch), st0 + h * nc * 2 * M, p0 + (h * nc + ch) * dv);
+                for (int64_t h = h0; h < h1; ++h) weigh_chunk(0, ch, rows, x_of(h, ch), st0 + h * nc * 2 * M);
+                if (group == 1)
+                    value_sums(h0, h1 - h0, ch, rows, x_of(h0, ch), M * nr, p0 + (h0 * nc + ch) * dv, nc * dv);
+                else
+                    for (int64_t h = h0; h < h1; ++h) value_sums(h, 1, ch, rows, x_of(h, ch), 0, p0 + (h * nc + ch) * dv, 0);
             }
         });
         pool.parallel_for(H, [&](int64_t h0, int64_t h1) {

@@ -33,23 +33,26 @@ namespace ncas::cpu {
 using matmul_rows_fn = void (*)(const weight_matrix& w, const float* x, const act_rows* xq, int64_t T, float* y,
                                 int64_t r0, int64_t r1);
 
-// Attention over one head's cached rows (`rows` rows, `stride` bytes apart, f32 or f16):
-//  attn_scores: scores[m·rows + j] = scale · K_j[m·d .. (m+1)·d) · q[m·d ..]  for the head's `maps` maps
-//               (adjacent in a K row, so one pass over the keys scores them all);
-//  attn_values: o[e] = Σ_j p[j] · V_j[e]  for e < dv.
+// Attention over cached rows (`rows` rows, `stride` bytes apart, f32 or f16):
+//  attn_scores: scores[m·rows + j] = scale · K_j[m·d .. (m+1)·d) · q[m·d ..]  for `maps` maps
+//               (adjacent in a K row: a head's maps, or the maps of adjacent heads, so one
+//               pass over the keys scores them all);
+//  attn_values: o[h·os + e] = Σ_j p[h·ps + j] · V_j[h·dv + e]  for e < dv and each of `heads`
+//               adjacent heads (one pass over the values when heads > 1; each sum runs over
+//               j = 0, 1, ... in order, so a head's result does not depend on `heads`).
 using attn_scores_fn = void (*)(weight_type kv, const std::byte* k, int64_t stride, int64_t rows, const float* q,
                                 int64_t maps, int64_t d, float scale, float* scores);
-using attn_values_fn = void (*)(weight_type kv, const std::byte* v, int64_t stride, int64_t rows, const float* p,
-                                int64_t dv, float* o);
+using attn_values_fn = void (*)(weight_type kv, const std::byte* v, int64_t stride, int64_t rows, int64_t heads,
+                                const float* p, int64_t ps, int64_t dv, float* o, int64_t os);
 
 // Attention over a quantised cache (q8_0, q4_0: blocks of 32 along a row, cpu/kv_cache.hpp),
 // reading the blocks in place (each converted in registers, no dequantised copy): k / v
-// point at the first row, and the head's values start at element `first` of a row
+// point at the first row, and the (first) head's values start at element `first` of a row
 // (first and the map widths need not be multiples of 32). Otherwise as above.
 using attn_scores_q_fn = void (*)(weight_type kv, const std::byte* k, int64_t stride, int64_t first, int64_t rows,
                                   const float* q, int64_t maps, int64_t d, float scale, float* scores);
 using attn_values_q_fn = void (*)(weight_type kv, const std::byte* v, int64_t stride, int64_t first, int64_t rows,
-                                  const float* p, int64_t dv, float* o);
+                                  int64_t heads, const float* p, int64_t ps, int64_t dv, float* o, int64_t os);
 
 struct kernel_table {
     isa id;

@@ -22,15 +22,18 @@ struct attention<scalar_tag> {
             for (int64_t m = 0; m < maps; ++m)
                 scores[m * rows + j] = dot_row(kv, k + j * stride + row_bytes(kv, m * d), q + m * d, d) * scale;
     }
-    static void attn_values(weight_type kv, const std::byte* v, int64_t stride, int64_t rows, const float* p, int64_t dv,
-                            float* o) {
-        std::fill(o, o + dv, 0.0f);
+    static void attn_values(weight_type kv, const std::byte* v, int64_t stride, int64_t rows, int64_t heads,
+                            const float* p, int64_t ps, int64_t dv, float* o, int64_t os) {
+        for (int64_t h = 0; h < heads; ++h) std::fill(o + h * os, o + h * os + dv, 0.0f);
         float buf[64];
         for (int64_t j = 0; j < rows; ++j)
-            for (int64_t e0 = 0; e0 < dv; e0 += 64) {
-                const int64_t n = std::min<int64_t>(64, dv - e0);
-                dequantize_row(kv, v + j * stride + row_bytes(kv, e0), buf, n);
-                for (int64_t e = 0; e < n; ++e) o[e0 + e] += p[j] * buf[e];
+            for (int64_t h = 0; h < heads; ++h) {
+                float* oh = o + h * os;
+                for (int64_t e0 = 0; e0 < dv; e0 += 64) {
+                    const int64_t n = std::min<int64_t>(64, dv - e0);
+                    dequantize_row(kv, v + j * stride + row_bytes(kv, h * dv + e0), buf, n);
+                    for (int64_t e = 0; e < n; ++e) oh[e0 + e] += p[h * ps + j] * buf[e];
+                }
             }
     }
 };
@@ -78,10 +81,41 @@ struct attention_values {
             }
         }
     }
-    static void attn_values(weight_type kv, const std::byte* v, int64_t stride, int64_t rows, const float* p, int64_t dv,
-                            float* o) {
-        if (kv == weight_type::f16) values_of<weight_type::f16>(v, stride, rows, p, dv, o);
-        else values_of<weight_type::f32>(v, stride, rows, p, dv, o);
+    // Several heads: row after row (each row's span of the heads read once, in order), each
+    // head's sums in memory (a few KB, in L1) instead of registers; per value the same
+    // multiply-adds in the same order as values_of, so the same bits.
+    template <weight_type t>
+    static void heads_values_of(const std::byte* v, int64_t stride, int64_t rows, int64_t heads, const float* p,
+                                int64_t ps, int64_t dv, float* o, int64_t os) {
+        constexpr int64_t es = t == weight_type::f16 ? 2 : 4;
+        const int64_t whole = dv / W * W;
+        for (int64_t h = 0; h < heads; ++h) std::fill(o + h * os, o + h * os + whole, 0.0f);
+        for (int64_t j = 0; j < rows; ++j) {
+            const std::byte* vj = v + j * stride;
+            for (int64_t h = 0; h < heads; ++h) {
+                const fbatch pj(p[h * ps + j]);
+                const std::byte* vh = vj + h * dv * es;
+                float* oh = o + h * os;
+                for (int64_t e = 0; e < whole; e += W)
+                    xsimd::fma(pj, tag::template load_weights<t>(vh + e * es), fbatch::load_unaligned(oh + e)).store_unaligned(oh + e);
+            }
+        }
+        for (int64_t h = 0; h < heads; ++h)  // the columns after the last whole batch, as values_of
+            for (int64_t e = whole; e < dv; ++e) {
+                float s = 0.0f;
+                for (int64_t j = 0; j < rows; ++j) s += p[h * ps + j] * tag::template element<t>(v + j * stride + h * dv * es, e);
+                o[h * os + e] = s;
+            }
+    }
+    static void attn_values(weight_type kv, const std::byte* v, int64_t stride, int64_t rows, int64_t heads,
+                            const float* p, int64_t ps, int64_t dv, float* o, int64_t os) {
+        if (heads == 1) {
+            if (kv == weight_type::f16) values_of<weight_type::f16>(v, stride, rows, p, dv, o);
+            else values_of<weight_type::f32>(v, stride, rows, p, dv, o);
+        } else {
+            if (kv == weight_type::f16) heads_values_of<weight_type::f16>(v, stride, rows, heads, p, ps, dv, o, os);
+            else heads_values_of<weight_type::f32>(v, stride, rows, heads, p, ps, dv, o, os);
+        }
     }
 };
 #endif
@@ -248,7 +282,6 @@ struct attention<arm_tag<Level>> : attention_values<arm_tag<Level>> {
 template <class Tag>
 struct attention_quant {
     using B = kv_blocks<Tag>;
-    static constexpr int64_t grid = kv_quant_max_head + 2 * quant_block;  // a map's values on the block grid, at most
 
     // s[r] = B::sum(a[r]), through the tag's B::sum4 where it has one.
     [[gnu::always_inline]] static void sum4(const typename B::acc (&a)[4], float (&s)[4]) {
@@ -318,28 +351,48 @@ struct attention_quant {
         else scores_of<weight_type::q8_0>(k, stride, first, rows, q, maps, d, scale, scores);
     }
 
+    // Heads in groups whose block sums fit 32 KB (a decode's 18 heads of 144 values: 11.5 KB);
+    // rows in steps of 16 for one head (its blocks stay in L1 for the next block), of 4 for
+    // several (each row's span of the group's heads read in order). A value's sum runs over
+    // the rows in order whatever the steps and groups.
     template <weight_type t>
-    static void values_of(const std::byte* v, int64_t stride, int64_t first, int64_t rows, const float* p, int64_t dv,
-                          float* o) {
+    static void values_of(const std::byte* v, int64_t stride, int64_t first, int64_t rows, int64_t heads, const float* p,
+                          int64_t ps, int64_t dv, float* o, int64_t os) {
         constexpr int64_t bb = t == weight_type::q8_0 ? int64_t(sizeof(block_q8_0)) : int64_t(sizeof(block_q4_0));
-        constexpr int64_t chunk = 16;  // rows a pass over the head's blocks (they stay in L1 for the next block)
-        alignas(64) float og[grid];
-        const int64_t b0 = first / quant_block, nb = (first + dv + quant_block - 1) / quant_block - b0;
-        for (int64_t i = 0; i < nb * quant_block; ++i) og[i] = 0.0f;
-        const std::byte* v0 = v + b0 * bb;
-        for (int64_t j0 = 0; j0 < rows; j0 += chunk) {
-            const int64_t n = rows - j0 < chunk ? rows - j0 : chunk;
-            for (int64_t b = 0; b < nb; ++b)
-                B::template axpy_rows<t>(v0 + j0 * stride + b * bb, stride, p + j0, n, og + b * quant_block);
+        constexpr int64_t cap = 8192, max_heads = 64;
+        alignas(64) float og[cap];
+        int64_t b0[max_heads], nb[max_heads], at[max_heads];
+        const int64_t chunk = heads == 1 ? 16 : 4;
+        for (int64_t h0 = 0; h0 < heads;) {
+            int64_t nh = 0, used = 0;
+            for (; h0 + nh < heads && nh < max_heads; ++nh) {
+                const int64_t lo = first + (h0 + nh) * dv, b = lo / quant_block;
+                const int64_t n = (lo + dv + quant_block - 1) / quant_block - b;
+                if (used + n * quant_block > cap) break;  // dv <= kv_quant_max_head: one head always fits
+                b0[nh] = b, nb[nh] = n, at[nh] = used;
+                used += n * quant_block;
+            }
+            for (int64_t i = 0; i < used; ++i) og[i] = 0.0f;
+            for (int64_t j0 = 0; j0 < rows; j0 += chunk) {
+                const int64_t n = rows - j0 < chunk ? rows - j0 : chunk;
+                for (int64_t h = 0; h < nh; ++h) {
+                    const std::byte* vh = v + j0 * stride + b0[h] * bb;
+                    for (int64_t b = 0; b < nb[h]; ++b)
+                        B::template axpy_rows<t>(vh + b * bb, stride, p + (h0 + h) * ps + j0, n, og + at[h] + b * quant_block);
+                }
+            }
+            for (int64_t h = 0; h < nh; ++h) {
+                const float* g = og + at[h] + (first + (h0 + h) * dv - b0[h] * quant_block);
+                for (int64_t e = 0; e < dv; ++e) o[(h0 + h) * os + e] = g[e];
+            }
+            h0 += nh;
         }
-        const int64_t at = first - b0 * quant_block;
-        for (int64_t e = 0; e < dv; ++e) o[e] = og[at + e];
     }
 
     static void attn_values(weight_type kv, const std::byte* v, int64_t stride, int64_t first, int64_t rows,
-                            const float* p, int64_t dv, float* o) {
-        if (kv == weight_type::q4_0) values_of<weight_type::q4_0>(v, stride, first, rows, p, dv, o);
-        else values_of<weight_type::q8_0>(v, stride, first, rows, p, dv, o);
+                            int64_t heads, const float* p, int64_t ps, int64_t dv, float* o, int64_t os) {
+        if (kv == weight_type::q4_0) values_of<weight_type::q4_0>(v, stride, first, rows, heads, p, ps, dv, o, os);
+        else values_of<weight_type::q8_0>(v, stride, first, rows, heads, p, ps, dv, o, os);
     }
 };
 
