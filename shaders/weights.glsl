@@ -3,6 +3,9 @@
 // j < 16 is the low nibble of qs[j], j + 16 its high nibble). Q blocks are 34
 // and 18 bytes, so they are only 2-byte aligned: with 16/8-bit storage the
 // kernel loads halves and bytes directly, otherwise it extracts them from words.
+// Q5_0 (22 bytes: f16 d, qh[4], qs[16]) and Q5_1 (24: f16 d, f16 m, qh[4], qs[16]) hold 5-bit
+// quants: nibbles as Q4_0's, the 5th bit of element j bit j of qh (a little-endian word);
+// x = d·(q − 16) and x = d·q + m.
 // The K-quants come in super-blocks of 256 values (ggml's layouts, see
 // include/ncas/format/quant.hpp): Q4_K (144 bytes: f16 d, f16 dmin, scales[12]
 // with 8 six-bit scales and mins, qs[128]), Q5_K (176: as Q4_K with qh[32], the
@@ -17,7 +20,7 @@
 #endif
 
 layout(constant_id = 1) const uint WTYPE = 0;  // ggml type id
-const uint T_F32 = 0, T_F16 = 1, T_Q4_0 = 2, T_Q8_0 = 8, T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14, T_BF16 = 30;
+const uint T_F32 = 0, T_F16 = 1, T_Q4_0 = 2, T_Q5_0 = 6, T_Q5_1 = 7, T_Q8_0 = 8, T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14, T_BF16 = 30;
 const bool K_QUANT = WTYPE == T_Q4_K || WTYPE == T_Q5_K || WTYPE == T_Q6_K;
 
 layout(std430, binding = 0) readonly buffer weight_words { uint w32[]; };
@@ -42,6 +45,8 @@ uint weight_row_bytes(uint n) {
     if (WTYPE == T_F32) return n * 4u;
     if (WTYPE == T_F16 || WTYPE == T_BF16) return n * 2u;
     if (WTYPE == T_Q8_0) return n / 32u * 34u;
+    if (WTYPE == T_Q5_0) return n / 32u * 22u;
+    if (WTYPE == T_Q5_1) return n / 32u * 24u;
     if (WTYPE == T_Q4_K) return n / 256u * 144u;
     if (WTYPE == T_Q5_K) return n / 256u * 176u;
     if (WTYPE == T_Q6_K) return n / 256u * 210u;
@@ -119,6 +124,16 @@ vec4 weight4(uint row, uint i) {
         const float d = unpackHalf2x16(ld_u16(blk)).x;
         const uint q = blk + 2u + j;
         return d * vec4(ld_i8(q), ld_i8(q + 1u), ld_i8(q + 2u), ld_i8(q + 3u));
+    }
+    if (WTYPE == T_Q5_0 || WTYPE == T_Q5_1) {
+        const uint blk = row + (i >> 5) * (WTYPE == T_Q5_0 ? 22u : 24u), qh = WTYPE == T_Q5_0 ? 2u : 4u;
+        const uint bytes = ld_u32(blk + qh + 4u + (j & 15u));  // qs: even offsets, within the block
+        const uint nib = (j < 16u ? bytes : bytes >> 4) & 0x0f0f0f0fu;
+        const uint hb = (ld_u32(blk + qh) >> j) & 15u;  // the 5th bits of values j..j+3, to bit 4 of each byte
+        const uint q = nib | ((hb & 1u) << 4) | ((hb & 2u) << 11) | ((hb & 4u) << 18) | ((hb & 8u) << 25);
+        if (WTYPE == T_Q5_0) return unpackHalf2x16(ld_u16(blk)).x * (bytes4(q) - 16.0);
+        const vec2 dm = unpackHalf2x16(ld_u32(blk));
+        return dm.x * bytes4(q) + dm.y;
     }
     // Q4_0
     const uint blk = row + (i >> 5) * 18u;

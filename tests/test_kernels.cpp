@@ -98,12 +98,17 @@ std::vector<isa> runnable() {
 class kernels_on : public ::testing::TestWithParam<isa> {};
 
 constexpr weight_type k_types[] = {weight_type::q4_k, weight_type::q5_k, weight_type::q6_k};
+// The types whose kernels give the scalar level's bits on every level (one float order).
+constexpr weight_type exact_types[] = {weight_type::q4_k, weight_type::q5_k, weight_type::q6_k, weight_type::q5_0,
+                                       weight_type::q5_1};
 
 TEST_P(kernels_on, matmul_matches_reference_for_every_type_and_shape) {
     const kernel_table& k = *table_for(GetParam());
     uint32_t seed = 1;
-    for (weight_type type : {weight_type::f32, weight_type::f16, weight_type::bf16, weight_type::q8_0, weight_type::q4_0}) {
+    for (weight_type type : {weight_type::f32, weight_type::f16, weight_type::bf16, weight_type::q8_0, weight_type::q4_0,
+                             weight_type::q5_0, weight_type::q5_1}) {
         std::vector<int64_t> cols = {32, 64, 96, 160, 1024};
+        if (type == weight_type::q5_0 || type == weight_type::q5_1) cols.insert(cols.end(), {224, 256, 288, 2592});  // 7, 8, 9, 81 blocks
         if (!uses_int_dot(type)) cols.insert(cols.end(), {8, 13, 40, 100});  // tails
         for (int64_t c : cols)
             for (int64_t T : {1, 2, 3, 4, 5, 9}) check(k, make(type, 7, c, T, seed++));
@@ -121,14 +126,16 @@ TEST_P(kernels_on, matmul_matches_reference_for_every_type_and_shape) {
             for (int64_t T : {1, 2, 3, 4, 5, 9}) check(k, make(type, 7, cols, T, seed++));
 }
 
-// The K-quant kernels sum each sub-block's integer dot exactly and combine them in one
-// float order (kquant_matmul.hpp): every level gives the scalar level's bits.
+// The K-quant and Q5_0 / Q5_1 kernels sum each (sub-)block's integer dot exactly and
+// combine them in one float order (kquant_matmul.hpp, q5_matmul.hpp): every level gives
+// the scalar level's bits (Q5: rows of 8, 9, 24 and 81 blocks, the last group partial or whole).
 TEST_P(kernels_on, k_quant_kernels_give_the_scalar_bits) {
     const kernel_table& k = *table_for(GetParam());
     uint32_t seed = 500;
-    for (weight_type type : k_types)
-        for (int64_t cols : {256, 768, 2560})
+    for (weight_type type : exact_types)
+        for (int64_t cols : {256, 288, 768, 2560, 2592})
             for (int64_t T : {1, 3, 6}) {
+                if (cols % traits_of(type).block_values) continue;
                 const problem p = make(type, 9, cols, T, seed++);
                 EXPECT_EQ(run(k, p), run(*table_for(isa::scalar), p)) << isa_name(k.id) << " " << type_name(type) << " cols "
                                                                       << cols << " T " << T;
@@ -149,7 +156,7 @@ TEST_P(kernels_on, a_tokens_result_does_not_depend_on_its_tile) {
     const kernel_table& k = *table_for(GetParam());
     for (auto [type, cols] : {std::pair{weight_type::f16, 2592}, {weight_type::q4_0, 2592}, {weight_type::q4_0, 4640},
                               {weight_type::q8_0, 4640}, {weight_type::q4_k, 2560}, {weight_type::q5_k, 2560},
-                              {weight_type::q6_k, 2560}}) {
+                              {weight_type::q6_k, 2560}, {weight_type::q5_0, 2592}, {weight_type::q5_1, 2592}}) {
         const problem all = make(type, 7, cols, 13, 5);
         const auto y = run(k, all);
         for (int64_t t = 0; t < all.T; ++t) {
@@ -170,7 +177,7 @@ TEST_P(kernels_on, weights_ending_at_an_unmapped_page_are_not_read_past) {
     const size_t page = size_t(sysconf(_SC_PAGESIZE));
     uint32_t seed = 40;
     for (weight_type type : {weight_type::q4_0, weight_type::q8_0, weight_type::f16, weight_type::bf16, weight_type::f32,
-                             weight_type::q4_k, weight_type::q5_k, weight_type::q6_k})
+                             weight_type::q4_k, weight_type::q5_k, weight_type::q6_k, weight_type::q5_0, weight_type::q5_1})
         for (int64_t cols : {32, 64, 96, 160, 256, 2592, 2624, 2656})
             for (int64_t T : {1, 5}) {
                 if (cols % traits_of(type).block_values) continue;
@@ -199,7 +206,8 @@ TEST_P(kernels_on, matmul_in_pieces_on_any_threads_equals_one_pass) {
     const kernel_table& k = kernels();
     for (auto [type, rows, cols] : {std::tuple{weight_type::q4_0, 1031, 256}, {weight_type::q8_0, 1031, 256},
                                     {weight_type::f16, 600, 160}, {weight_type::q4_0, 70, 4640},
-                                    {weight_type::q4_k, 1031, 256}, {weight_type::q6_k, 70, 2560}})
+                                    {weight_type::q4_k, 1031, 256}, {weight_type::q6_k, 70, 2560},
+                                    {weight_type::q5_0, 1031, 288}, {weight_type::q5_1, 70, 2592}})
         for (int64_t T : {1, 13}) {
             const problem p = make(type, rows, cols, T, uint32_t(rows + T));
             const auto want = run(k, p);
@@ -276,7 +284,8 @@ TEST(isa, arm64_levels_agree_bit_for_bit) {
         if (arch_of(i) == isa_arch::arm64) arm.push_back(i);
     if (arm.size() < 2) GTEST_SKIP() << "fewer than two ARM64 levels run here";
     uint32_t seed = 300;
-    for (weight_type type : {weight_type::q4_0, weight_type::q8_0, weight_type::q4_k, weight_type::q5_k, weight_type::q6_k})
+    for (weight_type type : {weight_type::q4_0, weight_type::q8_0, weight_type::q4_k, weight_type::q5_k, weight_type::q6_k,
+                             weight_type::q5_0, weight_type::q5_1})
         for (int64_t cols : {32, 96, 160, 256, 2560, 2592, 4640})
             for (int64_t T : {1, 3, 6}) {
                 if (cols % traits_of(type).block_values) continue;
@@ -506,7 +515,8 @@ namespace {
 
 TEST_P(kernels_on, activation_quantisation_gives_the_reference_integers) {
     const kernel_table& k = *table_for(GetParam());
-    for (weight_type type : {weight_type::q8_0, weight_type::q4_0, weight_type::q4_k, weight_type::q5_k, weight_type::q6_k})
+    for (weight_type type : {weight_type::q8_0, weight_type::q4_0, weight_type::q4_k, weight_type::q5_k, weight_type::q6_k,
+                             weight_type::q5_0, weight_type::q5_1})
         for (int64_t cols : {32, 64, 96, 128, 160, 256, 2560, 2592}) {
             if (cols % traits_of(type).block_values) continue;
             const problem p = make(type, 1, cols, 3, uint32_t(cols));
@@ -520,7 +530,7 @@ TEST_P(kernels_on, activation_quantisation_gives_the_reference_integers) {
                 if (type == weight_type::q4_0) {
                     for (int64_t i = 0; i < (nb + 3) / 4 * 16; ++i) ASSERT_EQ(a.corr(t)[i], b.corr(t)[i]) << cols << " lane " << i;
                 }
-                if (is_k_quant(type))  // the sums of 16, against the integers themselves
+                if (act_sixteens(type))  // the sums of 16, against the integers themselves
                     for (int64_t i = 0; i < nb * 2; ++i) {
                         int32_t sum = 0;
                         for (int e = 0; e < 16; ++e) sum += b.q(t)[16 * i + e];
@@ -541,7 +551,7 @@ namespace {
 TEST_P(kernels_on, a_nonfinite_activation_row_gives_nan_outputs) {
     const kernel_table& k = *table_for(GetParam());
     for (weight_type type : {weight_type::q8_0, weight_type::q4_0, weight_type::f16, weight_type::f32, weight_type::q4_k,
-                             weight_type::q5_k, weight_type::q6_k})
+                             weight_type::q5_k, weight_type::q6_k, weight_type::q5_0, weight_type::q5_1})
         for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
                           -std::numeric_limits<float>::infinity()}) {
             problem p = make(type, 8, is_k_quant(type) ? 512 : 160, 3, 5);
@@ -564,7 +574,8 @@ TEST_P(kernels_on, a_nonfinite_activation_row_gives_nan_outputs) {
 // and the other rows of the batch are quantised as before.
 TEST_P(kernels_on, an_activation_row_too_small_for_its_scale_is_zero) {
     const kernel_table& k = *table_for(GetParam());
-    for (weight_type type : {weight_type::q8_0, weight_type::q4_0, weight_type::q4_k, weight_type::q5_k, weight_type::q6_k})
+    for (weight_type type : {weight_type::q8_0, weight_type::q4_0, weight_type::q4_k, weight_type::q5_k, weight_type::q6_k,
+                             weight_type::q5_0, weight_type::q5_1})
         for (int64_t cols : {160, 256, 2560, 2592}) {
             if (cols % traits_of(type).block_values) continue;
             problem p = make(type, 8, cols, 3, 21);
@@ -582,7 +593,7 @@ TEST_P(kernels_on, an_activation_row_too_small_for_its_scale_is_zero) {
                 if (type == weight_type::q4_0) {
                     for (int64_t i = 0; i < (nb + 3) / 4 * 16; ++i) ASSERT_EQ(a.corr(t)[i], ref.corr(t)[i]) << "lane " << i;
                 }
-                if (is_k_quant(type)) {
+                if (act_sixteens(type)) {
                     for (int64_t i = 0; i < nb * 2; ++i) ASSERT_EQ(a.corr(t)[i], ref.corr(t)[i]) << "sum " << i;
                 }
             }

@@ -93,11 +93,81 @@ TEST(q4_0, block_by_hand) {
     EXPECT_EQ(y[31], 0.0f);
 }
 
+TEST(q5_0, block_by_hand) {
+    // The largest magnitude is −2, so d = −2/−16 = 0.125 (f16 0x3000), 1/d = 8;
+    // q = min(31, ⌊x·8 + 16.5⌋): the 5th bit of element j is bit j of qh.
+    float x[32] = {};
+    x[0] = -2.0f, x[1] = 1.875f, x[2] = 0.5f, x[3] = 2.0f / 16, x[16] = -0.25f, x[17] = 1.0f, x[31] = -0.1875f;
+    block_q5_0 b;
+    quantize_row(weight_type::q5_0, x, &b, 32);
+    EXPECT_EQ(b.d, 0x3000);
+    // q0 = 0, q1 = 31, q2 = 20, q3 = 17, q16 = 14, q17 = 24, q31 = ⌊−1.5 + 16.5⌋ = 15; the rest 16.
+    EXPECT_EQ(b.qs[0], 0xe0);  // q0 = 0 low, q16 = 14 high
+    EXPECT_EQ(b.qs[1], 0x8f);  // q1 = 31 → 15, q17 = 24 → 8
+    EXPECT_EQ(b.qs[2], 0x04);  // q2 = 20 → 4, q18 = 16 → 0
+    EXPECT_EQ(b.qs[3], 0x01);  // q3 = 17 → 1
+    EXPECT_EQ(b.qs[15], 0xf0);  // q15 = 16 → 0, q31 = 15
+    // 5th bits: every element but 0 (q 0), 16 (14) and 31 (15); as a little-endian uint32.
+    const uint32_t bits = 0xffffffffu & ~(1u << 0) & ~(1u << 16) & ~(1u << 31);
+    EXPECT_EQ(b.qh[0], uint8_t(bits));
+    EXPECT_EQ(b.qh[1], uint8_t(bits >> 8));
+    EXPECT_EQ(b.qh[2], uint8_t(bits >> 16));
+    EXPECT_EQ(b.qh[3], uint8_t(bits >> 24));
+    unsigned char raw[22];
+    std::memcpy(raw, &b, 22);  // d, qh, qs: ggml's order
+    EXPECT_EQ(raw[1], 0x30);
+    EXPECT_EQ(raw[2], 0xfe);
+    EXPECT_EQ(raw[6], 0xe0);
+    float y[32];
+    dequantize_row(weight_type::q5_0, &b, y, 32);
+    EXPECT_EQ(y[0], -2.0f);
+    EXPECT_EQ(y[1], 1.875f);
+    EXPECT_EQ(y[2], 0.5f);
+    EXPECT_EQ(y[3], 0.125f);
+    EXPECT_EQ(y[16], -0.25f);
+    EXPECT_EQ(y[17], 1.0f);
+    EXPECT_EQ(y[31], -0.125f);
+    EXPECT_EQ(y[30], 0.0f);
+}
+
+TEST(q5_1, block_by_hand) {
+    // min −1, max 2.875: d = 3.875 / 31 = 0.125, m = −1; q = ⌊(x + 1)·8 + 0.5⌋.
+    float x[32];
+    for (float& v : x) v = 0.0f;
+    x[0] = -1.0f, x[1] = 2.875f, x[5] = 0.5f, x[16] = 1.0f, x[20] = -0.96875f;
+    block_q5_1 b;
+    quantize_row(weight_type::q5_1, x, &b, 32);
+    EXPECT_EQ(b.d, 0x3000);
+    EXPECT_EQ(b.m, 0xbc00);
+    // q0 = 0, q1 = 31, q5 = 12, q16 = 16, q20 = ⌊0.25 + 0.5⌋ = 0; zeros: 8.
+    EXPECT_EQ(b.qs[0], 0x00);  // q0 = 0, q16 = 16 → 0 (bit 16 set)
+    EXPECT_EQ(b.qs[1], 0x8f);  // q1 = 31 → 15, q17 = 8
+    EXPECT_EQ(b.qs[4], 0x08);  // q4 = 8, q20 = 0
+    EXPECT_EQ(b.qs[5], 0x8c);  // q5 = 12, q21 = 8
+    const uint32_t bits = (1u << 1) | (1u << 16);
+    uint32_t got;
+    std::memcpy(&got, b.qh, 4);
+    EXPECT_EQ(got, bits);
+    unsigned char raw[24];
+    std::memcpy(raw, &b, 24);  // d, m, qh, qs: ggml's order
+    EXPECT_EQ(raw[3], 0xbc);
+    EXPECT_EQ(raw[4], 0x02);
+    EXPECT_EQ(raw[9], 0x8f);
+    float y[32];
+    dequantize_row(weight_type::q5_1, &b, y, 32);
+    EXPECT_EQ(y[0], -1.0f);
+    EXPECT_EQ(y[1], 2.875f);
+    EXPECT_EQ(y[5], 0.5f);
+    EXPECT_EQ(y[16], 1.0f);
+    EXPECT_EQ(y[20], -1.0f);
+    EXPECT_EQ(y[2], 0.0f);
+}
+
 // A block with a NaN or an infinity (a KV cache row of a corrupt model or state) reads
 // back as NaN, whole, and leaves its neighbours as they were; rounding NaN to an integer
 // is undefined behaviour (UBSan: fuzz_state's finding, tests/data/fuzz/state/regress_nan_cache_q8_0).
 TEST(q8_0_q4_0, nonfinite_block_reads_back_nan) {
-    for (const weight_type t : {weight_type::q8_0, weight_type::q4_0})
+    for (const weight_type t : {weight_type::q8_0, weight_type::q4_0, weight_type::q5_0, weight_type::q5_1})
         for (const float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
                                 -std::numeric_limits<float>::infinity()}) {
             std::vector<float> x(3 * quant_block);
@@ -120,6 +190,12 @@ TEST(types, sizes_and_names) {
     EXPECT_EQ(row_bytes(weight_type::q4_0, 64), 36);
     EXPECT_EQ(row_bytes(weight_type::q8_0, 64), 68);
     EXPECT_EQ(row_bytes(weight_type::bf16, 64), 128);
+    EXPECT_EQ(row_bytes(weight_type::q5_0, 64), 44);
+    EXPECT_EQ(row_bytes(weight_type::q5_1, 64), 48);
+    EXPECT_EQ(type_name(weight_type::q5_0), "Q5_0");
+    EXPECT_EQ(type_name(weight_type::q5_1), "Q5_1");
+    EXPECT_EQ(traits_of(6u)->block_values, 32);
+    EXPECT_EQ(traits_of(7u)->block_bytes, 24);
     EXPECT_FALSE(traits_of(3u).has_value());  // Q4_1: not read by ncas
     EXPECT_EQ(parse_weight_type("q4_0"), weight_type::q4_0);
     EXPECT_EQ(parse_weight_type("BF16"), weight_type::bf16);
@@ -255,3 +331,51 @@ TEST(q4_k, same_bytes_as_numpy_and_round_trip) {
 TEST(q5_k, same_bytes_as_numpy_and_round_trip) {
     check_k_min<ncas::block_q5_K>("q5_k_cases.bin", ncas::quantize_row_q5_k, ncas::dequantize_row_q5_k, 31, 0.08);
 }
+
+// Q5_0 / Q5_1: tools/gguf.py's numpy bytes (tests/data/quant/q5_*_cases.bin), and
+// the round trip: Q5_0 within half a step d/2 of each value (d = |the largest| / 16),
+// but a whole step d on the side opposite the largest, where q clips at 31 (15·d),
+// Q5_1 within d/2 plus the f16 rounding of d and m over 31 steps.
+template <class Block>
+void check_q5(const std::string& file, weight_type t) {
+    const std::string path = q6k_data_path().substr(0, q6k_data_path().size() - std::string("q6_k_cases.bin").size()) +
+                             file;
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    ASSERT_NE(f, nullptr) << path;
+    uint32_t rows = 0, n = 0;
+    ASSERT_EQ(std::fread(&rows, 4, 1, f), 1u);
+    ASSERT_EQ(std::fread(&n, 4, 1, f), 1u);
+    ASSERT_EQ(n % 32, 0u);
+    ASSERT_GE(rows, 5u);
+    const size_t nb = n / 32;
+    for (uint32_t r = 0; r < rows; ++r) {
+        std::vector<float> x(n), y(n);
+        std::vector<Block> want(nb), got(nb);
+        ASSERT_EQ(std::fread(x.data(), 4, n, f), n);
+        ASSERT_EQ(std::fread(want.data(), sizeof(Block), nb, f), nb);
+        quantize_row(t, x.data(), got.data(), n);
+        for (size_t b = 0; b < nb; ++b)
+            EXPECT_EQ(std::memcmp(&got[b], &want[b], sizeof got[b]), 0) << type_name(t) << " row " << r << " block " << b;
+        dequantize_row(t, got.data(), y.data(), n);
+        for (size_t k = 0; k < size_t(n); ++k) {
+            const size_t s0 = k / 32 * 32;
+            float lo = x[s0], hi = x[s0], amax = 0;
+            for (size_t i = s0; i < s0 + 32; ++i)
+                lo = std::min(lo, x[i]), hi = std::max(hi, x[i]), amax = std::max(amax, std::fabs(x[i]));
+            const float d = ncas::f16_to_f32(got[k / 32].d);
+            float bound;
+            if constexpr (sizeof(Block) == sizeof(block_q5_0)) {
+                // d's f16 rounding moves a value by up to 16 of its ulps (2^-11 relative).
+                const bool clipped = std::fabs(x[k]) > 15.5f * std::fabs(d);
+                bound = (clipped ? 1.0f : 0.5f) * std::fabs(d) + amax * 0x1p-10f;
+            } else {
+                bound = 0.5f * d + (hi - lo) * 0x1p-10f + std::fabs(lo) * 0x1p-11f;
+            }
+            EXPECT_LE(std::fabs(y[k] - x[k]), bound * 1.0001f + 1e-30f) << type_name(t) << " row " << r << " value " << k;
+        }
+    }
+    std::fclose(f);
+}
+
+TEST(q5_0, same_bytes_as_numpy_and_round_trip) { check_q5<block_q5_0>("q5_0_cases.bin", weight_type::q5_0); }
+TEST(q5_1, same_bytes_as_numpy_and_round_trip) { check_q5<block_q5_1>("q5_1_cases.bin", weight_type::q5_1); }

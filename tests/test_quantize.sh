@@ -4,7 +4,7 @@
 #
 #   bash tests/test_quantize.sh NCAS_BINARY TINY_DATA_DIR
 #
-# For Q8_0 and Q4_0 (and Q4_K_M, all rows falling back to Q8_0) of tiny models
+# For Q8_0 and Q4_0 (and Q4_K_M, its rows falling back to Q5_0 and Q8_0) of tiny models
 # (tests/data/tiny: ncas-diffmoe F32, F16, BF16, swiglu, llama), and every type
 # (q8_0, q4_0, q4_k, q4_k_m, q5_k, q5_k_m, q6_k) of the demo F32 file (models/:
 # D = 256, its ffn_down rows of 384 fall back) and of models made here with rows
@@ -14,9 +14,10 @@
 #     the same for 1 and 3 threads;
 #   * each tensor has the type llama.cpp's recipe gives it: tables written from
 #     llama-quant.cpp's rules (use_more_bits, the 8-expert rules, output and tied
-#     token_embd in Q6_K, Q8_0 for rows not whole super-blocks);
-#   * every block's round-trip error is within its bound (Q8_0: d/2, Q4_0: |d|,
-#     plus the fp16 rounding of d; the K-quants: tests/test_quant.cpp's bounds),
+#     token_embd in Q6_K, for rows not whole super-blocks llama.cpp's fallback
+#     Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, F16 for rows not whole 32s);
+#   * every block's round-trip error is within its bound (Q8_0: d/2, Q4_0 and Q5_0: |d|,
+#     Q5_1: d/2, plus the fp16 rounding of d (and m); the K-quants: tests/test_quant.cpp's bounds),
 #     and norms, λ and routers are the input's bytes;
 #   * the file loads and its logits are within docs/spec.md §4's bound
 #     (2e-2 · max|logit|) of tools/reference.py run on the same file (skipped,
@@ -89,7 +90,7 @@ a, b, qt = GGUFFile(sys.argv[1]), GGUFFile(sys.argv[2]), sys.argv[3]
 ftype = {"q8_0": 7, "q4_0": 2, "q4_k": 14, "q4_k_m": 15, "q5_k": 16, "q5_k_m": 17, "q6_k": 18}[qt]
 assert b.metadata["general.file_type"] == ftype, b.metadata["general.file_type"]
 assert b.metadata["general.quantization_version"] == 2
-QUANT = (G.Q8_0, G.Q4_0, G.Q4_K, G.Q5_K, G.Q6_K)
+QUANT = (G.Q8_0, G.Q4_0, G.Q5_0, G.Q5_1, G.Q4_K, G.Q5_K, G.Q6_K)
 n_q = 0
 for name, (t, ne, raw) in a.tensors.items():
     t2, ne2, raw2 = b.tensors[name]
@@ -117,6 +118,14 @@ for name, (t, ne, raw) in a.tensors.items():
         d = amax / (127 if t2 == G.Q8_0 else 8)
         bound = (0.5 if t2 == G.Q8_0 else 1.0) * d + amax * 2.0 ** -10 + 1e-30
         worst = (eb.max(axis=1) / bound).max()
+    elif t2 in (G.Q5_0, G.Q5_1):
+        xb, eb = x.reshape(-1, 32), err.reshape(-1, 32)
+        lo, hi, amax = xb.min(axis=1), xb.max(axis=1), np.abs(xb).max(axis=1)
+        if t2 == G.Q5_0:  # d = |the largest| / 16: half a step, a whole one where q clips at 31
+            bound = amax / 16 + amax * 2.0 ** -10 + 1e-30
+        else:             # d = (max - min) / 31: half a step, plus the fp16 rounding of d and m
+            bound = (hi - lo) / 31 * 0.5 + (hi - lo) * 2.0 ** -10 + np.abs(lo) * 2.0 ** -11 + 1e-30
+        worst = (eb.max(axis=1) / bound).max()
     elif t2 == G.Q6_K:
         # half a step of the 16-value sub-block's scale, or its largest |x| where the 6 bits clip
         rec = np.frombuffer(raw2, dtype=[("ql", "u1", (128,)), ("qh", "u1", (64,)), ("sc", "i1", (16,)), ("d", "<f2")])
@@ -139,7 +148,7 @@ for name, (t, ne, raw) in a.tensors.items():
         worst = (es / bound[:, :, None]).max()
     assert worst <= 1, f"{name} ({t2}): block error {worst:.3f} of its bound"
     rms = np.sqrt((err ** 2).sum() / max((x ** 2).sum(), 1e-300))
-    assert rms < {G.Q8_0: 0.01, G.Q4_0: 0.15, G.Q4_K: 0.15, G.Q5_K: 0.08, G.Q6_K: 0.05}[t2], f"{name}: rms {rms:.3f}"
+    assert rms < {G.Q8_0: 0.01, G.Q4_0: 0.15, G.Q5_0: 0.08, G.Q5_1: 0.08, G.Q4_K: 0.15, G.Q5_K: 0.08, G.Q6_K: 0.05}[t2], f"{name}: rms {rms:.3f}"
 assert n_q > 0
 PY
     if [ -n "$tokens" ]; then
@@ -169,10 +178,12 @@ def more_bits(i, n):  # llama.cpp's use_more_bits
 base = {"q8_0": "Q8_0", "q4_0": "Q4_0", "q4_k": "Q4_K", "q4_k_m": "Q4_K", "q5_k": "Q5_K", "q5_k_m": "Q5_K",
         "q6_k": "Q6_K"}[qt]
 K = ("Q4_K", "Q5_K", "Q6_K")
+FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}  # llama.cpp's, for rows not whole super-blocks
 want = {}
 if model == "demo":
     # ncas-diffmoe, 6 layers, 4 experts, D 256, F 384, tied: token_embd is the output (Q6_K);
-    # ffn_down_exps rows of 384 are not whole super-blocks: Q8_0 (llama.cpp: Q5_0/Q5_1/Q8_0)
+    # ffn_down_exps rows of 384 are not whole super-blocks: Q4_K -> Q5_0, Q5_K -> Q5_1,
+    # Q6_K (q6_k, and the _M mixes' more_bits layers 2 and 5) -> Q8_0
     want["token_embd.weight"] = "Q8_0" if qt == "q8_0" else "Q6_K"
     for l in range(6):
         b = f"blk.{l}."
@@ -184,7 +195,8 @@ if model == "demo":
         if qt == "q4_k" and l < 4:                         # Q4_K_S: the first 4 attn_v
             v = "Q5_K"
         want[b + "attn_v.weight"] = v
-        want[b + "ffn_down_exps.weight"] = "Q8_0" if base in K else base
+        d = "Q6_K" if qt in ("q4_k_m", "q5_k_m") and l in (2, 5) else base  # Q4_K_S: layers < 6//8, none
+        want[b + "ffn_down_exps.weight"] = FALLBACK.get(d, d)
 elif model == "llama8":
     # llama, 8 layers, dense, D 256, F 256, 8 heads sharing 1 KV head, untied
     want["output.weight"] = "Q8_0" if qt == "q8_0" else "Q6_K"
@@ -204,20 +216,22 @@ elif model == "llama8":
         want[b + "attn_v.weight"], want[b + "ffn_down.weight"] = v, d
 elif model == "llama80":
     # llama, 80 layers, 8 heads sharing 1 KV head: llama.cpp's LLM_TYPE_70B, whose attn_v
-    # go from Q4_K to Q5_K; D 256, F 32 (ffn_down rows of 32: Q8_0), untied
+    # go from Q4_K to Q5_K; D 256, F 32 (ffn_down rows of 32: Q4_K -> Q5_0, Q6_K -> Q8_0), untied
     want["output.weight"], want["token_embd.weight"] = "Q6_K", "Q4_K"
     for l in range(80):
         b = f"blk.{l}."
         for n in ("attn_q", "attn_k", "attn_output", "ffn_gate", "ffn_up"):
             want[b + n + ".weight"] = "Q4_K"
-        want[b + "ffn_down.weight"] = "Q8_0"
+        want[b + "ffn_down.weight"] = "Q8_0" if more_bits(l, 80) else "Q5_0"
         want[b + "attn_v.weight"] = "Q6_K" if more_bits(l, 80) else "Q5_K"
 elif model == "odd_f":
-    # llama, D 32, F 40, untied: rows of 32 (K types -> Q8_0, output too), ffn_down rows of 40
-    # not whole 32s either: F16 (llama.cpp's tensor_type_fallback)
-    for n in ["output", "token_embd"] + [f"blk.{l}.{t}" for l in range(2) for t in
-                                         ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up")]:
-        want[n + ".weight"] = "Q8_0"
+    # llama, D 32, F 40, untied, q4_k_m: rows of 32 (Q4_K -> Q5_0; the output's Q6_K and
+    # attn_v's of layer 1, more_bits(1, 2), -> Q8_0), ffn_down rows of 40 not whole 32s
+    # either: F16 (llama.cpp's tensor_type_fallback)
+    for n in ["token_embd"] + [f"blk.{l}.{t}" for l in range(2) for t in
+                               ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up")]:
+        want[n + ".weight"] = "Q5_0"
+    want["output.weight"] = want["blk.1.attn_v.weight"] = "Q8_0"
     for l in range(2):
         want[f"blk.{l}.ffn_down.weight"] = "F16"
 elif model == "moe8":
@@ -248,7 +262,7 @@ for m in base_f32 base_f16 base_bf16 swiglu_untied llama_dense llama_moe; do
         quantise "$m" "$tiny/$m.gguf" "$type" && checks "$m" "$tiny/$m.gguf" "$type" "1,5,9,2,33,17,60,4"
     done
 done
-# Rows of 32 and 64: a K type falls back to Q8_0 everywhere.
+# Rows of 32 and 64: Q4_K falls back to Q5_0, the output's Q6_K to Q8_0.
 for m in base_f32 llama_moe; do
     quantise "$m" "$tiny/$m.gguf" q4_k_m 1 && checks "$m" "$tiny/$m.gguf" q4_k_m "1,5,9,2,33,17,60,4"
 done
@@ -337,7 +351,7 @@ PY
     # The K files on Vulkan (Mesa's lavapipe where no GPU driver is chosen): the same reference bound.
     lvp=/usr/share/vulkan/icd.d/lvp_icd.x86_64.json
     if "$ncas" logits --list-devices >/dev/null 2>&1 && { [ -n "${VK_ICD_FILENAMES:-}" ] || [ -f "$lvp" ]; }; then
-        for type in q4_k_m q6_k; do
+        for type in q4_k_m q5_k_m q6_k; do  # q4_k_m: Q5_0 ffn_down, q5_k_m: Q5_1
             [ -f "$tmp/demo.$type.ref.f32" ] || continue
             if VK_ICD_FILENAMES=${VK_ICD_FILENAMES:-$lvp} "$ncas" logits -m "$tmp/demo.$type.gguf" --backend vulkan --no-progress \
                 --ids "4095,1992,306,258,1056,545,3548,742,3531,1211,44" -o "$tmp/vk.f32" 2>"$tmp/err"; then

@@ -46,6 +46,12 @@ Quantisation (ggml's exact block layouts and reference quantisers)
   Q4_0 (2): blocks of 32 -> fp16 d, 16 bytes; byte j = q[j] | q[j+16] << 4,
             value = (q - 8) * d; d = (signed value of largest |x|) / -8,
             q = min(15, trunc(x/d + 8.5)). 18 bytes per block.
+  Q5_0 (6): blocks of 32 -> fp16 d, qh[4], qs[16]; q = nibble | bit << 4 with the
+            nibbles as Q4_0's and bit j of qh (little-endian uint32) element j's 5th;
+            value = (q - 16) * d; d = (signed value of largest |x|) / -16,
+            q = min(31, trunc(x/d + 16.5)). 22 bytes per block.
+  Q5_1 (7): blocks of 32 -> fp16 d, fp16 m, qh[4], qs[16]; value = q * d + m;
+            d = (max - min) / 31, m = min, q = trunc((x - min)/d + 0.5). 24 bytes.
 """
 
 import os
@@ -80,6 +86,8 @@ class GGMLType:
     F32 = 0
     F16 = 1
     Q4_0 = 2
+    Q5_0 = 6
+    Q5_1 = 7
     Q8_0 = 8
     Q4_K = 12
     Q5_K = 13
@@ -88,8 +96,12 @@ class GGMLType:
 
 
 GGML_TYPE_NAMES = {GGMLType.F32: "F32", GGMLType.F16: "F16", GGMLType.Q4_0: "Q4_0",
+                   GGMLType.Q5_0: "Q5_0", GGMLType.Q5_1: "Q5_1",
                    GGMLType.Q8_0: "Q8_0", GGMLType.Q4_K: "Q4_K", GGMLType.Q5_K: "Q5_K",
                    GGMLType.Q6_K: "Q6_K", GGMLType.BF16: "BF16"}
+
+# Q5_0 / Q5_1: blocks of 32 values, bytes per block.
+Q5_BLOCK_BYTES = {GGMLType.Q5_0: 22, GGMLType.Q5_1: 24}
 
 # K-quant super-blocks (tools/kquants.py): 256 values, bytes per super-block.
 QK_K = 256
@@ -142,6 +154,10 @@ def tensor_nbytes(ggml_type, n):
         if n % QK:
             raise ValueError(f"{n} elements is not a multiple of the block size {QK}")
         return n // QK * (34 if ggml_type == GGMLType.Q8_0 else 18)
+    if ggml_type in Q5_BLOCK_BYTES:
+        if n % QK:
+            raise ValueError(f"{n} elements is not a multiple of the block size {QK}")
+        return n // QK * Q5_BLOCK_BYTES[ggml_type]
     if ggml_type in K_BLOCK_BYTES:
         if n % QK_K:
             raise ValueError(f"{n} elements is not a multiple of the super-block size {QK_K}")
@@ -188,6 +204,57 @@ def _quantize_q4_0(x):
     return out.tobytes()
 
 
+def _q5_bits(q):
+    """The 5th bits of (nb, 32) quants as qh (nb, 4) bytes: bit j of a little-endian uint32 for element j."""
+    bits = ((q.astype(np.uint32) >> 4) & 1) << np.arange(QK, dtype=np.uint32)
+    return np.bitwise_or.reduce(bits, axis=1).astype("<u4").view(np.uint8).reshape(-1, 4)
+
+
+def _quantize_q5_0(x):
+    blocks = x.reshape(-1, QK)                                   # (nb, 32) f32
+    idx = np.argmax(np.abs(blocks), axis=1)                      # first largest |x|
+    signed_max = blocks[np.arange(len(blocks)), idx]
+    d = (signed_max / np.float32(-16)).astype(np.float32)
+    with np.errstate(divide="ignore"):
+        inv_d = np.where(d != 0, np.float32(1) / d, np.float32(0)).astype(np.float32)
+    q = np.trunc(blocks * inv_d[:, None] + np.float32(16.5))    # f32 product, f32 sum, C (int8_t) cast
+    q = np.minimum(q, 31).astype(np.uint8)
+    out = np.empty(len(blocks), dtype=[("d", "<f2"), ("qh", "u1", (4,)), ("qs", "u1", (QK // 2,))])
+    out["d"] = d.astype(np.float16)
+    out["qh"] = _q5_bits(q)
+    out["qs"] = (q[:, :QK // 2] & 0x0F) | ((q[:, QK // 2:] & 0x0F) << 4)
+    return out.tobytes()
+
+
+def _quantize_q5_1(x):
+    blocks = x.reshape(-1, QK)                                   # (nb, 32) f32
+    lo, hi = blocks.min(axis=1), blocks.max(axis=1)
+    d = ((hi - lo) / np.float32(31)).astype(np.float32)
+    with np.errstate(divide="ignore"):
+        inv_d = np.where(d != 0, np.float32(1) / d, np.float32(0)).astype(np.float32)
+    q = np.trunc((blocks - lo[:, None]) * inv_d[:, None] + np.float32(0.5))  # each step in f32
+    q = np.minimum(q, 31).astype(np.uint8)
+    out = np.empty(len(blocks), dtype=[("d", "<f2"), ("m", "<f2"), ("qh", "u1", (4,)), ("qs", "u1", (QK // 2,))])
+    out["d"] = d.astype(np.float16)
+    out["m"] = lo.astype(np.float16)
+    out["qh"] = _q5_bits(q)
+    out["qs"] = (q[:, :QK // 2] & 0x0F) | ((q[:, QK // 2:] & 0x0F) << 4)
+    return out.tobytes()
+
+
+def _dequantize_q5(raw, ggml_type):
+    fields = [("d", "<f2")] + ([("m", "<f2")] if ggml_type == GGMLType.Q5_1 else []) + \
+             [("qh", "<u4"), ("qs", "u1", (QK // 2,))]
+    b = np.frombuffer(raw, dtype=fields)
+    nib = np.concatenate([b["qs"] & 0x0F, b["qs"] >> 4], axis=1).astype(np.int32)
+    bit = ((b["qh"][:, None] >> np.arange(QK, dtype=np.uint32)) & 1).astype(np.int32)
+    q = nib | (bit << 4)
+    d = b["d"].astype(np.float32)[:, None]
+    if ggml_type == GGMLType.Q5_0:
+        return ((q - 16).astype(np.float32) * d).astype(np.float32).reshape(-1)
+    return ((q.astype(np.float32) * d).astype(np.float32) + b["m"].astype(np.float32)[:, None]).reshape(-1)
+
+
 def quantize(x, ggml_type):
     """Encode the values of x (C order) as ggml_type; returns bytes."""
     x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
@@ -203,6 +270,9 @@ def quantize(x, ggml_type):
     if ggml_type == GGMLType.Q4_0:
         tensor_nbytes(ggml_type, x.size)
         return _quantize_q4_0(x)
+    if ggml_type in Q5_BLOCK_BYTES:
+        tensor_nbytes(ggml_type, x.size)
+        return _quantize_q5_0(x) if ggml_type == GGMLType.Q5_0 else _quantize_q5_1(x)
     if ggml_type in K_BLOCK_BYTES:
         tensor_nbytes(ggml_type, x.size)
         kq = _kquants()
@@ -228,6 +298,8 @@ def dequantize(raw, ggml_type, n):
         b = np.frombuffer(raw, dtype=[("d", "<f2"), ("qs", "u1", (QK // 2,))])
         q = np.concatenate([b["qs"] & 0x0F, b["qs"] >> 4], axis=1).astype(np.float32) - 8
         return (b["d"].astype(np.float32)[:, None] * q).reshape(-1)
+    if ggml_type in Q5_BLOCK_BYTES:
+        return _dequantize_q5(raw, ggml_type)
     if ggml_type in K_BLOCK_BYTES:
         kq = _kquants()
         return {GGMLType.Q4_K: kq.dequantize_q4_k, GGMLType.Q5_K: kq.dequantize_q5_k,
@@ -300,7 +372,7 @@ class GGUFWriter:
             raise ValueError(f"duplicate tensor {name}")
         array = np.asarray(array)
         ne = list(reversed(array.shape)) or [1]
-        if ggml_type in (GGMLType.Q8_0, GGMLType.Q4_0) and ne[0] % QK:
+        if ggml_type in (GGMLType.Q8_0, GGMLType.Q4_0, GGMLType.Q5_0, GGMLType.Q5_1) and ne[0] % QK:
             raise ValueError(f"{name}: innermost dimension {ne[0]} is not a multiple of {QK}")
         if ggml_type in K_BLOCK_BYTES and ne[0] % QK_K:
             raise ValueError(f"{name}: innermost dimension {ne[0]} is not a multiple of {QK_K}")

@@ -8,7 +8,9 @@ bytes are ggml's: Q6_K (make_qx_quants), Q4_K and Q5_K (make_qkx2_quants).
 
 writes q6_k_cases.bin, q4_k_cases.bin and q5_k_cases.bin, the test data of tests/test_quant.cpp:
   uint32 n_rows, uint32 n (values per row, a multiple of 256), then per row
-  n float32 inputs followed by the n/256 blocks numpy made of them.
+  n float32 inputs followed by the n/256 blocks numpy made of them;
+and q5_0_cases.bin, q5_1_cases.bin the same way from tools/gguf.py's Q5_0 / Q5_1
+quantisers (blocks of 32).
 
 Q4_K block (144 bytes, 256 values): fp16 d, fp16 dmin, scales[12] (eight 6-bit
 scales and eight 6-bit mins, one pair per 32 values), qs[128] (4-bit quants).
@@ -343,6 +345,17 @@ def main():
             for r in rows:
                 q = quant(r)
                 y = dequant(q)
+                err = np.sqrt(np.mean((y - r) ** 2)) / max(np.sqrt(np.mean(r.astype(np.float64) ** 2)), 1e-30)
+                assert err < bound, (name, err)
+                f.write(r.astype("<f4").tobytes() + q)
+        print(f"{len(rows)} rows of {rows.shape[1]} -> {a.out}/{name}_cases.bin")
+    import gguf  # tools/gguf.py: Q5_0 / Q5_1 (blocks of 32)
+    for name, t, bound in (("q5_0", gguf.GGMLType.Q5_0, 0.1), ("q5_1", gguf.GGMLType.Q5_1, 0.1)):
+        with open(os.path.join(a.out, f"{name}_cases.bin"), "wb") as f:
+            f.write(struct.pack("<II", len(rows), rows.shape[1]))
+            for r in rows:
+                q = gguf.quantize(r, t)
+                y = gguf.dequantize(q, t, r.size)
                 err = np.sqrt(np.mean((y - r) ** 2)) / max(np.sqrt(np.mean(r.astype(np.float64) ** 2)), 1e-30)
                 assert err < bound, (name, err)
                 f.write(r.astype("<f4").tobytes() + q)

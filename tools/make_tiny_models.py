@@ -29,10 +29,10 @@ V = 64
 CTX = 64
 TOKENS = [0, 17, 42, 5, 63, 17, 29, 8, 51, 42, 3, 36]   # BOS first, repeats on purpose
 
-TOLERANCE = {"F32": 1e-4, "F16": 1e-3, "BF16": 1e-3, "Q8_0": 2e-2, "Q4_0": 2e-2,
+TOLERANCE = {"F32": 1e-4, "F16": 1e-3, "BF16": 1e-3, "Q8_0": 2e-2, "Q4_0": 2e-2, "Q5_0": 2e-2, "Q5_1": 2e-2,
              "Q6_K": 2e-2, "Q5_K": 2e-2, "Q4_K": 2e-2, "MIX": 2e-2}
 WTYPES = {"F32": GGMLType.F32, "F16": GGMLType.F16, "BF16": GGMLType.BF16,
-          "Q8_0": GGMLType.Q8_0, "Q4_0": GGMLType.Q4_0,
+          "Q8_0": GGMLType.Q8_0, "Q4_0": GGMLType.Q4_0, "Q5_0": GGMLType.Q5_0, "Q5_1": GGMLType.Q5_1,
           "Q6_K": GGMLType.Q6_K, "Q5_K": GGMLType.Q5_K, "Q4_K": GGMLType.Q4_K}
 # "MIX": K types chosen by tensor, as llama.cpp's Q4_K_M does (and a Q8_0 one among them).
 MIX = {"token_embd.weight": GGMLType.Q6_K, "attn_v.weight": GGMLType.Q6_K,
@@ -248,6 +248,9 @@ def model_list():
          "lambda from four vectors, attn_sub_norm, GQA H=4 Hkv=2 (H*2d=64 != D=32), gelu experts E=4 k=2, "
          "MoD routers on layers 1,2 (threshold 0.1) skipping some tokens, mod.scale sigmoid, "
          "tied output, lambda_init by formula"),
+        ("base5", BASE, ["Q5_0", "Q5_1"],
+         "base's configuration (its own seed) in the 5-bit block types Q5_0 and Q5_1, the types "
+         "llama.cpp's K-quant mixes fall back to where rows are not whole super-blocks"),
         ("k256", variant(D=256, L=2, H=4, Hkv=2, d=32, F=256, mod_layers=(1,), embd_std=0.5 * math.sqrt(32 / 256)), ["Q6_K", "Q5_K", "Q4_K", "MIX"],
          "every matrix's rows a multiple of 256 (D 256, H*2d 256, F 256) for the K-quant weight types; "
          "MIX: token_embd and attn_v Q6_K, ffn_down_exps Q5_K, attn_k Q8_0, the rest Q4_K (as Q4_K_M mixes); "
@@ -326,6 +329,8 @@ def main():
     ap.add_argument("--out", default=os.path.join(here, "..", "tests", "data", "tiny"))
     ap.add_argument("--kv-only", action="store_true",
                     help="only (re)write the quantised-KV goldens of the models in index.json")
+    ap.add_argument("--only", metavar="NAME",
+                    help="generate only the model NAME of the list (its weight types) and add it to index.json")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     if args.kv_only:
@@ -334,7 +339,12 @@ def main():
                 write_kv_goldens(args.out, fname)
         return
     index = []
-    for name, cfg, wtypes, description in model_list():
+    models = model_list()
+    if args.only:
+        models = [m for m in models if m[0] == args.only]
+        if not models:
+            sys.exit(f"no model {args.only} in the list")
+    for name, cfg, wtypes, description in models:
         seed, results = generate(name, cfg, wtypes, args.out)
         for fname, wt, logits, diag in results:
             logits.astype("<f4").tofile(os.path.join(args.out, fname + ".logits.f32"))
@@ -356,6 +366,11 @@ def main():
             index.append(fname)
             print(f"{fname:18s} seed {seed}  max|logit| {golden['max_abs_logit']:6.2f}  "
                   f"mod_kept {diag['mod_kept']}  ties {len(diag['boundary_ties'])}")
+    if args.only:  # into the list's order among the models index.json already has
+        with open(os.path.join(args.out, "index.json")) as f:
+            have = [m for m in json.load(f)["models"] if m not in index]
+        order = [f"{n}_{wt.lower()}" if len(w) > 1 else n for n, _, w, _ in model_list() for wt in w]
+        index = sorted(have + index, key=lambda m: order.index(m) if m in order else len(order))
     with open(os.path.join(args.out, "index.json"), "w") as f:
         f.write(compact_json({"models": index}))
 

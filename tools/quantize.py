@@ -5,8 +5,8 @@
       TYPE: q8_0, q4_0, q4_k (= q4_k_s), q4_k_m, q5_k (= q5_k_s), q5_k_m, q6_k
 
 Written from ggml's published reference algorithms (ggml-quants.c,
-quantize_row_q8_0_ref and quantize_row_q4_0_ref; the K-quants are
-tools/kquants.py) and llama.cpp's published recipe (llama-quant.cpp,
+quantize_row_q8_0_ref and quantize_row_q4_0_ref; Q5_0 / Q5_1 are tools/gguf.py's,
+the K-quants tools/kquants.py) and llama.cpp's published recipe (llama-quant.cpp,
 llama_tensor_get_type), not from ncas's C++:
 
   Q8_0, per block of 32 values x:
@@ -41,8 +41,8 @@ Which type (llama.cpp's recipe for these file types; `recipe` below):
       Q4_K_M, Q5_K_M: Q6_K if more_bits(i, n);  Q4_K_S: Q5_K if i < n // 8
   attn_output: Q5_K for Q4_K_S and Q4_K_M if expert_count == 8
   more_bits(i, n) = i < n//8 or i >= 7*n//8 or (i - n//8) % 3 == 2
-Then a K type whose rows (ne[0]) are not a multiple of 256 becomes Q8_0
-(llama.cpp: Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0; ncas has no Q5_0/Q5_1),
+Then a K type whose rows (ne[0]) are not a multiple of 256 falls back as
+llama.cpp's tensor_type_fallback does: Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0,
 or F16 when ne[0] is not a multiple of 32 either.
 """
 import struct
@@ -50,18 +50,20 @@ import sys
 
 import numpy as np
 
+import gguf
 import kquants
 
 QK = 32
-F32, F16, Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, BF16 = 0, 1, 2, 8, 12, 13, 14, 30
+F32, F16, Q4_0, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, BF16 = 0, 1, 2, 6, 7, 8, 12, 13, 14, 30
 # TYPE: (default tensor type, llama.cpp file type name, LLAMA_FTYPE)
 TYPES = {"q8_0": (Q8_0, "Q8_0", 7), "q4_0": (Q4_0, "Q4_0", 2),
          "q4_k": (Q4_K, "Q4_K_S", 14), "q4_k_s": (Q4_K, "Q4_K_S", 14), "q4_k_m": (Q4_K, "Q4_K_M", 15),
          "q5_k": (Q5_K, "Q5_K_S", 16), "q5_k_s": (Q5_K, "Q5_K_S", 16), "q5_k_m": (Q5_K, "Q5_K_M", 17),
          "q6_k": (Q6_K, "Q6_K", 18)}
-BLOCK_BYTES = {Q8_0: 34, Q4_0: 18, Q4_K: 144, Q5_K: 176, Q6_K: 210}
-BLOCK_VALUES = {Q8_0: 32, Q4_0: 32, Q4_K: 256, Q5_K: 256, Q6_K: 256}
-QUANTISE = {Q8_0: lambda x: q8_0(x), Q4_0: lambda x: q4_0(x), Q4_K: kquants.quantize_q4_k,
+BLOCK_BYTES = {Q8_0: 34, Q4_0: 18, Q5_0: 22, Q5_1: 24, Q4_K: 144, Q5_K: 176, Q6_K: 210}
+BLOCK_VALUES = {Q8_0: 32, Q4_0: 32, Q5_0: 32, Q5_1: 32, Q4_K: 256, Q5_K: 256, Q6_K: 256}
+QUANTISE = {Q8_0: lambda x: q8_0(x), Q4_0: lambda x: q4_0(x), Q5_0: lambda x: gguf.quantize(x, gguf.GGMLType.Q5_0),
+            Q5_1: lambda x: gguf.quantize(x, gguf.GGMLType.Q5_1), Q4_K: kquants.quantize_q4_k,
             Q5_K: kquants.quantize_q5_k, Q6_K: kquants.quantize_q6_k}
 U32, STRING, ARRAY = 4, 8, 9
 SCALAR_SIZE = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
@@ -184,7 +186,7 @@ def recipe(infos, meta, default, fname):
                 elif fname == "Q4_K_S" and i < n_layer // 8:
                     t = Q5_K
             if t in (Q4_K, Q5_K, Q6_K) and ne[0] % 256:
-                t = Q8_0 if ne[0] % 32 == 0 else F16
+                t = {Q4_K: Q5_0, Q5_K: Q5_1, Q6_K: Q8_0}[t] if ne[0] % 32 == 0 else F16
         out[name] = t
     return out
 

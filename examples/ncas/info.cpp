@@ -18,8 +18,9 @@ namespace ncas::cli {
 namespace {
 
 
-constexpr weight_type weight_types[] = {weight_type::f32,  weight_type::f16,  weight_type::q8_0, weight_type::q6_k,
-                                        weight_type::q5_k, weight_type::q4_k, weight_type::q4_0};
+constexpr weight_type weight_types[] = {weight_type::f32,  weight_type::f16,  weight_type::q8_0,
+                                        weight_type::q6_k, weight_type::q5_1, weight_type::q5_k,
+                                        weight_type::q5_0, weight_type::q4_k, weight_type::q4_0};
 
 // 73965686784 -> "73.97 B"
 std::string count_text(double n) {

@@ -10,12 +10,11 @@
 //    to general.file_type), and its recipe (llama_tensor_get_type) picks a type
 //    per tensor; see mix_type below. q4_k and q5_k are llama.cpp's Q4_K_S and
 //    Q5_K_S (llama-quantize's own "Q4_K"/"Q5_K" are aliases of the _M mixes).
-//  * Rows that are not a whole number of 256-value super-blocks: llama.cpp falls
-//    back from Q4_K to Q5_0, from Q5_K to Q5_1 and from Q6_K to Q8_0; ncas has no
-//    Q5_0/Q5_1 and uses Q8_0 for all three (more bits, never fewer), then F16
-//    when a row is not a whole number of 32-value blocks either, as llama.cpp.
+//  * Rows that are not a whole number of 256-value super-blocks fall back as in
+//    llama.cpp (tensor_type_fallback): Q4_K to Q5_0, Q5_K to Q5_1 and Q6_K to
+//    Q8_0, then to F16 when a row is not a whole number of 32-value blocks either.
 //  * Quantisation is ggml's reference code (quantize_row_q8_0_ref, _q4_0_ref,
-//    _q4_K_ref, _q5_K_ref, _q6_K_ref): ncas::quantize_row. tools/quantize.py,
+//    _q5_0_ref, _q5_1_ref, _q4_K_ref, _q5_K_ref, _q6_K_ref): ncas::quantize_row. tools/quantize.py,
 //    written from the same published algorithms and recipe in numpy, gives the
 //    same file byte for byte.
 //  * Inputs in F32, F16 and BF16 are converted; a tensor already in its target
@@ -65,7 +64,10 @@ constexpr target_type targets[] = {
     {"bf16", weight_type::bf16, qftype::bf16},     {"f32", weight_type::f32, qftype::all_f32},
 };
 
-bool is_quantised(weight_type t) { return t == weight_type::q8_0 || t == weight_type::q4_0 || is_k_quant(t); }
+bool is_quantised(weight_type t) {
+    return t == weight_type::q8_0 || t == weight_type::q4_0 || t == weight_type::q5_0 || t == weight_type::q5_1 ||
+           is_k_quant(t);
+}
 
 // Whether the tensor is quantised at all (see the top of this file).
 bool takes_type(const tensor_info& t) {
@@ -187,8 +189,11 @@ weight_type mix_type(const tensor_info& t, const target_type& tt, const mix_info
     } else if (c == qcat::attn_output) {
         if (m.n_expert == 8 && (ft == qftype::q4_k_s || ft == qftype::q4_k_m)) ty = weight_type::q5_k;
     }
-    // Rows that are not whole super-blocks (llama.cpp: Q5_0, Q5_1, Q8_0; ncas: Q8_0).
-    if (is_k_quant(ty) && cols % qk_k) ty = cols % quant_block ? weight_type::f16 : weight_type::q8_0;
+    // Rows that are not whole super-blocks: llama.cpp's tensor_type_fallback.
+    if (is_k_quant(ty) && cols % qk_k) {
+        ty = ty == weight_type::q4_k ? weight_type::q5_0 : ty == weight_type::q5_k ? weight_type::q5_1 : weight_type::q8_0;
+        if (cols % quant_block) ty = weight_type::f16;
+    }
     return ty;
 }
 
@@ -214,9 +219,9 @@ int run_quantize(int argc, char** argv) {
                  "attn_v and ffn_down of the layers use_more_bits picks in Q6_K; in q4_k the\n"
                  "first 4 attn_v and the ffn_down of the first n/8 layers in Q5_K; with exactly\n"
                  "8 experts attn_v and attn_k in Q8_0, and attn_output in Q5_K (q4_k, q4_k_m).\n"
-                 "Rows that are not whole 256-value super-blocks take Q8_0 where llama.cpp\n"
-                 "takes Q5_0 or Q5_1 (ncas has neither: more bits, never fewer), F16 when not\n"
-                 "whole 32-value blocks either. docs/quantize.md has the whole recipe.");
+                 "Rows that are not whole 256-value super-blocks fall back as in llama.cpp:\n"
+                 "Q4_K to Q5_0, Q5_K to Q5_1, Q6_K to Q8_0, and to F16 when not whole 32-value\n"
+                 "blocks either. docs/quantize.md has the whole recipe.");
     p.positional("IN OUT TYPE", args, "input file, output file, weight type", 3);
     p.option("-t --threads", threads, "N", "threads (0: all cores)", bounds<int>{0, 1024});
     add_progress_options(p, progress);

@@ -112,12 +112,37 @@ TEST_P(matmul_ops, k_quants_decode_and_prefill_match_dequantised_reference) {
         }
 }
 
+// ---- Q5_0 / Q5_1 (blocks of 32, 5-bit quants) -----------------------------------------
+
+constexpr weight_type q5_types[] = {weight_type::q5_0, weight_type::q5_1};
+
+TEST_P(matmul_ops, q5_decode_and_prefill_match_dequantised_reference) {
+    // 1 to 81 blocks a row (the 5th bits of both halves of each block), odd row counts, a tile's
+    // rows and slots left over, 2- and 4-byte-aligned rows (Q5_0 blocks are 22 bytes)
+    for (weight_type t : q5_types)
+        for (matmul_case c : {matmul_case{t, 37, 96, 1}, matmul_case{t, 3, 2592, 1}, matmul_case{t, 33, 160, 5},
+                              matmul_case{t, 45, 32, 19}, matmul_case{t, 70, 64, 5}}) {
+            const auto w = random_matrix(t, c.rows, c.cols, 21);
+            const auto x = random_floats(size_t(c.n * c.cols), 22);
+            const auto want = reference_k(t, c.rows, c.cols, w.data(), x.data(), c.n);
+            for (uint32_t offset : {0u, 6u}) {
+                SCOPED_TRACE(std::string(ncas::type_name(t)) + " " + std::to_string(c.rows) + "x" + std::to_string(c.cols) +
+                             " n=" + std::to_string(c.n) + " at byte " + std::to_string(offset));
+                device_matrix dw(*ctx, t, c.rows, c.cols, w, offset);
+                test_buffer dx(*ctx, x), dy(*ctx, std::vector<float>(want.size(), -1.0f)), ctrl(*ctx, std::vector<uint32_t>(4));
+                run(ctx, [&](vk::recorder& r) { vk::ops::matmul(r, dw.m, dx, dy, ctrl, {.n_max = uint32_t(c.n)}); });
+                EXPECT_PARITY(dy.take(), want, 2e-6);
+            }
+        }
+}
+
 TEST_P(matmul_ops, k_quant_expert_slabs_gathered_scaled_and_accumulated) {
     // An expert tensor as gpu_weights uploads it: E slabs in one buffer, each bound at
-    // its offset (Q6_K slabs of 5 rows of 512 are 2,100 bytes: every other one 2-byte aligned).
-    // Each expert adds scale · W_e·x[row] into its slots' rows of y, decode and prefill.
+    // its offset (Q6_K slabs of 5 rows of 512 are 2,100 bytes, Q5_0's 1,760: every other
+    // Q6_K one 2-byte aligned). Each expert adds scale · W_e·x[row] into its slots' rows of y,
+    // decode and prefill.
     const int64_t E = 3, rows = 5, cols = 512;
-    for (weight_type t : k_types)
+    for (weight_type t : {weight_type::q4_k, weight_type::q5_k, weight_type::q6_k, weight_type::q5_0, weight_type::q5_1})
         for (uint32_t n_max : {1u, 4u}) {
             SCOPED_TRACE(std::string(ncas::type_name(t)) + " n_max=" + std::to_string(n_max));
             const auto w = random_matrix(t, E * rows, cols, 13);
@@ -221,7 +246,7 @@ TEST_P(ops, rms_norm_gathers_rows) {
 TEST_P(ops, embed_dequantises_token_rows) {
     const int64_t D_plain = 64, V = 10;
     for (weight_type t : {weight_type::f32, weight_type::f16, weight_type::bf16, weight_type::q8_0, weight_type::q4_0,
-                          weight_type::q4_k, weight_type::q5_k, weight_type::q6_k}) {
+                          weight_type::q4_k, weight_type::q5_k, weight_type::q6_k, weight_type::q5_0, weight_type::q5_1}) {
         SCOPED_TRACE(std::string(ncas::type_name(t)));
         const int64_t D = ncas::is_k_quant(t) ? 512 : D_plain;
         const auto table = random_matrix(t, V, D, 8);

@@ -26,6 +26,8 @@
 //  - Q4_K / Q5_K / Q6_K: natural order, and one int32 a 16 values, their sum (16
 //    a super-block of 256, in corr): Q4_K / Q5_K take a sub-block's Σ a for its min,
 //    Q6_K for its offset of 32 (cpu/kernels/kquant_matmul.hpp).
+//  - Q5_0 / Q5_1: the same (natural order, sums of 16): a block's Σ a is its offset
+//    of 16 (Q5_0) or its min's factor (Q5_1) (cpu/kernels/q5_matmul.hpp).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -36,6 +38,11 @@
 #include "ncas/format/quant.hpp"
 
 namespace ncas::cpu {
+
+// Whether type t's activations carry the sums of 16 values (corr, natural order).
+constexpr bool act_sixteens(weight_type t) {
+    return is_k_quant(t) || t == weight_type::q5_0 || t == weight_type::q5_1;
+}
 
 // Position of element e (0..31) of block b in a token's Q4_0-ordered values.
 constexpr int64_t q4_position(int64_t b, int e) { return (b / 4) * 128 + (e / 8) * 32 + (b % 4) * 8 + e % 8; }
@@ -53,10 +60,10 @@ inline void quantize_nonfinite_row(weight_type t, int64_t nb, int16_t* q, int32_
     *d_out = std::numeric_limits<float>::quiet_NaN();
     std::memset(q, 0, size_t(t == weight_type::q4_0 ? quads * 128 : nb * quant_block) * sizeof(int16_t));
     if (t == weight_type::q4_0) std::memset(corr, 0, size_t(quads * 16) * sizeof(int32_t));
-    if (is_k_quant(t)) std::memset(corr, 0, size_t(nb * 2) * sizeof(int32_t));
+    if (act_sixteens(t)) std::memset(corr, 0, size_t(nb * 2) * sizeof(int32_t));
 }
 
-// K-quants: corr[k] = Σ of values 16k .. 16k + 15 (nb blocks of 32 in natural order).
+// K-quants, Q5_0 / Q5_1: corr[k] = Σ of values 16k .. 16k + 15 (nb blocks of 32 in natural order).
 inline void sum_sixteens(const int16_t* q, int64_t nb, int32_t* corr) {
     for (int64_t k = 0; k < nb * 2; ++k) {
         int32_t sum = 0;
@@ -76,7 +83,7 @@ inline void quantize_act_row(weight_type t, const float* x, int64_t nb, int16_t*
     *d_out = d;
     if (t != weight_type::q4_0) {
         for (int64_t i = 0; i < nb * quant_block; ++i) q[i] = int16_t(std::nearbyint(x[i] * id));
-        if (is_k_quant(t)) sum_sixteens(q, nb, corr);
+        if (act_sixteens(t)) sum_sixteens(q, nb, corr);
         return;
     }
     const int64_t quads = (nb + 3) / 4;
@@ -99,7 +106,7 @@ public:
         type_ = type;
         const int64_t nb = K / quant_block, quads = (nb + 3) / 4;
         q_stride_ = type == weight_type::q4_0 ? quads * 128 : nb * quant_block;
-        c_stride_ = type == weight_type::q4_0 ? quads * 16 : is_k_quant(type) ? nb * 2 : 0;
+        c_stride_ = type == weight_type::q4_0 ? quads * 16 : act_sixteens(type) ? nb * 2 : 0;
         const size_t bytes = size_t(T) * size_t(q_stride_ * 2 + c_stride_ * 4) + 64;
         if (store_.size() < bytes) store_.resize(bytes);
         if (d_.size() < size_t(T)) d_.resize(size_t(T));

@@ -64,7 +64,7 @@ struct kernel_table {
     // FFN activations in place: x[i] = gelu_tanh(x[i]);  up[i] *= silu(gate[i]).
     void (*gelu)(float* x, int64_t n);
     void (*silu_mul)(float* up, const float* gate, int64_t n);
-    quantize_row_fn quantize_act;  // activations for the Q8_0 / Q4_0 / K-quant kernels (act_quant.hpp)
+    quantize_row_fn quantize_act;  // activations for the Q8_0 / Q4_0 / Q5 / K-quant kernels (act_quant.hpp)
     // y = x / sqrt(mean(x²) + eps) · w;  x = softmax(x) in place (ops.hpp has the scalar definitions).
     void (*rms_norm)(const float* x, const float* w, float* y, int64_t n, float eps);
     void (*softmax)(float* x, int64_t n);
@@ -77,7 +77,8 @@ struct kernel_table {
 
 // Whether a weight type's kernels take integer (act_rows) activations.
 constexpr bool uses_int_dot(weight_type t) {
-    return t == weight_type::q8_0 || t == weight_type::q4_0 || is_k_quant(t);
+    return t == weight_type::q8_0 || t == weight_type::q4_0 || t == weight_type::q5_0 || t == weight_type::q5_1 ||
+           is_k_quant(t);
 }
 
 #if defined(NCAS_CPU_MULTI_ARCH)

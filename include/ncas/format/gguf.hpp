@@ -351,7 +351,7 @@ private:
         const uint32_t type = c.get<uint32_t>("tensor type");
         const auto tr = traits_of(type);
         if (!tr) fail("tensor '" + t.name + "' has unsupported type " + std::to_string(type) +
-                      " (ncas reads F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)");
+                      " (ncas reads F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)");
         t.type = weight_type(type);
         if (t.ne[0] % tr->block_values)
             fail("tensor '" + t.name + "' of type " + std::string(tr->name) + " has row length " +

@@ -8,6 +8,10 @@
 //   Q8_0  blocks of 32: f16 scale d, int8 q[32];            x = d * q
 //   Q4_0  blocks of 32: f16 scale d, uint8 qs[16];          x = d * (nibble - 8)
 //         element j (j < 16) is the low nibble of qs[j], element j + 16 its high nibble
+//   Q5_0  blocks of 32: f16 d, uint8 qh[4], uint8 qs[16];   x = d * (q - 16)
+//   Q5_1  blocks of 32: f16 d, f16 m, uint8 qh[4], qs[16];  x = d * q + m
+//         q = nibble | bit << 4: nibbles as Q4_0's, the 5th bit of element j is
+//         bit j of qh read as a little-endian uint32
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -23,9 +27,9 @@
 
 namespace ncas {
 
-enum class weight_type : uint32_t { f32 = 0, f16 = 1, q4_0 = 2, q8_0 = 8, q4_k = 12, q5_k = 13, q6_k = 14, bf16 = 30 };
+enum class weight_type : uint32_t { f32 = 0, f16 = 1, q4_0 = 2, q5_0 = 6, q5_1 = 7, q8_0 = 8, q4_k = 12, q5_k = 13, q6_k = 14, bf16 = 30 };
 
-inline constexpr int64_t quant_block = 32;  // values per Q8_0 / Q4_0 block
+inline constexpr int64_t quant_block = 32;  // values per Q8_0 / Q4_0 / Q5_0 / Q5_1 block
 
 struct block_q8_0 {
     uint16_t d;  // f16 scale
@@ -35,7 +39,20 @@ struct block_q4_0 {
     uint16_t d;  // f16 scale
     uint8_t qs[quant_block / 2];
 };
+struct block_q5_0 {
+    uint16_t d;      // f16 scale
+    uint8_t qh[4];   // the 5th bits, bit j for element j (a little-endian uint32)
+    uint8_t qs[quant_block / 2];
+};
+struct block_q5_1 {
+    uint16_t d;      // f16 scale
+    uint16_t m;      // f16 minimum
+    uint8_t qh[4];
+    uint8_t qs[quant_block / 2];
+};
 static_assert(sizeof(block_q8_0) == 34 && sizeof(block_q4_0) == 18, "ggml block layouts");
+static_assert(sizeof(block_q5_0) == 22 && sizeof(block_q5_1) == 24, "ggml block layouts");
+static_assert(alignof(block_q5_0) == 2 && alignof(block_q5_1) == 2, "ggml block layouts");
 
 // K-quant super-blocks of 256 values (layouts and rounding: the K-quant section below).
 inline constexpr int64_t qk_k = 256;
@@ -79,6 +96,8 @@ constexpr std::optional<type_traits> traits_of(uint32_t id) {
         case weight_type::bf16: return type_traits{"BF16", 1, 2};
         case weight_type::q8_0: return type_traits{"Q8_0", quant_block, sizeof(block_q8_0)};
         case weight_type::q4_0: return type_traits{"Q4_0", quant_block, sizeof(block_q4_0)};
+        case weight_type::q5_0: return type_traits{"Q5_0", quant_block, sizeof(block_q5_0)};
+        case weight_type::q5_1: return type_traits{"Q5_1", quant_block, sizeof(block_q5_1)};
         case weight_type::q4_k: return type_traits{"Q4_K", qk_k, sizeof(block_q4_K)};
         case weight_type::q5_k: return type_traits{"Q5_K", qk_k, sizeof(block_q5_K)};
         case weight_type::q6_k: return type_traits{"Q6_K", qk_k, sizeof(block_q6_K)};
@@ -192,7 +211,11 @@ constexpr uint16_t f32_to_bf16(float f) {
 #endif
 #endif
 
-// The K-quant rows (defined with their algorithms below).
+// Q5_0 / Q5_1 and the K-quant rows (defined with their algorithms below).
+inline void quantize_row_q5_0(const float* x, block_q5_0* y, int64_t n);
+inline void quantize_row_q5_1(const float* x, block_q5_1* y, int64_t n);
+inline void dequantize_row_q5_0(const block_q5_0* x, float* y, int64_t n);
+inline void dequantize_row_q5_1(const block_q5_1* x, float* y, int64_t n);
 inline void quantize_row_q4_k(const float* x, block_q4_K* y, int64_t n);
 inline void quantize_row_q5_k(const float* x, block_q5_K* y, int64_t n);
 inline void quantize_row_q6_k(const float* x, block_q6_K* y, int64_t n);
@@ -234,6 +257,8 @@ inline void dequantize_row(weight_type t, const void* src, float* dst, int64_t n
             }
             return;
         }
+        case weight_type::q5_0: return dequantize_row_q5_0(static_cast<const block_q5_0*>(src), dst, n);
+        case weight_type::q5_1: return dequantize_row_q5_1(static_cast<const block_q5_1*>(src), dst, n);
         case weight_type::q4_k: return dequantize_row_q4_k(static_cast<const block_q4_K*>(src), dst, n);
         case weight_type::q5_k: return dequantize_row_q5_k(static_cast<const block_q5_K*>(src), dst, n);
         case weight_type::q6_k: return dequantize_row_q6_k(static_cast<const block_q6_K*>(src), dst, n);
@@ -302,9 +327,110 @@ inline void quantize_row(weight_type t, const float* src, void* dst, int64_t n) 
             }
             return;
         }
+        case weight_type::q5_0: return quantize_row_q5_0(src, static_cast<block_q5_0*>(dst), n);
+        case weight_type::q5_1: return quantize_row_q5_1(src, static_cast<block_q5_1*>(dst), n);
         case weight_type::q4_k: return quantize_row_q4_k(src, static_cast<block_q4_K*>(dst), n);
         case weight_type::q5_k: return quantize_row_q5_k(src, static_cast<block_q5_K*>(dst), n);
         case weight_type::q6_k: return quantize_row_q6_k(src, static_cast<block_q6_K*>(dst), n);
+    }
+}
+
+// ---- Q5_0 / Q5_1 (blocks of 32, 5-bit quants) ------------------------------
+//
+// ggml's quantize_row_q5_0_ref / q5_1_ref and dequantize_row_q5_0 / q5_1, every
+// operation in float32 in ggml's order (tools/gguf.py gives the same bytes).
+//   Q5_0  d = (the value of largest magnitude, with its sign) / −16,
+//         q = min(31, ⌊x·(1/d) + 16.5⌋)  (x·(1/d) rounded to f32 first)
+//   Q5_1  d = (max − min) / 31, m = min, q = ⌊(x − min)·(1/d) + 0.5⌋
+// A block with a NaN or an infinity reads back as NaN (nonfinite_block above).
+
+namespace q5 {
+
+// The 32 quants (0..31) of a block into its nibbles and 5th bits.
+inline void pack(const int* q, uint8_t* qs, uint8_t* qh) {
+    uint32_t bits = 0;
+    for (int j = 0; j < quant_block / 2; ++j) {
+        qs[j] = uint8_t((q[j] & 0x0f) | ((q[j + quant_block / 2] & 0x0f) << 4));
+        bits |= uint32_t((q[j] >> 4) & 1) << j;
+        bits |= uint32_t((q[j + quant_block / 2] >> 4) & 1) << (j + quant_block / 2);
+    }
+    for (int k = 0; k < 4; ++k) qh[k] = uint8_t(bits >> (8 * k));
+}
+
+// Quant j (0..31) of a block's nibbles and 5th bits.
+inline int quant(const uint8_t* qs, const uint8_t* qh, int j) {
+    const uint32_t bits = uint32_t(qh[0]) | uint32_t(qh[1]) << 8 | uint32_t(qh[2]) << 16 | uint32_t(qh[3]) << 24;
+    const int nib = j < quant_block / 2 ? qs[j] & 0x0f : qs[j - quant_block / 2] >> 4;
+    return nib | int((bits >> j) & 1) << 4;
+}
+
+}  // namespace q5
+
+// n values (a multiple of 32) into n / 32 Q5_0 blocks.
+inline void quantize_row_q5_0(const float* x, block_q5_0* y, int64_t n) {
+    NCAS_EXACT_FLOAT
+    for (int64_t i = 0; i < n / quant_block; ++i, x += quant_block) {
+        block_q5_0& b = y[i];
+        if (nonfinite_block(x, b.d, b.qs, sizeof b.qs)) {
+            std::memset(b.qh, 0, sizeof b.qh);
+            continue;
+        }
+        float amax = 0, max = 0;  // the value of largest magnitude, with its sign
+        for (int j = 0; j < quant_block; ++j)
+            if (std::abs(x[j]) > amax) { amax = std::abs(x[j]); max = x[j]; }
+        const float d = max / -16.0f, id = d != 0 ? 1.0f / d : 0.0f;
+        b.d = f32_to_f16(d);
+        int q[quant_block];
+        for (int j = 0; j < quant_block; ++j) {
+            const float v = x[j] * id;  // rounded to f32 before the + 16.5
+            q[j] = std::min(31, int(v + 16.5f));
+        }
+        q5::pack(q, b.qs, b.qh);
+    }
+}
+
+// n values (a multiple of 32) into n / 32 Q5_1 blocks.
+inline void quantize_row_q5_1(const float* x, block_q5_1* y, int64_t n) {
+    NCAS_EXACT_FLOAT
+    for (int64_t i = 0; i < n / quant_block; ++i, x += quant_block) {
+        block_q5_1& b = y[i];
+        if (nonfinite_block(x, b.d, b.qs, sizeof b.qs)) {  // reads back NaN·q + 0
+            b.m = 0;
+            std::memset(b.qh, 0, sizeof b.qh);
+            continue;
+        }
+        float min = std::numeric_limits<float>::max(), max = -std::numeric_limits<float>::max();
+        for (int j = 0; j < quant_block; ++j) min = std::min(min, x[j]), max = std::max(max, x[j]);
+        const float d = (max - min) / 31.0f, id = d != 0 ? 1.0f / d : 0.0f;
+        b.d = f32_to_f16(d);
+        b.m = f32_to_f16(min);
+        int q[quant_block];
+        for (int j = 0; j < quant_block; ++j) {
+            const float v = (x[j] - min) * id;  // each step rounded to f32
+            q[j] = std::min(31, int(v + 0.5f));  // ggml's (uint8_t) cast: v + 0.5 < 32 (v ≤ 31·(1 + 2⁻²²))
+        }
+        q5::pack(q, b.qs, b.qh);
+    }
+}
+
+// n / 32 Q5_0 blocks into n values.
+inline void dequantize_row_q5_0(const block_q5_0* x, float* y, int64_t n) {
+    NCAS_EXACT_FLOAT
+    for (int64_t i = 0; i < n / quant_block; ++i, y += quant_block) {
+        const float d = f16_to_f32(x[i].d);
+        for (int j = 0; j < quant_block; ++j) y[j] = float(q5::quant(x[i].qs, x[i].qh, j) - 16) * d;
+    }
+}
+
+// n / 32 Q5_1 blocks into n values.
+inline void dequantize_row_q5_1(const block_q5_1* x, float* y, int64_t n) {
+    NCAS_EXACT_FLOAT
+    for (int64_t i = 0; i < n / quant_block; ++i, y += quant_block) {
+        const float d = f16_to_f32(x[i].d), m = f16_to_f32(x[i].m);
+        for (int j = 0; j < quant_block; ++j) {
+            const float p = float(q5::quant(x[i].qs, x[i].qh, j)) * d;
+            y[j] = p + m;
+        }
     }
 }
 

@@ -45,7 +45,7 @@ inline void check_row_shape(weight_type t, int64_t cols, const std::string& name
     const int64_t block = traits_of(t).block_values;
     if (cols % 4 || (block > 1 && cols % block))
         throw error("Vulkan backend: tensor '" + name + "' (" + std::string(type_name(t)) + ") has rows of " +
-                    std::to_string(cols) + " values; the kernels need a multiple of 4 (of 32 for Q8_0 and Q4_0, of 256 " +
+                    std::to_string(cols) + " values; the kernels need a multiple of 4 (of 32 for Q8_0, Q4_0, Q5_0 and Q5_1, of 256 " +
                     "for the K types Q4_K, Q5_K and Q6_K: whole super-blocks)");
 }
 

@@ -28,7 +28,7 @@ struct act_quant<x86_tag<Simd, Level>> {
     using fbatch = typename tag::fbatch;
     static constexpr int64_t W = tag::W;
 
-    // K-quants: corr[k] = Σ of values 16k .. 16k + 15 (as cpu/act_quant.hpp's sum_sixteens).
+    // K-quants, Q5_0 / Q5_1: corr[k] = Σ of values 16k .. 16k + 15 (as cpu/act_quant.hpp's sum_sixteens).
     static void sixteens(const int16_t* q, int64_t nb, int32_t* corr) {
         for (int64_t k = 0; k < nb * 2; ++k) {
             int32_t sum = 0;
@@ -56,7 +56,9 @@ struct act_quant<x86_tag<Simd, Level>> {
         };
         if (t != weight_type::q4_0) {
             for (int64_t i = 0; i < n; i += 8) store8(x + i, q + i);
-            if (t == weight_type::q4_k || t == weight_type::q5_k || t == weight_type::q6_k) sixteens(q, nb, corr);
+            if (t == weight_type::q4_k || t == weight_type::q5_k || t == weight_type::q6_k || t == weight_type::q5_0 ||
+                t == weight_type::q5_1)
+                sixteens(q, nb, corr);
             return;
         }
         const int64_t quads = (nb + 3) / 4;
@@ -84,7 +86,7 @@ template <isa Level>
 struct act_quant<arm_tag<Level>> {
     using tag = arm_tag<Level>;
 
-    // K-quants: corr[k] = Σ of values 16k .. 16k + 15 (as cpu/act_quant.hpp's sum_sixteens).
+    // K-quants, Q5_0 / Q5_1: corr[k] = Σ of values 16k .. 16k + 15 (as cpu/act_quant.hpp's sum_sixteens).
     static void sixteens(const int16_t* q, int64_t nb, int32_t* corr) {
         for (int64_t k = 0; k < nb * 2; ++k) {
             int32_t sum = 0;
@@ -114,7 +116,9 @@ struct act_quant<arm_tag<Level>> {
         };
         if (t != weight_type::q4_0) {
             for (int64_t i = 0; i < n; i += 8) store8(x + i, q + i);
-            if (t == weight_type::q4_k || t == weight_type::q5_k || t == weight_type::q6_k) sixteens(q, nb, corr);
+            if (t == weight_type::q4_k || t == weight_type::q5_k || t == weight_type::q6_k || t == weight_type::q5_0 ||
+                t == weight_type::q5_1)
+                sixteens(q, nb, corr);
             return;
         }
         const int64_t quads = (nb + 3) / 4;

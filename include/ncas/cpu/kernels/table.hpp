@@ -7,18 +7,21 @@
 #include "ncas/cpu/kernels/elementwise.hpp"
 #include "ncas/cpu/kernels/float_matmul.hpp"
 #include "ncas/cpu/kernels/kquant_matmul.hpp"
+#include "ncas/cpu/kernels/q5_matmul.hpp"
 #include "ncas/cpu/kernels/quant_matmul.hpp"
 
 namespace ncas::cpu::detail {
 
-// The table's matmul: Q8_0 / Q4_0 through quant_matmul.hpp, Q4_K / Q5_K / Q6_K through
-// kquant_matmul.hpp, the float types through float_matmul.hpp.
+// The table's matmul: Q8_0 / Q4_0 through quant_matmul.hpp, Q5_0 / Q5_1 through q5_matmul.hpp,
+// Q4_K / Q5_K / Q6_K through kquant_matmul.hpp, the float types through float_matmul.hpp.
 template <class Tag>
 inline void matmul_rows(const weight_matrix& w, const float* x, const act_rows* xq, int64_t T, float* y, int64_t r0,
                         int64_t r1) {
     switch (w.type) {
         case weight_type::q4_0: return quant_rows<Tag, weight_type::q4_0>(w, *xq, T, y, r0, r1);
         case weight_type::q8_0: return quant_rows<Tag, weight_type::q8_0>(w, *xq, T, y, r0, r1);
+        case weight_type::q5_0: return q5_rows<Tag, weight_type::q5_0>(w, *xq, T, y, r0, r1);
+        case weight_type::q5_1: return q5_rows<Tag, weight_type::q5_1>(w, *xq, T, y, r0, r1);
         case weight_type::q4_k: return kquant_rows<Tag, weight_type::q4_k>(w, *xq, T, y, r0, r1);
         case weight_type::q5_k: return kquant_rows<Tag, weight_type::q5_k>(w, *xq, T, y, r0, r1);
         case weight_type::q6_k: return kquant_rows<Tag, weight_type::q6_k>(w, *xq, T, y, r0, r1);

@@ -13,6 +13,7 @@
 //   quant_packed.hpp   loop order 3: Q4_0 rows unpacked once per block (AVX-512 prefill)
 //   quant_matmul.hpp   the Q8_0 / Q4_0 tile driver and the choice of loop order
 //   kquant_matmul.hpp  Q4_K / Q5_K / Q6_K rows against token tiles (one float order on every level)
+//   q5_matmul.hpp      Q5_0 / Q5_1 rows against token tiles (the same scheme, blocks of 32)
 //   attention.hpp      scores and value sums over the KV cache
 //   elementwise.hpp    FFN activations, RMSNorm, softmax, RoPE
 //   act_quant.hpp      activation quantisation (the format: cpu/act_quant.hpp)
@@ -104,6 +105,8 @@ inline int64_t stride_of(const weight_matrix& w) {
         case weight_type::bf16: return w.cols * 2;
         case weight_type::q8_0: return w.cols / quant_block * int64_t(sizeof(block_q8_0));
         case weight_type::q4_0: return w.cols / quant_block * int64_t(sizeof(block_q4_0));
+        case weight_type::q5_0: return w.cols / quant_block * int64_t(sizeof(block_q5_0));
+        case weight_type::q5_1: return w.cols / quant_block * int64_t(sizeof(block_q5_1));
         case weight_type::q4_k: return w.cols / qk_k * int64_t(sizeof(block_q4_K));
         case weight_type::q5_k: return w.cols / qk_k * int64_t(sizeof(block_q5_K));
         case weight_type::q6_k: return w.cols / qk_k * int64_t(sizeof(block_q6_K));
