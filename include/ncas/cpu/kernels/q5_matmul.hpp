@@ -122,7 +122,9 @@ struct q5_blocks<x86_tag<Simd, Level>> {
             const int n = int(std::min<int64_t>(8, nb - g));  // blocks in this group
             const std::byte* grp = row + g * bytes;
             _mm_prefetch(reinterpret_cast<const char*>(grp) + 16 * bytes, _MM_HINT_T0);
-            alignas(16) uint16_t dh[8] = {}, mh[8] = {};
+            // The group's f16 scales (and Q5_1's minimums) gathered in two 64-bit words each:
+            // eight 2-byte stores read back as one 16-byte load stall store forwarding.
+            uint64_t dh[2] = {0, 0}, mh[2] = {0, 0};
             __m256i v[NT][8];
             for (int k = 0; k < 8; ++k) {
                 if (k >= n) {
@@ -130,8 +132,13 @@ struct q5_blocks<x86_tag<Simd, Level>> {
                     continue;
                 }
                 const std::byte* blk = grp + k * bytes;
-                std::memcpy(&dh[k], blk, 2);
-                if constexpr (t == weight_type::q5_1) std::memcpy(&mh[k], blk + 2, 2);
+                uint16_t h;
+                std::memcpy(&h, blk, 2);
+                dh[k / 4] |= uint64_t(h) << (16 * (k % 4));
+                if constexpr (t == weight_type::q5_1) {
+                    std::memcpy(&h, blk + 2, 2);
+                    mh[k / 4] |= uint64_t(h) << (16 * (k % 4));
+                }
                 const __m256i q = quants(reinterpret_cast<const uint8_t*>(blk + at_qs), reinterpret_cast<const uint8_t*>(blk + at_qh));
                 const __m256i w0 = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(q)),
                               w1 = _mm256_cvtepu8_epi16(_mm256_extracti128_si256(q, 1));
@@ -141,8 +148,8 @@ struct q5_blocks<x86_tag<Simd, Level>> {
                                                _mm256_madd_epi16(w1, _mm256_loadu_si256(ak + 1)));
                 }
             }
-            const __m256 d = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(dh)));
-            const __m256 m = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(mh)));
+            const __m256 d = _mm256_cvtph_ps(_mm_set_epi64x(int64_t(dh[1]), int64_t(dh[0])));
+            const __m256 m = _mm256_cvtph_ps(_mm_set_epi64x(int64_t(mh[1]), int64_t(mh[0])));
             for (int i = 0; i < NT; ++i) {
                 // Σ a over each block: the pairs of 16-value sums, added pairwise (hadd) and put back in order.
                 alignas(32) int32_t cs[16] = {};
