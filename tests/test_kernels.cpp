@@ -411,7 +411,7 @@ TEST_P(kernels_on, quantised_cache_attention_matches_the_reference) {
 // A row's score over a quantised cache does not depend on the rows scored with it
 // (the kernel takes rows four at a time, the rest one by one): decode's chunks and
 // prefill's causal rows give each row the same bits.
-TEST_P(kernels_on, quantised_cache_scores_do_not_depend_on_the_row_grouping) {
+TEST_P(kernels_on, cache_scores_do_not_depend_on_the_row_grouping) {
     const kernel_table& k = *table_for(GetParam());
     std::mt19937 rng(13);
     std::normal_distribution<float> n(0.0f, 1.0f);
@@ -431,6 +431,25 @@ TEST_P(kernels_on, quantised_cache_scores_do_not_depend_on_the_row_grouping) {
                 for (int64_t m = 0; m < maps; ++m)
                     ASSERT_EQ(std::bit_cast<uint32_t>(all[size_t(m * rows + j)]), std::bit_cast<uint32_t>(one[size_t(m)]))
                         << isa_name(k.id) << " " << type_name(kv) << " row " << j << " map " << m;
+            }
+        }
+    // The float caches: AVX2 scores four rows at a time (fewer than 16 rows here, so the
+    // AVX-512 levels' 16-row groups do not apply), head widths with and without a tail.
+    for (weight_type kv : {weight_type::f32, weight_type::f16})
+        for (int64_t d : {13, 72}) {
+            const int64_t maps = 2, rows = 11, width = maps * d + 3, stride = row_bytes(kv, width);
+            std::vector<float> src(size_t(rows * width)), q(size_t(maps * d));
+            for (auto& v : src) v = n(rng);
+            for (auto& v : q) v = n(rng);
+            std::vector<std::byte> cache(size_t(rows * stride));
+            for (int64_t j = 0; j < rows; ++j) quantize_row(kv, src.data() + j * width, cache.data() + j * stride, width);
+            std::vector<float> all(size_t(maps * rows)), one(static_cast<size_t>(maps));
+            k.attn_scores(kv, cache.data(), stride, rows, q.data(), maps, d, 0.5f, all.data());
+            for (int64_t j = 0; j < rows; ++j) {
+                k.attn_scores(kv, cache.data() + j * stride, stride, 1, q.data(), maps, d, 0.5f, one.data());
+                for (int64_t m = 0; m < maps; ++m)
+                    ASSERT_EQ(std::bit_cast<uint32_t>(all[size_t(m * rows + j)]), std::bit_cast<uint32_t>(one[size_t(m)]))
+                        << isa_name(k.id) << " " << type_name(kv) << " d " << d << " row " << j << " map " << m;
             }
         }
 }

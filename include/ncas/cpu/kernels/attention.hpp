@@ -193,6 +193,34 @@ struct attention<x86_tag<Simd, Level>> : attention_values<x86_tag<Simd, Level>> 
                     _mm512_storeu_ps(scores + m * rows + j, _mm512_mul_ps(wide::sum16(acc), _mm512_set1_ps(scale)));
                 }
         }
+        if constexpr (W == 8) {
+            // Four rows at a time: four independent chains, the query loaded once for the four,
+            // and one transposing reduction that adds each row's lanes in xsimd::hadd's order
+            // ((x0+x4) + (x1+x5)) + ((x2+x6) + (x3+x7)), so a row's score does not depend on
+            // its group (test_kernels checks grouped rows against one row at a time).
+            for (; j + 4 <= rows; j += 4)
+                for (int64_t m = 0; m < maps; ++m) {
+                    const std::byte* km = k + j * stride + m * d * es;
+                    const float* qm = q + m * d;
+                    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+                    int64_t e = 0;
+                    for (; e + W <= d; e += W) {
+                        const __m256 qc = _mm256_loadu_ps(qm + e);
+#pragma GCC unroll 4
+                        for (int r = 0; r < 4; ++r)
+                            acc[r] = _mm256_fmadd_ps(fbatch(tag::template load_weights<t>(km + r * stride + e * es)), qc, acc[r]);
+                    }
+                    __m128 half[4];
+#pragma GCC unroll 4
+                    for (int r = 0; r < 4; ++r) half[r] = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
+                    alignas(16) float s[4];
+                    _mm_store_ps(s, _mm_hadd_ps(_mm_hadd_ps(half[0], half[1]), _mm_hadd_ps(half[2], half[3])));
+                    for (int r = 0; r < 4; ++r) {
+                        for (int64_t i = e; i < d; ++i) s[r] += tag::template element<t>(km + r * stride, i) * qm[i];
+                        scores[m * rows + j + r] = s[r] * scale;
+                    }
+                }
+        }
         for (; j < rows; ++j) {
             const std::byte* kj = k + j * stride;
             for (int64_t m = 0; m < maps; ++m) {
