@@ -65,8 +65,8 @@ inline constexpr int64_t attn_queries = 16;
 //     and its partial value sum P_c = Σ_j w_j·V_j;
 //  3. o = P_0 + P_1 + ... in chunk order.
 // With one chunk (R <= 256) this is the unchunked softmax bit for bit (a = 1 / S).
-// Decode (n = 1) runs the steps as three parallel passes over (head, chunk) tasks, so a
-// deep cache is split across threads by head and chunk; a prompt (n > 1) runs them in
+// Decode (n = 1) runs the steps as three parallel passes over (chunk, block of heads) tasks,
+// so a deep cache is split across threads by chunk and head; a prompt (n > 1) runs them in
 // order per (head, token) task. Both compute each chunk, merge and sum the same way, so
 // prefill, decode and every thread count give the same bits.
 inline void attend(thread_pool& pool, const model_config& c, const layer_weights& w, int64_t layer, const float* q,
