@@ -358,17 +358,7 @@ struct kquant_blocks<arm_tag<Level>> {
 // The K-quant rows r0 .. r1 of w against T tokens (quantised for w's type).
 template <class Tag, weight_type type>
 inline void kquant_rows(const weight_matrix& w, const act_rows& xq, int64_t T, float* y, int64_t r0, int64_t r1) {
-    const int64_t nsb = w.cols / qk_k;
-    for (int64_t t0 = 0; t0 < T; t0 += max_tile) {
-        const int nt = int(std::min<int64_t>(max_tile, T - t0));
-        with_count<max_tile>(nt, [&](auto NT) {
-            float out[decltype(NT)::value];
-            for (int64_t r = r0; r < r1; ++r) {
-                kquant_blocks<Tag>::template row<NT, type>(row_of<Tag>(w, r), nsb, xq, t0, out);
-                for (int i = 0; i < NT; ++i) y[(t0 + i) * w.rows + r] = out[i];
-            }
-        });
-    }
+    tiled_rows<Tag, kquant_blocks<Tag>, type>(w, xq, w.cols / qk_k, T, y, r0, r1);
 }
 
 }  // namespace ncas::cpu::detail

@@ -254,17 +254,7 @@ struct q5_blocks<arm_tag<Level>> {
 // The Q5_0 / Q5_1 rows r0 .. r1 of w against T tokens (quantised for w's type).
 template <class Tag, weight_type type>
 inline void q5_rows(const weight_matrix& w, const act_rows& xq, int64_t T, float* y, int64_t r0, int64_t r1) {
-    const int64_t nb = w.cols / quant_block;
-    for (int64_t t0 = 0; t0 < T; t0 += max_tile) {
-        const int nt = int(std::min<int64_t>(max_tile, T - t0));
-        with_count<max_tile>(nt, [&](auto NT) {
-            float out[decltype(NT)::value];
-            for (int64_t r = r0; r < r1; ++r) {
-                q5_blocks<Tag>::template row<NT, type>(row_of<Tag>(w, r), nb, xq, t0, out);
-                for (int i = 0; i < NT; ++i) y[(t0 + i) * w.rows + r] = out[i];
-            }
-        });
-    }
+    tiled_rows<Tag, q5_blocks<Tag>, type>(w, xq, w.cols / quant_block, T, y, r0, r1);
 }
 
 }  // namespace ncas::cpu::detail

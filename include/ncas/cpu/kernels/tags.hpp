@@ -120,6 +120,23 @@ inline const std::byte* row_of(const weight_matrix& w, int64_t r) {
     return w.data + r * stride_of<Tag>(w);
 }
 
+// Rows r0 .. r1 of w against T tokens, max_tile tokens a pass over each row, through a
+// row kernel Blocks::row<NT, type>(row, n, xq, t0, out) (n: blocks or super-blocks a row;
+// the K-quant and Q5 matmuls).
+template <class Tag, class Blocks, weight_type type, class Acts>
+inline void tiled_rows(const weight_matrix& w, const Acts& xq, int64_t n, int64_t T, float* y, int64_t r0, int64_t r1) {
+    for (int64_t t0 = 0; t0 < T; t0 += max_tile) {
+        const int nt = int(std::min<int64_t>(max_tile, T - t0));
+        with_count<max_tile>(nt, [&](auto NT) {
+            float out[decltype(NT)::value];
+            for (int64_t r = r0; r < r1; ++r) {
+                Blocks::template row<NT, type>(row_of<Tag>(w, r), n, xq, t0, out);
+                for (int i = 0; i < NT; ++i) y[(t0 + i) * w.rows + r] = out[i];
+            }
+        });
+    }
+}
+
 // ---- scalar ---------------------------------------------------------------------
 
 struct scalar_tag {
