@@ -318,6 +318,26 @@ struct attention_quant {
             for (int r = 0; r < 4; ++r) s[r] = B::sum(a[r]);
     }
 
+    // Spans of `width` values starting at element first + s·width of a row, s = s0, s0 + 1, ...
+    // (a head's maps, or heads), laid on the block grid in a buffer of `cap` floats: as many
+    // as fit (at least one: width <= kv_quant_max_head), span k from block b0[k], nb[k]
+    // blocks, at float at[k] of the buffer; `used` floats in all.
+    static constexpr int64_t cap = 8192, max_spans = 64;
+    struct spans {
+        int64_t n = 0, used = 0, b0[max_spans], nb[max_spans], at[max_spans];
+    };
+    static spans fit(int64_t first, int64_t width, int64_t s0, int64_t count) {
+        spans f;
+        for (; s0 + f.n < count && f.n < max_spans; ++f.n) {
+            const int64_t lo = first + (s0 + f.n) * width, b = lo / quant_block;
+            const int64_t n = (lo + width + quant_block - 1) / quant_block - b;
+            if (f.used + n * quant_block > cap) break;
+            f.b0[f.n] = b, f.nb[f.n] = n, f.at[f.n] = f.used;
+            f.used += n * quant_block;
+        }
+        return f;
+    }
+
     template <weight_type t>
     static void scores_of(const std::byte* k, int64_t stride, int64_t first, int64_t rows, const float* q, int64_t maps,
                           int64_t d, float scale, float* scores) {
@@ -325,21 +345,13 @@ struct attention_quant {
         // The maps' queries on the block grid, as many maps a pass over the rows as fit in
         // 32 KB (all of a decode's heads: 36 maps of 72 values take 18 KB), so the rows are
         // read once, each row's span of the maps in order.
-        constexpr int64_t cap = 8192, max_maps = 64;
         alignas(64) float qg[cap];
-        int64_t b0[max_maps], nb[max_maps], at[max_maps];
         for (int64_t m0 = 0; m0 < maps;) {
-            int64_t nm = 0, used = 0;
-            for (; m0 + nm < maps && nm < max_maps; ++nm) {
-                const int64_t lo = first + (m0 + nm) * d, b = lo / quant_block;
-                const int64_t n = (lo + d + quant_block - 1) / quant_block - b;
-                if (used + n * quant_block > cap) break;  // d <= kv_quant_max_head: one map always fits
-                b0[nm] = b, nb[nm] = n, at[nm] = used;
-                float* g = qg + used;
-                for (int64_t i = 0; i < n * quant_block; ++i) g[i] = 0.0f;
-                for (int64_t e = 0; e < d; ++e) g[lo - b * quant_block + e] = q[(m0 + nm) * d + e];
-                used += n * quant_block;
-            }
+            const spans f = fit(first, d, m0, maps);
+            const int64_t nm = f.n, *b0 = f.b0, *nb = f.nb, *at = f.at;
+            for (int64_t i = 0; i < f.used; ++i) qg[i] = 0.0f;
+            for (int64_t m = 0; m < nm; ++m)
+                for (int64_t e = 0; e < d; ++e) qg[at[m] + first + (m0 + m) * d - b0[m] * quant_block + e] = q[(m0 + m) * d + e];
             int64_t j = 0;
             // Four rows at a time: four independent accumulator chains, the query's block
             // loads shared, and the four lane sums in one transposing reduction (sum4 adds
@@ -387,20 +399,12 @@ struct attention_quant {
     static void values_of(const std::byte* v, int64_t stride, int64_t first, int64_t rows, int64_t heads, const float* p,
                           int64_t ps, int64_t dv, float* o, int64_t os) {
         constexpr int64_t bb = t == weight_type::q8_0 ? int64_t(sizeof(block_q8_0)) : int64_t(sizeof(block_q4_0));
-        constexpr int64_t cap = 8192, max_heads = 64;
         alignas(64) float og[cap];
-        int64_t b0[max_heads], nb[max_heads], at[max_heads];
         const int64_t chunk = heads == 1 ? 16 : 4;
         for (int64_t h0 = 0; h0 < heads;) {
-            int64_t nh = 0, used = 0;
-            for (; h0 + nh < heads && nh < max_heads; ++nh) {
-                const int64_t lo = first + (h0 + nh) * dv, b = lo / quant_block;
-                const int64_t n = (lo + dv + quant_block - 1) / quant_block - b;
-                if (used + n * quant_block > cap) break;  // dv <= kv_quant_max_head: one head always fits
-                b0[nh] = b, nb[nh] = n, at[nh] = used;
-                used += n * quant_block;
-            }
-            for (int64_t i = 0; i < used; ++i) og[i] = 0.0f;
+            const spans f = fit(first, dv, h0, heads);
+            const int64_t nh = f.n, *b0 = f.b0, *nb = f.nb, *at = f.at;
+            for (int64_t i = 0; i < f.used; ++i) og[i] = 0.0f;
             for (int64_t j0 = 0; j0 < rows; j0 += chunk) {
                 const int64_t n = rows - j0 < chunk ? rows - j0 : chunk;
                 for (int64_t h = 0; h < nh; ++h) {

@@ -135,6 +135,13 @@ struct kquant_blocks<x86_tag<Simd, Level>> {
         const __m256i g1 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
         return _mm256_add_epi32(_mm256_permute2x128_si256(g0, g1, 0x20), _mm256_permute2x128_si256(g0, g1, 0x31));
     }
+    // Σ a over each of eight 32-value blocks from their pairs of 16-value sums c[0..15]:
+    // added pairwise (hadd) and put back in block order.
+    static __m256i block_sums8(const int32_t* c) {
+        const __m256i p = _mm256_hadd_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)),
+                                            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 8)));
+        return _mm256_permute4x64_epi64(p, 0xD8);  // [0 1 | 4 5 | 2 3 | 6 7] 64-bit pairs
+    }
     // The lane tree of the header: (j + 4), then (j + 2), then (0 + 1).
     static float tree8(__m256 v) {
         const __m128 t4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -232,11 +239,7 @@ struct kquant_blocks<x86_tag<Simd, Level>> {
                     }
                 }
                 for (int i = 0; i < NT; ++i) {
-                    // Σ a over each 32: the pairs of 16-value sums, added pairwise (hadd) and put back in order.
-                    const int32_t* ci = c[i] + s * 16;
-                    const __m256i p = _mm256_hadd_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ci)),
-                                                        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ci + 8)));
-                    const __m256i bs = _mm256_permute4x64_epi64(p, 0xD8);  // [0 1 | 4 5 | 2 3 | 6 7] 64-bit pairs
+                    const __m256i bs = block_sums8(c[i] + s * 16);  // Σ a over each 32
                     const __m256 f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums8(v[i])), ds, acc[i]);
                     acc[i] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(bs), dm, f);
                 }

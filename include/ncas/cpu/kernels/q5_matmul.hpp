@@ -16,6 +16,7 @@
 // be partial: its missing lanes are left as they are.
 // Loop order: token tiles of up to max_tile outside, rows inside, each row one
 // sequential stream; a group of 8 blocks is unpacked once per tile.
+#include "ncas/cpu/kernels/kquant_matmul.hpp"
 #include "ncas/cpu/kernels/tags.hpp"
 
 namespace ncas::cpu::detail {
@@ -81,18 +82,7 @@ NCAS_CPU_X86_WARNINGS_OFF
 
 template <class Simd, isa Level>
 struct q5_blocks<x86_tag<Simd, Level>> {
-    // Eight vectors of int32 lanes to their eight sums (lane j: Σ of v[j]'s lanes).
-    static __m256i sums8(const __m256i* v) {
-        const __m256i g0 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
-        const __m256i g1 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
-        return _mm256_add_epi32(_mm256_permute2x128_si256(g0, g1, 0x20), _mm256_permute2x128_si256(g0, g1, 0x31));
-    }
-    // The lane tree of the header: (j + 4), then (j + 2), then (0 + 1).
-    static float tree8(__m256 v) {
-        const __m128 t4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        const __m128 t2 = _mm_add_ps(t4, _mm_movehl_ps(t4, t4));
-        return _mm_cvtss_f32(_mm_add_ss(t2, _mm_shuffle_ps(t2, t2, 1)));
-    }
+    using K = kquant_blocks<x86_tag<Simd, Level>>;  // its widening, lane sums, block sums and lane tree
     // A block's 32 quants (0..31) as bytes in natural order: the nibbles of qs[16]
     // (low: elements 0..15, high: 16..31) and the 5th bits of the uint32 at qh.
     [[gnu::always_inline]] static __m256i quants(const uint8_t* qs, const uint8_t* qh) {
@@ -140,8 +130,8 @@ struct q5_blocks<x86_tag<Simd, Level>> {
                     mh[k / 4] |= uint64_t(h) << (16 * (k % 4));
                 }
                 const __m256i q = quants(reinterpret_cast<const uint8_t*>(blk + at_qs), reinterpret_cast<const uint8_t*>(blk + at_qh));
-                const __m256i w0 = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(q)),
-                              w1 = _mm256_cvtepu8_epi16(_mm256_extracti128_si256(q, 1));
+                __m256i w0, w1;
+                K::widen(q, w0, w1);
                 for (int i = 0; i < NT; ++i) {
                     const auto* ak = reinterpret_cast<const __m256i*>(a[i] + (g + k) * quant_block);
                     v[i][k] = _mm256_add_epi32(_mm256_madd_epi16(w0, _mm256_loadu_si256(ak)),
@@ -158,10 +148,7 @@ struct q5_blocks<x86_tag<Simd, Level>> {
                     for (int k = 0; k < 2 * n; ++k) cs[k] = ci[k];
                     ci = cs;
                 }
-                const __m256i p = _mm256_hadd_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ci)),
-                                                    _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ci + 8)));
-                const __m256i bs = _mm256_permute4x64_epi64(p, 0xD8);  // [0 1 | 4 5 | 2 3 | 6 7] 64-bit pairs
-                const __m256i dot = sums8(v[i]);
+                const __m256i bs = K::block_sums8(ci), dot = K::sums8(v[i]);
                 if constexpr (t == weight_type::q5_0) {
                     acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(dot, _mm256_slli_epi32(bs, 4))), d, acc[i]);
                 } else {
@@ -170,7 +157,7 @@ struct q5_blocks<x86_tag<Simd, Level>> {
                 }
             }
         }
-        for (int i = 0; i < NT; ++i) out[i] = tree8(acc[i]) * xq.scales()[t0 + i];
+        for (int i = 0; i < NT; ++i) out[i] = K::tree8(acc[i]) * xq.scales()[t0 + i];
     }
 };
 
@@ -183,21 +170,11 @@ NCAS_CPU_X86_WARNINGS_ON
 template <isa Level>
 struct q5_blocks<arm_tag<Level>> {
     using tag = arm_tag<Level>;
+    using K = kquant_blocks<arm_tag<Level>>;  // its exact 16-value dot and lane tree
 
     // Σ of 16 unsigned quant bytes times 16 activations, exactly.
     static int32_t dot16(uint8x16_t q, const int16_t* a) {
-        const int16x8_t w0 = vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(q))), w1 = vreinterpretq_s16_u16(vmovl_high_u8(q));
-        int32x4_t s = vmull_s16(vget_low_s16(w0), vld1_s16(a));
-        s = vmlal_high_s16(s, w0, vld1q_s16(a));
-        s = vmlal_s16(s, vget_low_s16(w1), vld1_s16(a + 8));
-        s = vmlal_high_s16(s, w1, vld1q_s16(a + 8));
-        return vaddvq_s32(s);
-    }
-    // The lane tree of the header over eight lanes (v0: 0..3, v1: 4..7).
-    static float tree8(float32x4_t v0, float32x4_t v1) {
-        const float32x4_t t4 = vaddq_f32(v0, v1);
-        const float32x2_t t2 = vadd_f32(vget_low_f32(t4), vget_high_f32(t4));
-        return vget_lane_f32(t2, 0) + vget_lane_f32(t2, 1);
+        return K::dot16(vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(q))), vreinterpretq_s16_u16(vmovl_high_u8(q)), a);
     }
 
     template <int NT, weight_type t>
@@ -246,7 +223,7 @@ struct q5_blocks<arm_tag<Level>> {
                 }
             }
         }
-        for (int i = 0; i < NT; ++i) out[i] = tree8(acc[i][0], acc[i][1]) * xq.scales()[t0 + i];
+        for (int i = 0; i < NT; ++i) out[i] = K::tree8(acc[i][0], acc[i][1]) * xq.scales()[t0 + i];
     }
 };
 #endif
