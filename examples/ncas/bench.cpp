@@ -20,6 +20,7 @@
 #include <memory>
 #include <numeric>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -132,6 +133,53 @@ work account(const model_core& m, const run_stats& s, int64_t logit_rows) {
     return out;
 }
 
+// A timed greedy decode of `gen` tokens after `logits`. The host's memory bandwidth
+// moves within seconds (this VM: 29 to 56 GB/s within an hour, 20 to 31 GB/s from one
+// second to the next), so with a probe (machine figures on) decode runs in up to 8
+// chunks with the N-thread read measured before the first and after each one: every
+// chunk's GB/s, bytes(stats before, stats after, tokens before, tokens after) over its
+// seconds, is set against the mean of the reads either side, and the median chunk is
+// reported beside the start-of-run figure.
+struct timed_decode {
+    double seconds = 0;
+    std::vector<double> paired;  // each chunk's GB/s / the read GB/s around it, sorted
+    double read_lo = 0, read_hi = 0;
+    double median() const {
+        const size_t n = paired.size();
+        return n == 0 ? 0.0 : n % 2 ? paired[n / 2] : (paired[n / 2 - 1] + paired[n / 2]) / 2;
+    }
+};
+template <class Bytes>
+timed_decode decode_in_chunks(any_session& s, std::span<const float> logits, int64_t gen, read_probe* probe, Bytes&& bytes) {
+    timed_decode out;
+    out.read_lo = 1e30;
+    const int64_t chunks = probe ? std::min<int64_t>(gen, 8) : 1;
+    auto read_now = [&] {
+        const double g = probe->gbs(probe->all_threads());
+        out.read_lo = std::min(out.read_lo, g), out.read_hi = std::max(out.read_hi, g);
+        return g;
+    };
+    double read_before = probe ? read_now() : 0;
+    for (int64_t c = 0; c < chunks; ++c) {
+        const int64_t done = gen * c / chunks, n = gen * (c + 1) / chunks - done;
+        const run_stats before = s.stats();
+        const stopwatch td;
+        for (int64_t i = 0; i < n; ++i) {
+            const int32_t next = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+            logits = s.decode(next);
+        }
+        const double chunk_s = td.seconds();
+        out.seconds += chunk_s;
+        if (!probe) continue;
+        const double read_after = read_now();
+        out.paired.push_back(bytes(before, s.stats(), done, done + n) / chunk_s / 1e9 / ((read_before + read_after) / 2));
+        read_before = read_after;
+    }
+    std::sort(out.paired.begin(), out.paired.end());
+    if (out.paired.empty()) out.read_lo = 0;
+    return out;
+}
+
 // --depth-fill random: the share of tokens each layer keeps (mixture-of-depths
 // routers skip some), measured on a prefill of 256 synthetic tokens.
 std::vector<double> kept_shares(const model_options& mo, const model& m) {
@@ -179,8 +227,8 @@ void fill_random(any_session& s, const model_config& c, const std::vector<double
 // Bytes a token: the weights the decode read plus the KV rows its attention read (each
 // layer's rows, for the tokens that layer processed).
 void bench_depths(const model_options& mo, const model& m, const std::vector<weight_type>& kv_types,
-                  const std::vector<int64_t>& depths, int64_t gen, double read_gbs, const std::string& json_path,
-                  bool random_fill) {
+                  const std::vector<int64_t>& depths, int64_t gen, read_probe* probe, double read_gbs,
+                  const std::string& json_path, bool random_fill) {
     const model_config& c = m.config();
     const std::vector<double> share = random_fill ? kept_shares(mo, m) : std::vector<double>{};
     const double attn_macs_per_pair = double(c.n_head) * double(c.n_maps * c.head_k + c.head_v);  // one query, one row
@@ -219,22 +267,23 @@ void bench_depths(const model_options& mo, const model& m, const std::vector<wei
             }
             std::span<const float> logits = s.decode(int32_t(rng() % uint32_t(c.n_vocab)));
             s.reset_stats();
-            const stopwatch td;
-            for (int64_t i = 0; i < gen; ++i) {
-                const int32_t next = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
-                logits = s.decode(next);
-            }
-            const double decode_s = td.seconds();
-            const run_stats ds = s.stats();
-            const double weight_bytes = account(m, ds, gen).bytes / double(gen);
+            // The KV bytes the decoded tokens' attention read: a layer's i-th kept token reads
+            // the rows before it and its own.
             const double row_bytes = double(kv_row_bytes(kv, c.k_dim()) + kv_row_bytes(kv, c.v_dim()));
-            double kv_read = 0;
-            for (int64_t l = 0; l < c.n_layer; ++l) {  // a layer's rows grow by the tokens it keeps: their mean
-                const double kept = double(ds.tokens_kept[size_t(l)]);
-                kv_read += kept * (rows[size_t(l)] + 1 + kept / 2) * row_bytes;
-            }
-            kv_read /= double(gen);
-            const double tps = double(gen) / decode_s, gbs = (weight_bytes + kv_read) * tps / 1e9;
+            const auto kv_bytes = [&](const run_stats& st) {
+                double b = 0;
+                for (int64_t l = 0; l < c.n_layer; ++l) {
+                    const double kept = double(st.tokens_kept[size_t(l)]);
+                    b += (kept * (rows[size_t(l)] + 1) + kept * (kept - 1) / 2) * row_bytes;
+                }
+                return b;
+            };
+            const timed_decode td = decode_in_chunks(s, logits, gen, probe, [&](const run_stats& a, const run_stats& b, int64_t t0, int64_t t1) {
+                return account(m, b, t1).bytes - account(m, a, t0).bytes + kv_bytes(b) - kv_bytes(a);
+            });
+            const run_stats ds = s.stats();
+            const double weight_bytes = account(m, ds, gen).bytes / double(gen), kv_read = kv_bytes(ds) / double(gen);
+            const double tps = double(gen) / td.seconds, gbs = (weight_bytes + kv_read) * tps / 1e9;
             const bool prefilled = depth > 0 && !random_fill;
             const double prefill_tps = prefilled ? double(depth) / prefill_s : 0.0;
             const double prefill_gflops = prefilled ? 2 * prefill_macs / prefill_s / 1e9 : 0.0;
@@ -242,18 +291,23 @@ void bench_depths(const model_options& mo, const model& m, const std::vector<wei
                         (long long)depth, std::string(type_name(kv)).c_str(), tps, (weight_bytes + kv_read) / 1e6,
                         weight_bytes / 1e6, kv_read / 1e6, gbs);
             if (read_gbs > 0) std::printf("  %5.1f%% of measured bandwidth", 100 * gbs / read_gbs);
+            if (!td.paired.empty())
+                std::printf("\n                   paired: %.1f%% (median of %zu chunks; %.1f–%.1f%%) of the read around each chunk (%.1f–%.1f GB/s)",
+                            100 * td.median(), td.paired.size(), 100 * td.paired.front(), 100 * td.paired.back(), td.read_lo, td.read_hi);
             if (prefilled) std::printf("\n                   prefill %lld tokens %8.1f tok/s  %7.1f GFLOP/s with attention",
                                        (long long)depth, prefill_tps, prefill_gflops);
             if (depth > 0 && random_fill) std::printf("\n                   cache filled with random rows (--depth-fill random): no prefill");
             std::printf("\n");
             std::fflush(stdout);
-            char buf[512];
+            char buf[768];
             std::snprintf(buf, sizeof buf,
                           "%s\n {\"depth\": %lld, \"kv_type\": \"%s\", \"decode_tps\": %.4f, \"decode_bytes_per_token\": %.0f, "
                           "\"kv_bytes_per_token\": %.0f, \"decode_gbs\": %.3f, \"decode_pct_bandwidth\": %.2f, "
-                          "\"prefill_tps\": %.3f, \"prefill_gflops\": %.3f, \"depth_fill\": \"%s\"}",
+                          "\"decode_pct_paired\": %.2f, \"paired_chunks\": %zu, \"paired_read_gbs_min\": %.3f, "
+                          "\"paired_read_gbs_max\": %.3f, \"prefill_tps\": %.3f, \"prefill_gflops\": %.3f, \"depth_fill\": \"%s\"}",
                           json.size() > 1 ? "," : "", (long long)depth, std::string(type_name(kv)).c_str(), tps,
-                          weight_bytes + kv_read, kv_read, gbs, read_gbs > 0 ? 100 * gbs / read_gbs : 0.0, prefill_tps,
+                          weight_bytes + kv_read, kv_read, gbs, read_gbs > 0 ? 100 * gbs / read_gbs : 0.0, 100 * td.median(),
+                          td.paired.size(), td.read_lo, td.read_hi, prefill_tps,
                           prefill_gflops, random_fill ? "random" : "prefill");
             json += buf;
         }
@@ -393,39 +447,12 @@ int run_bench(int argc, char** argv) {
     s.reset();
     std::span<const float> logits = s.decode(ids.front());
     s.reset_stats();
-    // The host's memory bandwidth moves within seconds (this VM: 29 to 56 GB/s within
-    // an hour), so with the machine figures on, decode runs in chunks with the
-    // N-thread read measured before the first and after each one: every chunk is
-    // set against the bandwidth of the seconds around it (the mean of the reads either
-    // side), and the median chunk is reported beside the start-of-run figure.
-    const int64_t chunks = probe ? std::min<int64_t>(gen, 8) : 1;
-    std::vector<double> paired;  // a chunk's weight GB/s / the read GB/s around it
-    double read_lo = 1e30, read_hi = 0, decode_s = 0;
-    auto read_now = [&] {
-        const double g = probe->gbs(probe->all_threads());
-        read_lo = std::min(read_lo, g), read_hi = std::max(read_hi, g);
-        return g;
-    };
-    double read_before = probe ? read_now() : 0;
-    for (int64_t c = 0; c < chunks; ++c) {
-        const int64_t n = gen * (c + 1) / chunks - gen * c / chunks;
-        const run_stats before = s.stats();
-        const stopwatch td;
-        for (int64_t i = 0; i < n; ++i) {
-            const int32_t next = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
-            logits = s.decode(next);
-        }
-        const double chunk_s = td.seconds();
-        decode_s += chunk_s;
-        if (!probe) continue;
-        const double read_after = read_now();
-        const double chunk_bytes = account(m, s.stats(), gen * (c + 1) / chunks).bytes - account(m, before, gen * c / chunks).bytes;
-        paired.push_back(chunk_bytes / chunk_s / 1e9 / ((read_before + read_after) / 2));
-        read_before = read_after;
-    }
-    std::sort(paired.begin(), paired.end());
-    const double paired_median = paired.empty() ? 0 : paired.size() % 2 ? paired[paired.size() / 2]
-                                                                          : (paired[paired.size() / 2 - 1] + paired[paired.size() / 2]) / 2;
+    const timed_decode td = decode_in_chunks(s, logits, gen, probe.get(), [&](const run_stats& a, const run_stats& b, int64_t t0, int64_t t1) {
+        return account(m, b, t1).bytes - account(m, a, t0).bytes;
+    });
+    const double decode_s = td.seconds, paired_median = td.median();
+    const std::vector<double>& paired = td.paired;
+    const double read_lo = td.read_lo, read_hi = td.read_hi;
     const work dw = account(m, s.stats(), gen);
 
     const double prefill_tps = double(prompt) / prefill_s, decode_tps = double(gen) / decode_s;
@@ -482,7 +509,7 @@ int run_bench(int argc, char** argv) {
                     disk_gbs, read_per_token / 1e6, stream_limit_tps, stream_limit_tps > 0 ? decode_tps / stream_limit_tps : 0.0);
     }
 
-    if (!depths.empty()) bench_depths(mo, m, kv_list, depths, gen, probe ? mach.read_gbs_n : 0.0, json_path, depth_fill == "random");
+    if (!depths.empty()) bench_depths(mo, m, kv_list, depths, gen, probe.get(), probe ? mach.read_gbs_n : 0.0, json_path, depth_fill == "random");
 
     if (!json_path.empty()) {
         std::FILE* f = std::fopen(json_path.c_str(), "w");

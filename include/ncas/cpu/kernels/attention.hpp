@@ -4,6 +4,9 @@
 // attn_values, the value rows summed with the probabilities as weights.
 // attention_quant: the same over a q8_0 / q4_0 cache, one driver for every
 // instruction set over its kv_blocks primitives (quant_blocks.hpp).
+#include <cmath>
+#include <limits>
+
 #include "ncas/cpu/kernels/quant_blocks.hpp"
 #include "ncas/cpu/kernels/tags.hpp"
 
@@ -338,20 +341,64 @@ struct attention_quant {
         return f;
     }
 
+    // Map m's query in 16 bits with one scale, as the integer matmuls' activations
+    // (act_quant.hpp): dq = max|q| / 32767, q16 = round(q / dq), so a score's error from it
+    // is at most dq/2 · Σ|k|. A NaN or infinity gives scale NaN (and zeros), so its scores
+    // are NaN; a query too small for a finite inverse scale is zeros with scale 0.
+    static float quantize_query(const float* q, int64_t d, int16_t* out) {
+        float amax = 0.0f, zero = 0.0f;
+        for (int64_t e = 0; e < d; ++e) amax = std::max(amax, std::abs(q[e])), zero += q[e] * 0.0f;
+        if (zero != 0.0f) {
+            for (int64_t e = 0; e < d; ++e) out[e] = 0;
+            return std::numeric_limits<float>::quiet_NaN();
+        }
+        float dq = amax / 32767.0f, id = dq != 0.0f ? 1.0f / dq : 0.0f;
+        if (std::isinf(id)) dq = 0.0f, id = 0.0f;
+        for (int64_t e = 0; e < d; ++e) out[e] = int16_t(std::nearbyint(q[e] * id));
+        return dq;
+    }
+
+    // The maps' queries on the block grid, as many maps a pass over the rows as fit in the
+    // grid (all of a decode's heads: 36 maps of 72 values take 18 KB as f32), so the rows
+    // are read once, each row's span of the maps in order. Where the tag has kv_blocks'
+    // idot, a map's query is quantised to 16 bits (quantize_query) and each block's dot is
+    // exact integer arithmetic, one conversion and one multiply-add a block (on AVX2 twice
+    // the f32 form's rate); the map's scale joins `scale` once a score.
     template <weight_type t>
     static void scores_of(const std::byte* k, int64_t stride, int64_t first, int64_t rows, const float* q, int64_t maps,
                           int64_t d, float scale, float* scores) {
         constexpr int64_t bb = t == weight_type::q8_0 ? int64_t(sizeof(block_q8_0)) : int64_t(sizeof(block_q4_0));
-        // The maps' queries on the block grid, as many maps a pass over the rows as fit in
-        // 32 KB (all of a decode's heads: 36 maps of 72 values take 18 KB), so the rows are
-        // read once, each row's span of the maps in order.
-        alignas(64) float qg[cap];
+        constexpr bool integer = requires(const std::byte* b, const int16_t* w, const int32_t* c, typename B::acc a) {
+            B::template idot<t>(b, w, c, a);
+        };
+        alignas(64) float qg[integer ? 1 : cap];
+        alignas(64) int16_t qi[integer ? cap : 1];
+        alignas(64) int32_t ci[integer && t == weight_type::q4_0 ? cap / 4 : 1];  // 8 lane corrections a block
+        float f[max_spans];  // each map's factor: scale, times the query's scale when integer
         for (int64_t m0 = 0; m0 < maps;) {
-            const spans f = fit(first, d, m0, maps);
-            const int64_t nm = f.n, *b0 = f.b0, *nb = f.nb, *at = f.at;
-            for (int64_t i = 0; i < f.used; ++i) qg[i] = 0.0f;
-            for (int64_t m = 0; m < nm; ++m)
-                for (int64_t e = 0; e < d; ++e) qg[at[m] + first + (m0 + m) * d - b0[m] * quant_block + e] = q[(m0 + m) * d + e];
+            const spans sp = fit(first, d, m0, maps);
+            const int64_t nm = sp.n, *b0 = sp.b0, *nb = sp.nb, *at = sp.at;
+            for (int64_t m = 0; m < nm; ++m) {
+                const int64_t lo = at[m] + first + (m0 + m) * d - b0[m] * quant_block, hi = at[m] + nb[m] * quant_block;
+                if constexpr (integer) {
+                    std::fill(qi + at[m], qi + hi, int16_t(0));
+                    f[m] = quantize_query(q + (m0 + m) * d, d, qi + lo) * scale;
+                    if constexpr (t == weight_type::q4_0)
+                        for (int64_t g = at[m] / quant_block; g < hi / quant_block; ++g)
+                            for (int i = 0; i < 8; ++i) {
+                                const int16_t* w = qi + g * quant_block + 2 * i;
+                                ci[g * 8 + i] = -8 * (int32_t(w[0]) + w[1] + w[16] + w[17]);
+                            }
+                } else {
+                    std::fill(qg + at[m], qg + hi, 0.0f);
+                    std::copy(q + (m0 + m) * d, q + (m0 + m + 1) * d, qg + lo);
+                    f[m] = scale;
+                }
+            }
+            const auto dot = [&](const std::byte* blk, int64_t g, typename B::acc a) {  // g: the block's place in the grid
+                if constexpr (integer) return B::template idot<t>(blk, qi + g * quant_block, ci + (t == weight_type::q4_0 ? g * 8 : 0), a);
+                else return B::template dot<t>(blk, qg + g * quant_block, a);
+            };
             int64_t j = 0;
             // Four rows at a time: four independent accumulator chains, the query's block
             // loads shared, and the four lane sums in one transposing reduction (sum4 adds
@@ -362,14 +409,13 @@ struct attention_quant {
                     typename B::acc a[4] = {B::zero(), B::zero(), B::zero(), B::zero()};
                     const std::byte* blk = row + b0[m] * bb;
                     for (int64_t b = 0; b < nb[m]; ++b) {
-                        const float* qb = qg + at[m] + b * quant_block;
 #pragma GCC unroll 4
-                        for (int r = 0; r < 4; ++r) a[r] = B::template dot<t>(blk + r * stride + b * bb, qb, a[r]);
+                        for (int r = 0; r < 4; ++r) a[r] = dot(blk + r * stride + b * bb, at[m] / quant_block + b, a[r]);
                     }
                     float s[4];
                     sum4(a, s);
 #pragma GCC unroll 4
-                    for (int r = 0; r < 4; ++r) scores[(m0 + m) * rows + j + r] = s[r] * scale;
+                    for (int r = 0; r < 4; ++r) scores[(m0 + m) * rows + j + r] = s[r] * f[m];
                 }
             }
             for (; j < rows; ++j) {
@@ -377,8 +423,8 @@ struct attention_quant {
                 for (int64_t m = 0; m < nm; ++m) {
                     typename B::acc a = B::zero();
                     const std::byte* blk = row + b0[m] * bb;
-                    for (int64_t b = 0; b < nb[m]; ++b) a = B::template dot<t>(blk + b * bb, qg + at[m] + b * quant_block, a);
-                    scores[(m0 + m) * rows + j] = B::sum(a) * scale;
+                    for (int64_t b = 0; b < nb[m]; ++b) a = dot(blk + b * bb, at[m] / quant_block + b, a);
+                    scores[(m0 + m) * rows + j] = B::sum(a) * f[m];
                 }
             }
             m0 += nm;

@@ -53,6 +53,13 @@ struct quant_blocks<scalar_tag> {
 // and may add
 //   sum4(a, s)           s[r] = sum(a[r]) for four accumulators, bit for bit, in fewer
 //                        operations (the scores kernel runs four rows at a time)
+//   idot<t>(blk, q, corr, a)
+//                        dot's integer form: q the block's 32 query values in 16 bits
+//                        (attention_quant quantises each map's query, one scale a map),
+//                        corr 8 int32 lane corrections (q4_0: −8·Σ of each lane's query
+//                        words, lane i holding elements 2i, 2i+1, 16 + 2i, 17 + 2i); a +
+//                        scale(blk) · (exact integer lane sums), per lane. Where a tag has
+//                        it, the scores kernel uses it instead of dot.
 // converting each block's integers to f32 in registers (no dequantised copy of the cache).
 
 template <class Tag>
@@ -390,6 +397,26 @@ struct kv_blocks<x86_tag<Simd, Level>> {
         for (int r = 0; r < 4; ++r) x[r] = _mm_add_ps(_mm256_castps256_ps128(a[r]), _mm256_extractf128_ps(a[r], 1));
         _MM_TRANSPOSE4_PS(x[0], x[1], x[2], x[3]);
         _mm_storeu_ps(s, _mm_add_ps(_mm_add_ps(x[0], x[2]), _mm_add_ps(x[1], x[3])));
+    }
+    // The integer scores (attention_quant uses them where a tag has them): the block's 32
+    // integers against 32 query words q (the map's query in 16 bits, on the block grid), as
+    // pmaddwd pairs, lane i holding elements 2i, 2i+1, 16 + 2i, 17 + 2i; q4_0 multiplies the
+    // raw nibbles and starts from corr (−8·Σ of the lane's query words). Exact in int32 and
+    // in the conversion: |sum| <= 4·127·32767 < 2^24. Then a + sum·scale per lane.
+    template <weight_type t>
+    [[gnu::always_inline]] static __m256 idot(const std::byte* blk, const int16_t* q, const int32_t* corr, __m256 a) {
+        __m256i lo, hi;
+        if constexpr (t == weight_type::q8_0) {
+            lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2)));
+            hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 18)));
+        } else {
+            const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2)), m = _mm_set1_epi8(0x0f);
+            lo = _mm256_cvtepu8_epi16(_mm_and_si128(x, m)), hi = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(x, 4), m));
+        }
+        const auto* qv = reinterpret_cast<const __m256i*>(q);
+        __m256i s = _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_load_si256(qv)), _mm256_madd_epi16(hi, _mm256_load_si256(qv + 1)));
+        if constexpr (t == weight_type::q4_0) s = _mm256_add_epi32(s, _mm256_load_si256(reinterpret_cast<const __m256i*>(corr)));
+        return _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(scale(blk)), a);
     }
     template <weight_type t>
     static void axpy_rows(const std::byte* blk, int64_t stride, const float* p, int64_t n, float* o) {
