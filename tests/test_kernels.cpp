@@ -412,6 +412,39 @@ TEST_P(kernels_on, quantised_cache_attention_matches_the_reference) {
                     }
 }
 
+// A NaN or an infinity in one map's query makes that map's scores NaN or infinite over a quantised
+// cache (the integer levels give such a query scale NaN), and leaves the other maps' scores
+// as they were; a query of zeros, or one too small for a 16-bit scale, scores zero.
+TEST_P(kernels_on, a_nonfinite_query_gives_its_maps_nan_scores) {
+    const kernel_table& k = *table_for(GetParam());
+    std::mt19937 rng(19);
+    std::normal_distribution<float> n(0.0f, 1.0f);
+    for (weight_type kv : {weight_type::q8_0, weight_type::q4_0})
+        for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(), 0.0f, 1e-37f}) {
+            const int64_t d = 72, maps = 3, rows = 6, first = 8;
+            const int64_t width = kv_row_values(kv, first + maps * d), stride = row_bytes(kv, width);
+            std::vector<float> src(size_t(rows * width)), q(size_t(maps * d));
+            for (auto& v : src) v = n(rng);
+            for (auto& v : q) v = n(rng);
+            std::vector<std::byte> cache(size_t(rows * stride));
+            for (int64_t j = 0; j < rows; ++j) quantize_row(kv, src.data() + j * width, cache.data() + j * stride, width);
+            std::vector<float> clean(size_t(maps * rows)), faulty(clean.size());
+            k.attn_scores_q(kv, cache.data(), stride, first, rows, q.data(), maps, d, 0.5f, clean.data());
+            if (std::isfinite(bad)) std::fill(q.begin() + d, q.begin() + 2 * d, bad);  // map 1 all zeros / tiny
+            else q[size_t(d + 5)] = bad;                                                 // map 1 holds one NaN / inf
+            k.attn_scores_q(kv, cache.data(), stride, first, rows, q.data(), maps, d, 0.5f, faulty.data());
+            for (int64_t m = 0; m < maps; ++m)
+                for (int64_t j = 0; j < rows; ++j) {
+                    const float got = faulty[size_t(m * rows + j)];
+                    const std::string what = std::string(isa_name(k.id)) + " " + std::string(type_name(kv)) + " bad " +
+                                             std::to_string(bad) + " map " + std::to_string(m) + " row " + std::to_string(j);
+                    if (m != 1) EXPECT_EQ(std::bit_cast<uint32_t>(got), std::bit_cast<uint32_t>(clean[size_t(m * rows + j)])) << what;
+                    else if (!std::isfinite(bad)) EXPECT_FALSE(std::isfinite(got)) << what;
+                    else EXPECT_LE(std::abs(got), bad == 0.0f ? 0.0f : 1e-34f) << what;
+                }
+        }
+}
+
 // A row's score over a quantised cache does not depend on the rows scored with it
 // (the kernel takes rows four at a time, the rest one by one): decode's chunks and
 // prefill's causal rows give each row the same bits.

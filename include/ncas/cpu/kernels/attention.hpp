@@ -4,9 +4,6 @@
 // attn_values, the value rows summed with the probabilities as weights.
 // attention_quant: the same over a q8_0 / q4_0 cache, one driver for every
 // instruction set over its kv_blocks primitives (quant_blocks.hpp).
-#include <cmath>
-#include <limits>
-
 #include "ncas/cpu/kernels/quant_blocks.hpp"
 #include "ncas/cpu/kernels/tags.hpp"
 
@@ -341,27 +338,10 @@ struct attention_quant {
         return f;
     }
 
-    // Map m's query in 16 bits with one scale, as the integer matmuls' activations
-    // (act_quant.hpp): dq = max|q| / 32767, q16 = round(q / dq), so a score's error from it
-    // is at most dq/2 · Σ|k|. A NaN or infinity gives scale NaN (and zeros), so its scores
-    // are NaN; a query too small for a finite inverse scale is zeros with scale 0.
-    static float quantize_query(const float* q, int64_t d, int16_t* out) {
-        float amax = 0.0f, zero = 0.0f;
-        for (int64_t e = 0; e < d; ++e) amax = std::max(amax, std::abs(q[e])), zero += q[e] * 0.0f;
-        if (zero != 0.0f) {
-            for (int64_t e = 0; e < d; ++e) out[e] = 0;
-            return std::numeric_limits<float>::quiet_NaN();
-        }
-        float dq = amax / 32767.0f, id = dq != 0.0f ? 1.0f / dq : 0.0f;
-        if (std::isinf(id)) dq = 0.0f, id = 0.0f;
-        for (int64_t e = 0; e < d; ++e) out[e] = int16_t(std::nearbyint(q[e] * id));
-        return dq;
-    }
-
     // The maps' queries on the block grid, as many maps a pass over the rows as fit in the
     // grid (all of a decode's heads: 36 maps of 72 values take 18 KB as f32), so the rows
     // are read once, each row's span of the maps in order. Where the tag has kv_blocks'
-    // idot, a map's query is quantised to 16 bits (quantize_query) and each block's dot is
+    // idot, a map's query is quantised to 16 bits (its quantize_query) and each block's dot is
     // exact integer arithmetic, one conversion and one multiply-add a block (on AVX2 twice
     // the f32 form's rate); the map's scale joins `scale` once a score.
     template <weight_type t>
@@ -382,7 +362,7 @@ struct attention_quant {
                 const int64_t lo = at[m] + first + (m0 + m) * d - b0[m] * quant_block, hi = at[m] + nb[m] * quant_block;
                 if constexpr (integer) {
                     std::fill(qi + at[m], qi + hi, int16_t(0));
-                    f[m] = quantize_query(q + (m0 + m) * d, d, qi + lo) * scale;
+                    f[m] = B::quantize_query(q + (m0 + m) * d, d, qi + lo) * scale;
                     if constexpr (t == weight_type::q4_0)
                         for (int64_t g = at[m] / quant_block; g < hi / quant_block; ++g)
                             for (int i = 0; i < 8; ++i) {

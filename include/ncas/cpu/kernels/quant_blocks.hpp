@@ -53,9 +53,9 @@ struct quant_blocks<scalar_tag> {
 // and may add
 //   sum4(a, s)           s[r] = sum(a[r]) for four accumulators, bit for bit, in fewer
 //                        operations (the scores kernel runs four rows at a time)
-//   idot<t>(blk, q, corr, a)
+//   idot<t>(blk, q, corr, a), quantize_query(q, d, out)
 //                        dot's integer form: q the block's 32 query values in 16 bits
-//                        (attention_quant quantises each map's query, one scale a map),
+//                        (quantize_query: a map's d values, returning their scale),
 //                        corr 8 int32 lane corrections (q4_0: −8·Σ of each lane's query
 //                        words, lane i holding elements 2i, 2i+1, 16 + 2i, 17 + 2i); a +
 //                        scale(blk) · (exact integer lane sums), per lane. Where a tag has
@@ -403,6 +403,38 @@ struct kv_blocks<x86_tag<Simd, Level>> {
     // pmaddwd pairs, lane i holding elements 2i, 2i+1, 16 + 2i, 17 + 2i; q4_0 multiplies the
     // raw nibbles and starts from corr (−8·Σ of the lane's query words). Exact in int32 and
     // in the conversion: |sum| <= 4·127·32767 < 2^24. Then a + sum·scale per lane.
+    // A map's query in 16 bits with one scale, as the integer matmuls' activations
+    // (act_quant.hpp): dq = max|q| / 32767, q16 = round(q / dq) (to nearest even, as
+    // std::nearbyint), so a score's error from it is at most dq/2 · Σ|k|. A NaN or an
+    // infinity gives scale NaN (and zeros), so its scores are NaN; a query too small for a
+    // finite inverse scale is zeros with scale 0. Returns dq.
+    static float quantize_query(const float* q, int64_t d, int16_t* out) {
+        const __m256 sign = _mm256_set1_ps(-0.0f), zero = _mm256_setzero_ps();
+        __m256 amax = zero, nonfinite = zero;  // nonfinite: Σ q·0, NaN when a value is NaN or infinite
+        int64_t e = 0;
+        for (; e + 8 <= d; e += 8) {
+            const __m256 x = _mm256_loadu_ps(q + e);
+            amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, x)), nonfinite = _mm256_add_ps(nonfinite, _mm256_mul_ps(x, zero));
+        }
+        alignas(32) float lanes[8], bad[8];
+        _mm256_store_ps(lanes, amax), _mm256_store_ps(bad, nonfinite);
+        float m = 0.0f, z = 0.0f;
+        for (int i = 0; i < 8; ++i) m = std::max(m, lanes[i]), z += bad[i];
+        for (int64_t i = e; i < d; ++i) m = std::max(m, std::abs(q[i])), z += q[i] * 0.0f;
+        if (z != 0.0f) {
+            std::fill(out, out + d, int16_t(0));
+            return std::numeric_limits<float>::quiet_NaN();
+        }
+        float dq = m / 32767.0f, id = dq != 0.0f ? 1.0f / dq : 0.0f;
+        if (std::isinf(id)) dq = 0.0f, id = 0.0f;
+        const __m256 vid = _mm256_set1_ps(id);
+        for (e = 0; e + 8 <= d; e += 8) {  // vcvtps2dq rounds to nearest even (the default MXCSR)
+            const __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(q + e), vid));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(out + e), _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1)));
+        }
+        for (; e < d; ++e) out[e] = int16_t(std::nearbyint(q[e] * id));
+        return dq;
+    }
     template <weight_type t>
     [[gnu::always_inline]] static __m256 idot(const std::byte* blk, const int16_t* q, const int32_t* corr, __m256 a) {
         __m256i lo, hi;
