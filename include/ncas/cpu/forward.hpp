@@ -146,10 +146,13 @@ inline void attend(thread_pool& pool, const model_config& c, const layer_weights
         // one K head per query head, a block's scores are one kernel call (its heads' maps
         // in a row); with GQA, a call per head. Blocks are as large as the thread count
         // allows (at least 4 tasks a thread); every score, stat and sum is computed as per
-        // head, so the blocking changes no bit.
+        // head, so the blocking changes no bit. The tasks are shared as the matmuls' rows are
+        // (parallel_pieces): each thread starts on its own contiguous share and, when done, takes
+        // the last tasks of the others', so a thread the host slows for a moment is not waited
+        // for at every layer; a task's results do not depend on the thread that runs it.
         const int64_t blocks = std::clamp<int64_t>((4 * pool.size() + nc - 1) / nc, 1, H);
         const auto heads_of = [&](int64_t b) { return std::pair{b * H / blocks, (b + 1) * H / blocks}; };
-        pool.parallel_for(nc * blocks, [&](int64_t t0, int64_t t1) {
+        pool.parallel_pieces(nc * blocks, 1, [&](int64_t t0, int64_t t1) {
             for (int64_t t = t0; t < t1; ++t) {
                 const int64_t ch = t / blocks, r0 = ch * C, nr = std::min(C, rows - r0);
                 const auto [h0, h1] = heads_of(t % blocks);
@@ -171,7 +174,7 @@ inline void attend(thread_pool& pool, const model_config& c, const layer_weights
                 }
             }
         });
-        pool.parallel_for(nc * blocks, [&](int64_t t0, int64_t t1) {
+        pool.parallel_pieces(nc * blocks, 1, [&](int64_t t0, int64_t t1) {
             for (int64_t t = t0; t < t1; ++t) {
                 const int64_t ch = t / blocks, nr = std::min(C, rows - ch * C);
                 const auto [h0, h1] = heads_of(t % blocks);
