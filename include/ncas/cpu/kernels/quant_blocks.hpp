@@ -398,11 +398,6 @@ struct kv_blocks<x86_tag<Simd, Level>> {
         _MM_TRANSPOSE4_PS(x[0], x[1], x[2], x[3]);
         _mm_storeu_ps(s, _mm_add_ps(_mm_add_ps(x[0], x[2]), _mm_add_ps(x[1], x[3])));
     }
-    // The integer scores (attention_quant uses them where a tag has them): the block's 32
-    // integers against 32 query words q (the map's query in 16 bits, on the block grid), as
-    // pmaddwd pairs, lane i holding elements 2i, 2i+1, 16 + 2i, 17 + 2i; q4_0 multiplies the
-    // raw nibbles and starts from corr (−8·Σ of the lane's query words). Exact in int32 and
-    // in the conversion: |sum| <= 4·127·32767 < 2^24. Then a + sum·scale per lane.
     // A map's query in 16 bits with one scale, as the integer matmuls' activations
     // (act_quant.hpp): dq = max|q| / 32767, q16 = round(q / dq) (to nearest even, as
     // std::nearbyint), so a score's error from it is at most dq/2 · Σ|k|. A NaN or an
@@ -435,6 +430,12 @@ struct kv_blocks<x86_tag<Simd, Level>> {
         for (; e < d; ++e) out[e] = int16_t(std::nearbyint(q[e] * id));
         return dq;
     }
+    // The integer scores (attention_quant uses them where a tag has them): the block's 32
+    // integers against 32 query words q (the map's query in 16 bits, on the block grid), as
+    // pmaddwd pairs, lane i holding elements 2i, 2i+1, 16 + 2i, 17 + 2i; q4_0 multiplies the
+    // raw nibbles and starts from corr (−8·Σ of the lane's query words). Exact in int32 and
+    // in the conversion for any block bytes: |sum| <= 4·128·32767 < 2^24 (and no pmaddwd pair
+    // saturates: the query words are never −32768). Then a + sum·scale per lane.
     template <weight_type t>
     [[gnu::always_inline]] static __m256 idot(const std::byte* blk, const int16_t* q, const int32_t* corr, __m256 a) {
         __m256i lo, hi;
