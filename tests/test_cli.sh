@@ -322,8 +322,8 @@ check "chat --expert-budget min runs and reports streaming" \
 expect "bench --depth with a list of KV types" 0 '^depth 24 +kv Q4_0 +decode +[0-9.]+ tok/s +[0-9.]+ MB/token \(weights [0-9.]+ \+ KV [0-9.]+\)' \
     "$ncas" bench --model "$data/base_q8_0.gguf" --prompt 4 --gen 4 --depth 0,24 --kv-type f16,q8_0,q4_0 --skip-machine -t 1 \
     --json "$tmp/depth.json"
-"$py" -c 'import json, sys; r = json.load(open(sys.argv[1])); sys.exit(not (len(r) == 6 and all(x["decode_tps"] > 0 for x in r) and r[1]["kv_bytes_per_token"] > r[3]["kv_bytes_per_token"] > r[5]["kv_bytes_per_token"] > 0 and r[1]["prefill_gflops"] > 0))' "$tmp/depth.json.depth.json"
-check "bench --depth writes one JSON row per type and depth, KV bytes f16 > q8_0 > q4_0" $? "$(head -c 600 "$tmp/out")"
+"$py" -c 'import json, sys; r = json.load(open(sys.argv[1])); sys.exit(not (len(r) == 6 and all(x["decode_tps"] > 0 for x in r) and r[1]["kv_bytes_per_token"] > r[3]["kv_bytes_per_token"] > r[5]["kv_bytes_per_token"] > 0 and r[1]["prefill_gflops"] > 0 and all(x["prefill_ref_tps"] > 0 and abs(x["prefill_ratio_paired"] - x["prefill_tps"] / x["prefill_ref_tps"]) < 1e-3 * x["prefill_ratio_paired"] for x in r[1::2]) and all(x["prefill_ratio_paired"] == 0 for x in r[0::2])))' "$tmp/depth.json.depth.json"
+check "bench --depth writes one JSON row per type and depth, KV bytes f16 > q8_0 > q4_0, the prefill paired with short ones" $? "$(head -c 600 "$tmp/out")"
 expect "bench --depth-fill random: decode at depth without the prefill" 0 'cache filled with random rows \(--depth-fill random\): no prefill' \
     "$ncas" bench --model "$data/base_q8_0.gguf" --prompt 4 --gen 4 --depth 24 --kv-type f16 --skip-machine -t 1 \
     --depth-fill random --json "$tmp/fill.json"

@@ -221,14 +221,15 @@ void fill_random(any_session& s, const model_config& c, const std::vector<double
 }
 
 // Decode after N tokens of context (llama-bench's -d), for each KV cache type: the context
-// is filled by one prefill of N synthetic tokens (timed: long-prompt prefill, with the
-// attention's multiply-adds counted) or, with --depth-fill random, by fill_random;
+// is filled by a prefill of N synthetic tokens (timed: long-prompt prefill, with the
+// attention's multiply-adds counted, and where N >= 2·ref_tokens (--prompt) its rate
+// against prefills of ref_tokens run between its slices) or, with --depth-fill random, by fill_random;
 // then `gen` tokens are decoded (the first untimed).
 // Bytes a token: the weights the decode read plus the KV rows its attention read (each
 // layer's rows, for the tokens that layer processed).
 void bench_depths(const model_options& mo, const model& m, const std::vector<weight_type>& kv_types,
-                  const std::vector<int64_t>& depths, int64_t gen, read_probe* probe, double read_gbs,
-                  const std::string& json_path, bool random_fill) {
+                  const std::vector<int64_t>& depths, int64_t ref_tokens, int64_t gen, read_probe* probe,
+                  double read_gbs, const std::string& json_path, bool random_fill) {
     const model_config& c = m.config();
     const std::vector<double> share = random_fill ? kept_shares(mo, m) : std::vector<double>{};
     const double attn_macs_per_pair = double(c.n_head) * double(c.n_maps * c.head_k + c.head_v);  // one query, one row
@@ -248,17 +249,38 @@ void bench_depths(const model_options& mo, const model& m, const std::vector<wei
             std::mt19937 rng(uint32_t(depth) * 7919u + 1u);
             std::vector<int32_t> ids(static_cast<size_t>(depth));
             for (auto& t : ids) t = int32_t(rng() % uint32_t(c.n_vocab));
-            double prefill_s = 0, prefill_macs = 0;
+            double prefill_s = 0, prefill_macs = 0, ref_s = 0;  // ref_s: the mean 512-token prefill between slices
             std::vector<double> rows(size_t(c.n_layer));  // each layer's cache rows after the prefill
             if (depth > 0 && random_fill) {
                 fill_random(s, c, share, depth, rows);
             } else if (depth > 0) {
+                // The prompt in up to 8 slices, each followed by a fresh session's prefill of the
+                // prompt's first ref_tokens (this machine's speed moves by a fifth within minutes:
+                // the short prompt's rate is measured between the slices, not once minutes before).
+                const int64_t slices = depth >= 2 * ref_tokens ? std::min<int64_t>(8, depth / ref_tokens) : 1;
+                std::unique_ptr<any_session> ref;
+                if (slices > 1) {
+                    session_params rp = dp;
+                    rp.n_ctx = ref_tokens + 2;
+                    ref = mo.make_session(m, rp);
+                }
                 s.reset_stats();
-                const stopwatch tp;
-                s.prefill(ids);
-                prefill_s = tp.seconds();
+                int64_t batches = 0;
+                for (int64_t k = 0; k < slices; ++k) {
+                    const int64_t at = depth * k / slices, n = depth * (k + 1) / slices - at;
+                    const stopwatch tp;
+                    s.prefill(std::span<const int32_t>(ids).subspan(size_t(at), size_t(n)));
+                    prefill_s += tp.seconds();
+                    batches += (n + s.params().n_batch - 1) / s.params().n_batch;
+                    if (!ref) continue;
+                    ref->reset();
+                    const stopwatch tr;
+                    ref->prefill(std::span<const int32_t>(ids).first(size_t(ref_tokens)));
+                    ref_s += tr.seconds();
+                }
+                ref_s /= double(ref ? slices : 1);
                 const run_stats ps = s.stats();
-                prefill_macs = account(m, ps, (depth + s.params().n_batch - 1) / s.params().n_batch).macs;
+                prefill_macs = account(m, ps, batches).macs;
                 for (int64_t l = 0; l < c.n_layer; ++l) {
                     const double kept = double(ps.tokens_kept[size_t(l)]);
                     rows[size_t(l)] = kept;
@@ -294,8 +316,12 @@ void bench_depths(const model_options& mo, const model& m, const std::vector<wei
             if (!td.paired.empty())
                 std::printf("\n                   paired: %.1f%% (median of %zu chunks; %.1f–%.1f%%) of the read around each chunk (%.1f–%.1f GB/s)",
                             100 * td.median(), td.paired.size(), 100 * td.paired.front(), 100 * td.paired.back(), td.read_lo, td.read_hi);
+            const double ref_tps = prefilled && ref_s > 0 ? double(ref_tokens) / ref_s : 0.0;
             if (prefilled) std::printf("\n                   prefill %lld tokens %8.1f tok/s  %7.1f GFLOP/s with attention",
                                        (long long)depth, prefill_tps, prefill_gflops);
+            if (ref_tps > 0)
+                std::printf("\n                   paired: %.2fx the rate of %lld-token prefills run between its slices (%.1f tok/s)",
+                            prefill_tps / ref_tps, (long long)ref_tokens, ref_tps);
             if (depth > 0 && random_fill) std::printf("\n                   cache filled with random rows (--depth-fill random): no prefill");
             std::printf("\n");
             std::fflush(stdout);
@@ -304,11 +330,12 @@ void bench_depths(const model_options& mo, const model& m, const std::vector<wei
                           "%s\n {\"depth\": %lld, \"kv_type\": \"%s\", \"decode_tps\": %.4f, \"decode_bytes_per_token\": %.0f, "
                           "\"kv_bytes_per_token\": %.0f, \"decode_gbs\": %.3f, \"decode_pct_bandwidth\": %.2f, "
                           "\"decode_pct_paired\": %.2f, \"paired_chunks\": %zu, \"paired_read_gbs_min\": %.3f, "
-                          "\"paired_read_gbs_max\": %.3f, \"prefill_tps\": %.3f, \"prefill_gflops\": %.3f, \"depth_fill\": \"%s\"}",
+                          "\"paired_read_gbs_max\": %.3f, \"prefill_tps\": %.3f, \"prefill_gflops\": %.3f, \"prefill_ref_tps\": %.3f, "
+                          "\"prefill_ratio_paired\": %.4f, \"depth_fill\": \"%s\"}",
                           json.size() > 1 ? "," : "", (long long)depth, std::string(type_name(kv)).c_str(), tps,
                           weight_bytes + kv_read, kv_read, gbs, read_gbs > 0 ? 100 * gbs / read_gbs : 0.0, 100 * td.median(),
-                          td.paired.size(), td.read_lo, td.read_hi, prefill_tps,
-                          prefill_gflops, random_fill ? "random" : "prefill");
+                          td.paired.size(), td.read_lo, td.read_hi, prefill_tps, prefill_gflops, ref_tps,
+                          ref_tps > 0 ? prefill_tps / ref_tps : 0.0, random_fill ? "random" : "prefill");
             json += buf;
         }
     if (json_path.empty()) return;
@@ -371,7 +398,7 @@ int run_bench(int argc, char** argv) {
     p.option("--json", json_path, "FILE", "also write the results as JSON");
     p.option("-d --depth", depth_list, "N[,N...]",
              "then, for each --kv-type of the list and each depth N: prefill N synthetic tokens (tok/s and GFLOP/s with "
-             "attention) and decode --gen tokens after them (bytes a token with the KV rows read, % of bandwidth)");
+             "attention; from 2·--prompt tokens also against --prompt-token prefills run between its slices) and decode --gen tokens after them (bytes a token with the KV rows read, % of bandwidth)");
     p.choice("--depth-fill", depth_fill, {"prefill", "random"},
              "how --depth fills the cache: a timed prefill of N synthetic tokens, or random rows in the cache's type "
              "spread over the layers as a prefill keeps them (CPU backend; decode figures only, minutes sooner at depth)");
@@ -509,7 +536,7 @@ int run_bench(int argc, char** argv) {
                     disk_gbs, read_per_token / 1e6, stream_limit_tps, stream_limit_tps > 0 ? decode_tps / stream_limit_tps : 0.0);
     }
 
-    if (!depths.empty()) bench_depths(mo, m, kv_list, depths, gen, probe.get(), probe ? mach.read_gbs_n : 0.0, json_path, depth_fill == "random");
+    if (!depths.empty()) bench_depths(mo, m, kv_list, depths, prompt, gen, probe.get(), probe ? mach.read_gbs_n : 0.0, json_path, depth_fill == "random");
 
     if (!json_path.empty()) {
         std::FILE* f = std::fopen(json_path.c_str(), "w");
