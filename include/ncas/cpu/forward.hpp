@@ -83,6 +83,9 @@ inline void attend(thread_pool& pool, const model_config& c, const layer_weights
     const auto chunks_of = [](int64_t rows) { return (rows + C - 1) / C; };
 
     // Step 1 for chunk ch of query (i, h): e = the chunk's x ([M, nr]), st = {max_m, sum_m} a map.
+    const auto chunk_stats = [&](float* e, int64_t nr, float* st) {
+        for (int64_t m = 0; m < M; ++m) st[2 * m + 1] = kern.softmax_exp(e + m * nr, nr, &st[2 * m]);
+    };
     const auto score_chunk = [&](int64_t i, int64_t h, int64_t ch, int64_t rows, float* e, float* st) {
         const int64_t g = h / group, r0 = ch * C, nr = std::min(C, rows - r0);
         // One pass over the cached keys scores both maps: head g's maps are adjacent in a K row.
@@ -92,7 +95,7 @@ inline void attend(thread_pool& pool, const model_config& c, const layer_weights
         else
             kern.attn_scores(kv_type, cache.k_row(layer, r0) + row_bytes(kv_type, M * g * d), k_stride, nr,
                              q + i * qd + M * h * d, M, d, scale, e);
-        for (int64_t m = 0; m < M; ++m) st[2 * m + 1] = kern.softmax_exp(e + m * nr, nr, &st[2 * m]);
+        chunk_stats(e, nr, st);
     };
     // Step 2's weights for chunk ch, given all the query's chunk stats (st: [chunks][M][2]), in e[0, nr).
     const auto weigh_chunk = [&](int64_t i, int64_t ch, int64_t rows, float* e, const float* st) {
@@ -200,8 +203,10 @@ inline void attend(thread_pool& pool, const model_config& c, const layer_weights
     // A prompt: one task per (head, block of attn_queries tokens), each output written by
     // exactly one thread. Within a task the chunks are the outer loop and the block's
     // queries the inner one, so a chunk's K (then V) rows are read from memory once for
-    // the block and stay in cache for its other queries; each query still runs its own
-    // chunks, merge and sums in the order above. Head-major, so a thread's contiguous
+    // the block and stay in cache for its other queries (a block cache's kernels take the
+    // block's queries in one call and go further: each step of 16 rows is read for all of
+    // them while in L1); each query still runs its own chunks, merge and sums in the order
+    // above. Head-major, so a thread's contiguous
     // share holds whole heads (a causal token's cost grows with its position; token-major
     // shares would give the last thread the longest rows).
     constexpr int64_t Qb = attn_queries;
@@ -209,26 +214,60 @@ inline void attend(thread_pool& pool, const model_config& c, const layer_weights
     pool.parallel_for(blocks_of_n * H, [&](int64_t t0, int64_t t1, int thread) {
         std::vector<float>& xs = scores_of_thread[size_t(thread)];  // [query][chunks][M, nr]
         if (int64_t(xs.size()) < Qb * M * (before + n)) xs.resize(size_t(Qb * M * (before + n)));
-        std::vector<float> st(size_t(Qb * nc_max * 2 * M)), part(static_cast<size_t>(dv));
+        std::vector<float> st(size_t(Qb * nc_max * 2 * M)), part(size_t(Qb * dv));
+        int64_t nrs[Qb];  // a block cache's kernels: the active queries' rows of the chunk, and their buffers
+        float* xp[Qb];
+        const float* wp[Qb];
         for (int64_t task = t0; task < t1; ++task) {
             const int64_t h = task / blocks_of_n, i0 = (task % blocks_of_n) * Qb, nq = std::min(Qb, n - i0);
             const auto x_of = [&](int64_t k, int64_t ch) { return xs.data() + k * M * (before + n) + ch * C * M; };
             const auto st_of = [&](int64_t k) { return st.data() + k * nc_max * 2 * M; };
-            // causal: query i reads the cached rows up to its own, before + i + 1
-            for (int64_t ch = 0; ch < chunks_of(before + i0 + nq); ++ch)
-                for (int64_t k = 0; k < nq; ++k)
-                    if (ch < chunks_of(before + i0 + k + 1))
+            const auto out_of = [&](int64_t k) { return out + (i0 + k) * c.attn_dim() + h * dv; };
+            // causal: query i reads the cached rows up to its own, before + i + 1; the queries
+            // that read chunk ch are k0 .. nq - 1
+            const int64_t nc = chunks_of(before + i0 + nq);
+            const auto first_reading = [&](int64_t ch) {
+                int64_t k0 = 0;
+                while (ch >= chunks_of(before + i0 + k0 + 1)) ++k0;
+                return k0;
+            };
+            const auto nr_of = [&](int64_t k, int64_t ch) { return std::min(C, before + i0 + k + 1 - ch * C); };
+            for (int64_t ch = 0; ch < nc; ++ch) {
+                const int64_t k0 = first_reading(ch);
+                if (blocks_kv) {  // the block's queries together: the chunk's rows read once for all
+                    for (int64_t k = k0; k < nq; ++k) nrs[k - k0] = nr_of(k, ch), xp[k - k0] = x_of(k, ch);
+                    kern.attn_scores_qn(kv_type, cache.k_row(layer, ch * C), k_stride, M * (h / group) * d, nq - k0, nrs,
+                                        q + (i0 + k0) * qd + M * h * d, qd, M, d, scale, xp);
+                    for (int64_t k = k0; k < nq; ++k) chunk_stats(x_of(k, ch), nr_of(k, ch), st_of(k) + ch * 2 * M);
+                } else {
+                    for (int64_t k = k0; k < nq; ++k)
                         score_chunk(i0 + k, h, ch, before + i0 + k + 1, x_of(k, ch), st_of(k) + ch * 2 * M);
-            for (int64_t ch = 0; ch < chunks_of(before + i0 + nq); ++ch)
-                for (int64_t k = 0; k < nq; ++k) {
-                    const int64_t i = i0 + k, rows = before + i + 1;
-                    if (ch >= chunks_of(rows)) continue;
-                    float* o = out + i * c.attn_dim() + h * dv;
-                    value_chunk(i, h, ch, rows, x_of(k, ch), st_of(k), ch == 0 ? o : part.data());
+                }
+            }
+            for (int64_t ch = 0; ch < nc; ++ch) {
+                const int64_t k0 = first_reading(ch);
+                if (blocks_kv) {
+                    for (int64_t k = k0; k < nq; ++k) {
+                        weigh_chunk(i0 + k, ch, before + i0 + k + 1, x_of(k, ch), st_of(k));
+                        nrs[k - k0] = nr_of(k, ch), wp[k - k0] = x_of(k, ch);
+                        xp[k - k0] = ch == 0 ? out_of(k) : part.data() + k * dv;
+                    }
+                    kern.attn_values_qn(kv_type, cache.v_row(layer, ch * C), v_stride, (h / group) * dv, nq - k0, nrs, wp,
+                                        dv, xp);
+                    if (ch > 0)
+                        for (int64_t k = k0; k < nq; ++k)
+                            for (int64_t e = 0; e < dv; ++e) out_of(k)[e] += part[size_t(k * dv + e)];
+                    continue;
+                }
+                for (int64_t k = k0; k < nq; ++k) {
+                    const int64_t rows = before + i0 + k + 1;
+                    float* o = out_of(k);
+                    value_chunk(i0 + k, h, ch, rows, x_of(k, ch), st_of(k), ch == 0 ? o : part.data());
                     if (ch > 0)
                         for (int64_t e = 0; e < dv; ++e) o[e] += part[size_t(e)];
                 }
-            for (int64_t k = 0; k < nq; ++k) sub_norm(out + (i0 + k) * c.attn_dim() + h * dv);
+            }
+            for (int64_t k = 0; k < nq; ++k) sub_norm(out_of(k));
         }
     }, std::max<int64_t>(1, (int64_t(1) << 14) / std::max<int64_t>(1, Qb * (before + n) * (M * d + dv))));
 }

@@ -338,6 +338,12 @@ struct attention_quant {
         return f;
     }
 
+    // Whether the tag's kv_blocks has the integer scores (idot and quantize_query).
+    template <weight_type t>
+    static constexpr bool integer = requires(const std::byte* b, const int16_t* w, const int32_t* c, typename B::acc a) {
+        B::template idot<t>(b, w, c, a);
+    };
+
     // The maps' queries on the block grid, as many maps a pass over the rows as fit in the
     // grid (all of a decode's heads: 36 maps of 72 values take 18 KB as f32), so the rows
     // are read once, each row's span of the maps in order. Where the tag has kv_blocks'
@@ -347,68 +353,165 @@ struct attention_quant {
     template <weight_type t>
     static void scores_of(const std::byte* k, int64_t stride, int64_t first, int64_t rows, const float* q, int64_t maps,
                           int64_t d, float scale, float* scores) {
-        constexpr int64_t bb = t == weight_type::q8_0 ? int64_t(sizeof(block_q8_0)) : int64_t(sizeof(block_q4_0));
-        constexpr bool integer = requires(const std::byte* b, const int16_t* w, const int32_t* c, typename B::acc a) {
-            B::template idot<t>(b, w, c, a);
-        };
-        alignas(64) float qg[integer ? 1 : cap];
-        alignas(64) int16_t qi[integer ? cap : 1];
-        alignas(64) int32_t ci[integer && t == weight_type::q4_0 ? cap / 4 : 1];  // 8 lane corrections a block
+        alignas(64) float qg[integer<t> ? 1 : cap];
+        alignas(64) int16_t qi[integer<t> ? cap : 1];
+        alignas(64) int32_t ci[integer<t> && t == weight_type::q4_0 ? cap / 4 : 1];  // 8 lane corrections a block
         float f[max_spans];  // each map's factor: scale, times the query's scale when integer
         for (int64_t m0 = 0; m0 < maps;) {
             const spans sp = fit(first, d, m0, maps);
-            const int64_t nm = sp.n, *b0 = sp.b0, *nb = sp.nb, *at = sp.at;
-            for (int64_t m = 0; m < nm; ++m) {
-                const int64_t lo = at[m] + first + (m0 + m) * d - b0[m] * quant_block, hi = at[m] + nb[m] * quant_block;
-                if constexpr (integer) {
-                    std::fill(qi + at[m], qi + hi, int16_t(0));
-                    f[m] = B::quantize_query(q + (m0 + m) * d, d, qi + lo) * scale;
-                    if constexpr (t == weight_type::q4_0)
-                        for (int64_t g = at[m] / quant_block; g < hi / quant_block; ++g)
-                            for (int i = 0; i < 8; ++i) {
-                                const int16_t* w = qi + g * quant_block + 2 * i;
-                                ci[g * 8 + i] = -8 * (int32_t(w[0]) + w[1] + w[16] + w[17]);
-                            }
-                } else {
-                    std::fill(qg + at[m], qg + hi, 0.0f);
-                    std::copy(q + (m0 + m) * d, q + (m0 + m + 1) * d, qg + lo);
-                    f[m] = scale;
-                }
-            }
-            const auto dot = [&](const std::byte* blk, int64_t g, typename B::acc a) {  // g: the block's place in the grid
-                if constexpr (integer) return B::template idot<t>(blk, qi + g * quant_block, ci + (t == weight_type::q4_0 ? g * 8 : 0), a);
-                else return B::template dot<t>(blk, qg + g * quant_block, a);
-            };
-            int64_t j = 0;
-            // Four rows at a time: four independent accumulator chains, the query's block
-            // loads shared, and the four lane sums in one transposing reduction (sum4 adds
-            // each row's lanes in sum's order: a row's score does not depend on its group).
-            for (; j + 4 <= rows; j += 4) {
-                const std::byte* row = k + j * stride;
-                for (int64_t m = 0; m < nm; ++m) {
-                    typename B::acc a[4] = {B::zero(), B::zero(), B::zero(), B::zero()};
-                    const std::byte* blk = row + b0[m] * bb;
-                    for (int64_t b = 0; b < nb[m]; ++b) {
-#pragma GCC unroll 4
-                        for (int r = 0; r < 4; ++r) a[r] = dot(blk + r * stride + b * bb, at[m] / quant_block + b, a[r]);
-                    }
-                    float s[4];
-                    sum4(a, s);
-#pragma GCC unroll 4
-                    for (int r = 0; r < 4; ++r) scores[(m0 + m) * rows + j + r] = s[r] * f[m];
-                }
-            }
-            for (; j < rows; ++j) {
-                const std::byte* row = k + j * stride;
-                for (int64_t m = 0; m < nm; ++m) {
-                    typename B::acc a = B::zero();
-                    const std::byte* blk = row + b0[m] * bb;
-                    for (int64_t b = 0; b < nb[m]; ++b) a = dot(blk + b * bb, at[m] / quant_block + b, a);
-                    scores[(m0 + m) * rows + j] = B::sum(a) * f[m];
-                }
-            }
+            const int64_t nm = sp.n;
+            grid_queries<t>(sp, first, m0, q, d, scale, qg, qi, ci, f);
+            score_rows(0, rows, sp, in_place<t>(k, stride, qg, qi, ci), f, scores + m0 * rows, rows);
             m0 += nm;
         }
+    }
+
+    // Rows [j0, j1) of one pass of scores_of (the maps of `sp`): out[m·ld + j] = the sums of
+    // dot(j, b, g, acc) over map m's blocks (b: the block's index in the row, g: its place in
+    // the query grid) · f[m].
+    template <class Dot>
+    [[gnu::always_inline]] static void score_rows(int64_t j0, int64_t j1, const spans& sp, Dot&& dot, const float* f,
+                                                  float* out, int64_t ld) {
+        const int64_t nm = sp.n, *b0 = sp.b0, *nb = sp.nb, *at = sp.at;
+        int64_t j = j0;
+        // Four rows at a time: four independent accumulator chains, the query's block
+        // loads shared, and the four lane sums in one transposing reduction (sum4 adds
+        // each row's lanes in sum's order: a row's score does not depend on its group).
+        for (; j + 4 <= j1; j += 4)
+            for (int64_t m = 0; m < nm; ++m) {
+                typename B::acc a[4] = {B::zero(), B::zero(), B::zero(), B::zero()};
+                for (int64_t b = 0; b < nb[m]; ++b) {
+#pragma GCC unroll 4
+                    for (int r = 0; r < 4; ++r) a[r] = dot(j + r, b0[m] + b, at[m] / quant_block + b, a[r]);
+                }
+                float s[4];
+                sum4(a, s);
+#pragma GCC unroll 4
+                for (int r = 0; r < 4; ++r) out[m * ld + j + r] = s[r] * f[m];
+            }
+        for (; j < j1; ++j)
+            for (int64_t m = 0; m < nm; ++m) {
+                typename B::acc a = B::zero();
+                for (int64_t b = 0; b < nb[m]; ++b) a = dot(j, b0[m] + b, at[m] / quant_block + b, a);
+                out[m * ld + j] = B::sum(a) * f[m];
+            }
+    }
+
+    // dot(j, b, g, acc) over the cache rows in place: row j's block b against grid block g.
+    template <weight_type t>
+    [[gnu::always_inline]] static auto in_place(const std::byte* k, int64_t stride, const float* qg, const int16_t* qi,
+                                                const int32_t* ci) {
+        constexpr int64_t bb = t == weight_type::q8_0 ? int64_t(sizeof(block_q8_0)) : int64_t(sizeof(block_q4_0));
+        return [=](int64_t j, int64_t b, int64_t g, typename B::acc a) [[gnu::always_inline]] {
+            const std::byte* blk = k + j * stride + b * bb;
+            if constexpr (integer<t>) return B::template idot<t>(blk, qi + g * quant_block, ci + (t == weight_type::q4_0 ? g * 8 : 0), a);
+            else return B::template dot<t>(blk, qg + g * quant_block, a);
+        };
+    }
+
+    // The maps' queries of one pass (sp, from map m0 of q) on the block grid at qg / qi (+ ci),
+    // and each map's factor f[m]: as scores_of.
+    template <weight_type t>
+    [[gnu::always_inline]] static void grid_queries(const spans& sp, int64_t first, int64_t m0, const float* q, int64_t d,
+                                                    float scale, float* qg, int16_t* qi, int32_t* ci, float* f) {
+        for (int64_t m = 0; m < sp.n; ++m) {
+            const int64_t lo = sp.at[m] + first + (m0 + m) * d - sp.b0[m] * quant_block, hi = sp.at[m] + sp.nb[m] * quant_block;
+            if constexpr (integer<t>) {
+                std::fill(qi + sp.at[m], qi + hi, int16_t(0));
+                f[m] = B::quantize_query(q + (m0 + m) * d, d, qi + lo) * scale;
+                if constexpr (t == weight_type::q4_0)
+                    for (int64_t g = sp.at[m] / quant_block; g < hi / quant_block; ++g)
+                        for (int i = 0; i < 8; ++i) {
+                            const int16_t* w = qi + g * quant_block + 2 * i;
+                            ci[g * 8 + i] = -8 * (int32_t(w[0]) + w[1] + w[16] + w[17]);
+                        }
+            } else {
+                std::fill(qg + sp.at[m], qg + hi, 0.0f);
+                std::copy(q + (m0 + m) * d, q + (m0 + m + 1) * d, qg + lo);
+                f[m] = scale;
+            }
+        }
+    }
+
+    // Whether the tag's kv_blocks can widen a block once for several queries (widen16 / idot16
+    // for the scores, widen32 / axpy_widened for the value sums).
+    template <weight_type t>
+    static constexpr bool widening = integer<t> && requires(const std::byte* b, int16_t* w, float* x, const float* c) {
+        B::template widen16<t>(b, w);
+        B::template widen32<t>(b, x);
+        B::axpy_widened(c, int64_t(0), c, int64_t(0), c, int64_t(0), x);
+    };
+
+    // A block of queries of one head (a prompt's attention), as attn_scores_qn in kernels.hpp:
+    // query i's scores are scores_of's bit for bit. The rows go in steps of 16 for all the
+    // queries (each step's blocks stay in L1 for the block's other queries); where the tag
+    // can (widening), each step's blocks are widened to 16 bits once for all the queries,
+    // the integers and scales idot would form from them.
+    template <weight_type t>
+    static void scores_n(const std::byte* k, int64_t stride, int64_t first, int64_t nq, const int64_t* rows, const float* q,
+                         int64_t qs, int64_t maps, int64_t d, float scale, float* const* scores) {
+        const spans sp = fit(first, d, 0, maps);
+        constexpr int64_t most = 16, step = 16;  // queries a call takes together; rows a step
+        if (sp.n < maps || nq > most || nq * sp.used > cap) {
+            for (int64_t i = 0; i < nq; ++i) scores_of<t>(k, stride, first, rows[i], q + i * qs, maps, d, scale, scores[i]);
+            return;
+        }
+        alignas(64) float qg[integer<t> ? 1 : cap];
+        alignas(64) int16_t qi[integer<t> ? cap : 1];
+        alignas(64) int32_t ci[integer<t> && t == weight_type::q4_0 ? cap / 4 : 1];
+        float f[most * max_spans];
+        const auto grid = [&](int64_t i) {  // query i's grid
+            return std::tuple{qg + (integer<t> ? 0 : i * sp.used), qi + (integer<t> ? i * sp.used : 0),
+                              ci + (integer<t> && t == weight_type::q4_0 ? i * sp.used / 4 : 0)};
+        };
+        for (int64_t i = 0; i < nq; ++i) {
+            const auto [g, gi, gc] = grid(i);
+            grid_queries<t>(sp, first, 0, q + i * qs, d, scale, g, gi, gc, f + i * max_spans);
+        }
+        int64_t most_rows = 0;
+        for (int64_t i = 0; i < nq; ++i) most_rows = std::max(most_rows, rows[i]);
+        // The blocks the maps span, ub0 .. ub0 + nbu - 1 of a row (adjacent maps share some).
+        const int64_t ub0 = sp.b0[0], nbu = sp.b0[sp.n - 1] + sp.nb[sp.n - 1] - ub0;
+        constexpr int64_t most_blocks = 16;
+        if constexpr (widening<t>) {
+            if (nbu <= most_blocks) {
+                alignas(64) int16_t w[step * most_blocks * quant_block];
+                float sc[step * most_blocks];
+                for (int64_t j0 = 0; j0 < most_rows; j0 += step) {
+                    const int64_t n = std::min(step, most_rows - j0);
+                    for (int64_t r = 0; r < n; ++r)
+                        for (int64_t u = 0; u < nbu; ++u)
+                            sc[r * nbu + u] = B::template widen16<t>(k + (j0 + r) * stride + (ub0 + u) * (t == weight_type::q8_0 ? int64_t(sizeof(block_q8_0)) : int64_t(sizeof(block_q4_0))),
+                                                                       w + (r * nbu + u) * quant_block);
+                    for (int64_t i = 0; i < nq; ++i) {
+                        const int64_t j1 = std::min(j0 + n, rows[i]);
+                        if (j1 <= j0) continue;
+                        const auto [g, gi, gc] = grid(i);
+                        const auto dot = [&, gi = gi, gc = gc](int64_t j, int64_t b, int64_t gb, typename B::acc a) [[gnu::always_inline]] {
+                            const int64_t at = (j - j0) * nbu + b - ub0;
+                            return B::template idot16<t>(w + at * quant_block, sc[at], gi + gb * quant_block,
+                                                         gc + (t == weight_type::q4_0 ? gb * 8 : 0), a);
+                        };
+                        score_rows(j0, j1, sp, dot, f + i * max_spans, scores[i], rows[i]);
+                    }
+                }
+                return;
+            }
+        }
+        for (int64_t j0 = 0; j0 < most_rows; j0 += step)
+            for (int64_t i = 0; i < nq; ++i) {
+                const int64_t j1 = std::min(j0 + step, rows[i]);
+                if (j1 <= j0) continue;
+                const auto [g, gi, gc] = grid(i);
+                score_rows(j0, j1, sp, in_place<t>(k, stride, g, gi, gc), f + i * max_spans, scores[i], rows[i]);
+            }
+    }
+
+    static void attn_scores_n(weight_type kv, const std::byte* k, int64_t stride, int64_t first, int64_t nq,
+                              const int64_t* rows, const float* q, int64_t qs, int64_t maps, int64_t d, float scale,
+                              float* const* scores) {
+        if (kv == weight_type::q4_0) scores_n<weight_type::q4_0>(k, stride, first, nq, rows, q, qs, maps, d, scale, scores);
+        else scores_n<weight_type::q8_0>(k, stride, first, nq, rows, q, qs, maps, d, scale, scores);
     }
 
     static void attn_scores(weight_type kv, const std::byte* k, int64_t stride, int64_t first, int64_t rows,
@@ -451,6 +554,69 @@ struct attention_quant {
                             int64_t heads, const float* p, int64_t ps, int64_t dv, float* o, int64_t os) {
         if (kv == weight_type::q4_0) values_of<weight_type::q4_0>(v, stride, first, rows, heads, p, ps, dv, o, os);
         else values_of<weight_type::q8_0>(v, stride, first, rows, heads, p, ps, dv, o, os);
+    }
+
+    // A block of queries of one head, as attn_values_qn in kernels.hpp: query i's sums are
+    // values_of's (one head: rows in steps of 16, each block's sums through axpy_rows) bit
+    // for bit, each step's rows read for all the queries while they are in L1.
+    template <weight_type t>
+    static void values_n(const std::byte* v, int64_t stride, int64_t first, int64_t nq, const int64_t* rows,
+                         const float* const* p, int64_t dv, float* const* o) {
+        constexpr int64_t bb = t == weight_type::q8_0 ? int64_t(sizeof(block_q8_0)) : int64_t(sizeof(block_q4_0));
+        const spans f = fit(first, dv, 0, 1);
+        if (nq * f.used > cap) {
+            for (int64_t i = 0; i < nq; ++i) values_of<t>(v, stride, first, rows[i], 1, p[i], 0, dv, o[i], 0);
+            return;
+        }
+        alignas(64) float og[cap];
+        std::fill(og, og + nq * f.used, 0.0f);
+        constexpr int64_t step = 16;  // values_of's rows a step for one head
+        int64_t most_rows = 0;
+        for (int64_t i = 0; i < nq; ++i) most_rows = std::max(most_rows, rows[i]);
+        const std::byte* vh = v + f.b0[0] * bb;
+        constexpr int64_t most_blocks = 16;
+        if constexpr (widening<t>) {
+            const int64_t nb = f.nb[0];
+            if (nb <= most_blocks) {  // each step's blocks widened to f32 once for all the queries
+                alignas(64) float w[step * most_blocks * quant_block];
+                float sc[step * most_blocks];
+                for (int64_t j0 = 0; j0 < most_rows; j0 += step) {
+                    const int64_t n = std::min(step, most_rows - j0);
+                    for (int64_t r = 0; r < n; ++r)
+                        for (int64_t b = 0; b < nb; ++b)
+                            sc[r * nb + b] = B::template widen32<t>(vh + (j0 + r) * stride + b * bb, w + (r * nb + b) * quant_block);
+                    for (int64_t i = 0; i < nq; ++i) {
+                        const int64_t m = std::min(n, rows[i] - j0);
+                        if (m <= 0) continue;
+                        for (int64_t b = 0; b < nb; ++b)
+                            B::axpy_widened(w + b * quant_block, nb * quant_block, sc + b, nb, p[i] + j0, m,
+                                            og + i * f.used + b * quant_block);
+                    }
+                }
+                for (int64_t i = 0; i < nq; ++i) {
+                    const float* g = og + i * f.used + (first - f.b0[0] * quant_block);
+                    std::copy(g, g + dv, o[i]);
+                }
+                return;
+            }
+        }
+        for (int64_t j0 = 0; j0 < most_rows; j0 += step)
+            for (int64_t i = 0; i < nq; ++i) {
+                const int64_t n = std::min(step, rows[i] - j0);
+                if (n <= 0) continue;
+                for (int64_t b = 0; b < f.nb[0]; ++b)
+                    B::template axpy_rows<t>(vh + j0 * stride + b * bb, stride, p[i] + j0, n, og + i * f.used + b * quant_block);
+            }
+        for (int64_t i = 0; i < nq; ++i) {
+            const float* g = og + i * f.used + (first - f.b0[0] * quant_block);
+            std::copy(g, g + dv, o[i]);
+        }
+    }
+
+    static void attn_values_n(weight_type kv, const std::byte* v, int64_t stride, int64_t first, int64_t nq,
+                              const int64_t* rows, const float* const* p, int64_t dv, float* const* o) {
+        if (kv == weight_type::q4_0) values_n<weight_type::q4_0>(v, stride, first, nq, rows, p, dv, o);
+        else values_n<weight_type::q8_0>(v, stride, first, nq, rows, p, dv, o);
     }
 };
 

@@ -60,6 +60,10 @@ struct quant_blocks<scalar_tag> {
 //                        words, lane i holding elements 2i, 2i+1, 16 + 2i, 17 + 2i); a +
 //                        scale(blk) · (exact integer lane sums), per lane. Where a tag has
 //                        it, the scores kernel uses it instead of dot.
+//   widen16 / idot16, widen32 / axpy_widened
+//                        a block widened once (its 16-bit words, or its integers as f32, in
+//                        a buffer) and idot / axpy_rows over the widened blocks, bit for bit:
+//                        a prompt's block of queries then widens each block once for all.
 // converting each block's integers to f32 in registers (no dequantised copy of the cache).
 
 template <class Tag>
@@ -437,8 +441,7 @@ struct kv_blocks<x86_tag<Simd, Level>> {
     // in the conversion for any block bytes: |sum| <= 4·128·32767 < 2^24 (and no pmaddwd pair
     // saturates: the query words are never −32768). Then a + sum·scale per lane.
     template <weight_type t>
-    [[gnu::always_inline]] static __m256 idot(const std::byte* blk, const int16_t* q, const int32_t* corr, __m256 a) {
-        __m256i lo, hi;
+    [[gnu::always_inline]] static void words(const std::byte* blk, __m256i& lo, __m256i& hi) {
         if constexpr (t == weight_type::q8_0) {
             lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2)));
             hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 18)));
@@ -446,10 +449,56 @@ struct kv_blocks<x86_tag<Simd, Level>> {
             const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2)), m = _mm_set1_epi8(0x0f);
             lo = _mm256_cvtepu8_epi16(_mm_and_si128(x, m)), hi = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(x, 4), m));
         }
+    }
+    template <weight_type t>
+    [[gnu::always_inline]] static __m256 idot_words(__m256i lo, __m256i hi, float sc, const int16_t* q, const int32_t* corr, __m256 a) {
         const auto* qv = reinterpret_cast<const __m256i*>(q);
         __m256i s = _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_load_si256(qv)), _mm256_madd_epi16(hi, _mm256_load_si256(qv + 1)));
         if constexpr (t == weight_type::q4_0) s = _mm256_add_epi32(s, _mm256_load_si256(reinterpret_cast<const __m256i*>(corr)));
-        return _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(scale(blk)), a);
+        return _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(sc), a);
+    }
+    template <weight_type t>
+    [[gnu::always_inline]] static __m256 idot(const std::byte* blk, const int16_t* q, const int32_t* corr, __m256 a) {
+        __m256i lo, hi;
+        words<t>(blk, lo, hi);
+        return idot_words<t>(lo, hi, scale(blk), q, corr, a);
+    }
+    // A prompt's block of queries reads each block once for all of them (attention_quant's
+    // scores_n / values_n): widen16 stores the words idot forms (w: 32 int16, 32-byte
+    // aligned) and returns the scale, idot16 is idot over them; widen32 stores the block's
+    // integers as f32 (exact) and returns the scale, axpy_widened is axpy_rows over rows of
+    // them (row j at w + j·ws, its scale at sc[j·ss]). Bit for bit idot's and axpy_rows'.
+    template <weight_type t>
+    [[gnu::always_inline]] static float widen16(const std::byte* blk, int16_t* w) {
+        __m256i lo, hi;
+        words<t>(blk, lo, hi);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(w), lo), _mm256_store_si256(reinterpret_cast<__m256i*>(w + 16), hi);
+        return scale(blk);
+    }
+    template <weight_type t>
+    [[gnu::always_inline]] static __m256 idot16(const int16_t* w, float sc, const int16_t* q, const int32_t* corr, __m256 a) {
+        return idot_words<t>(_mm256_load_si256(reinterpret_cast<const __m256i*>(w)),
+                             _mm256_load_si256(reinterpret_cast<const __m256i*>(w + 16)), sc, q, corr, a);
+    }
+    template <weight_type t>
+    [[gnu::always_inline]] static float widen32(const std::byte* blk, float* w) {
+        __m256 x[4];
+        widen<t>(blk, x);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; ++i) _mm256_store_ps(w + 8 * i, x[i]);
+        return scale(blk);
+    }
+    static void axpy_widened(const float* w, int64_t ws, const float* sc, int64_t ss, const float* p, int64_t n, float* o) {
+        __m256 a[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; ++i) a[i] = _mm256_loadu_ps(o + 8 * i);
+        for (int64_t j = 0; j < n; ++j) {
+            const __m256 pd = _mm256_set1_ps(p[j] * sc[j * ss]);
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; ++i) a[i] = _mm256_fmadd_ps(pd, _mm256_load_ps(w + j * ws + 8 * i), a[i]);
+        }
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; ++i) _mm256_storeu_ps(o + 8 * i, a[i]);
     }
     template <weight_type t>
     static void axpy_rows(const std::byte* blk, int64_t stride, const float* p, int64_t n, float* o) {

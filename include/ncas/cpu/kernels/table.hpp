@@ -36,7 +36,7 @@ inline const kernel_table* table_of() {
     using AQ = attention_quant<Tag>;
     using E = elementwise<Tag>;
     static const kernel_table t{Tag::level, &matmul_rows<Tag>, A::attn_scores,   A::attn_values,
-                                AQ::attn_scores, AQ::attn_values,
+                                AQ::attn_scores, AQ::attn_values,   AQ::attn_scores_n, AQ::attn_values_n,
                                 E::gelu,    E::silu_mul,       act_quant<Tag>::quantize_act,
                                 E::rms_norm, E::softmax,       E::rope,
                                 E::softmax_exp};
