@@ -310,6 +310,8 @@ struct attention<arm_tag<Level>> : attention_values<arm_tag<Level>> {
 template <class Tag>
 struct attention_quant {
     using B = kv_blocks<Tag>;
+    template <weight_type t>
+    static constexpr int64_t block_bytes = t == weight_type::q8_0 ? int64_t(sizeof(block_q8_0)) : int64_t(sizeof(block_q4_0));
 
     // s[r] = B::sum(a[r]), through the tag's B::sum4 where it has one.
     [[gnu::always_inline]] static void sum4(const typename B::acc (&a)[4], float (&s)[4]) {
@@ -401,7 +403,7 @@ struct attention_quant {
     template <weight_type t>
     [[gnu::always_inline]] static auto in_place(const std::byte* k, int64_t stride, const float* qg, const int16_t* qi,
                                                 const int32_t* ci) {
-        constexpr int64_t bb = t == weight_type::q8_0 ? int64_t(sizeof(block_q8_0)) : int64_t(sizeof(block_q4_0));
+        constexpr int64_t bb = block_bytes<t>;
         return [=](int64_t j, int64_t b, int64_t g, typename B::acc a) [[gnu::always_inline]] {
             const std::byte* blk = k + j * stride + b * bb;
             if constexpr (integer<t>) return B::template idot<t>(blk, qi + g * quant_block, ci + (t == weight_type::q4_0 ? g * 8 : 0), a);
@@ -442,6 +444,16 @@ struct attention_quant {
         B::axpy_widened(c, int64_t(0), c, int64_t(0), c, int64_t(0), x);
     };
 
+    // Rows 0 .. n - 1 of `nb` blocks from blk on (a row every `stride` bytes, blocks of `bb`
+    // bytes), each widened once: widen(block, out) fills out and returns the block's scale;
+    // block u of row r goes to w + (r·nb + u)·32 and sc[r·nb + u].
+    template <class T, class Widen>
+    [[gnu::always_inline]] static void widen_rows(const std::byte* blk, int64_t stride, int64_t n, int64_t nb, int64_t bb,
+                                                  Widen&& widen, T* w, float* sc) {
+        for (int64_t r = 0; r < n; ++r)
+            for (int64_t u = 0; u < nb; ++u) sc[r * nb + u] = widen(blk + r * stride + u * bb, w + (r * nb + u) * quant_block);
+    }
+
     // A block of queries of one head (a prompt's attention), as attn_scores_qn in kernels.hpp:
     // query i's scores are scores_of's bit for bit. The rows go in steps of 16 for all the
     // queries (each step's blocks stay in L1 for the block's other queries); where the tag
@@ -479,10 +491,8 @@ struct attention_quant {
                 float sc[step * most_blocks];
                 for (int64_t j0 = 0; j0 < most_rows; j0 += step) {
                     const int64_t n = std::min(step, most_rows - j0);
-                    for (int64_t r = 0; r < n; ++r)
-                        for (int64_t u = 0; u < nbu; ++u)
-                            sc[r * nbu + u] = B::template widen16<t>(k + (j0 + r) * stride + (ub0 + u) * (t == weight_type::q8_0 ? int64_t(sizeof(block_q8_0)) : int64_t(sizeof(block_q4_0))),
-                                                                       w + (r * nbu + u) * quant_block);
+                    widen_rows(k + j0 * stride + ub0 * block_bytes<t>, stride, n, nbu, block_bytes<t>,
+                               [](const std::byte* b, int16_t* o) { return B::template widen16<t>(b, o); }, w, sc);
                     for (int64_t i = 0; i < nq; ++i) {
                         const int64_t j1 = std::min(j0 + n, rows[i]);
                         if (j1 <= j0) continue;
@@ -527,7 +537,7 @@ struct attention_quant {
     template <weight_type t>
     static void values_of(const std::byte* v, int64_t stride, int64_t first, int64_t rows, int64_t heads, const float* p,
                           int64_t ps, int64_t dv, float* o, int64_t os) {
-        constexpr int64_t bb = t == weight_type::q8_0 ? int64_t(sizeof(block_q8_0)) : int64_t(sizeof(block_q4_0));
+        constexpr int64_t bb = block_bytes<t>;
         alignas(64) float og[cap];
         const int64_t chunk = heads == 1 ? 16 : 4;
         for (int64_t h0 = 0; h0 < heads;) {
@@ -562,7 +572,7 @@ struct attention_quant {
     template <weight_type t>
     static void values_n(const std::byte* v, int64_t stride, int64_t first, int64_t nq, const int64_t* rows,
                          const float* const* p, int64_t dv, float* const* o) {
-        constexpr int64_t bb = t == weight_type::q8_0 ? int64_t(sizeof(block_q8_0)) : int64_t(sizeof(block_q4_0));
+        constexpr int64_t bb = block_bytes<t>;
         const spans f = fit(first, dv, 0, 1);
         if (nq * f.used > cap) {
             for (int64_t i = 0; i < nq; ++i) values_of<t>(v, stride, first, rows[i], 1, p[i], 0, dv, o[i], 0);
@@ -582,9 +592,8 @@ struct attention_quant {
                 float sc[step * most_blocks];
                 for (int64_t j0 = 0; j0 < most_rows; j0 += step) {
                     const int64_t n = std::min(step, most_rows - j0);
-                    for (int64_t r = 0; r < n; ++r)
-                        for (int64_t b = 0; b < nb; ++b)
-                            sc[r * nb + b] = B::template widen32<t>(vh + (j0 + r) * stride + b * bb, w + (r * nb + b) * quant_block);
+                    widen_rows(vh + j0 * stride, stride, n, nb, bb, [](const std::byte* b, float* o) { return B::template widen32<t>(b, o); },
+                               w, sc);
                     for (int64_t i = 0; i < nq; ++i) {
                         const int64_t m = std::min(n, rows[i] - j0);
                         if (m <= 0) continue;
