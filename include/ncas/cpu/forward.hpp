@@ -206,9 +206,9 @@ inline void attend(thread_pool& pool, const model_config& c, const layer_weights
     // the block and stay in cache for its other queries (a block cache's kernels take the
     // block's queries in one call and go further: each step of 16 rows is read for all of
     // them while in L1); each query still runs its own chunks, merge and sums in the order
-    // above. Head-major, so a thread's contiguous
-    // share holds whole heads (a causal token's cost grows with its position; token-major
-    // shares would give the last thread the longest rows).
+    // above. Head-major, so a thread's contiguous share holds whole heads (a causal token's
+    // cost grows with its position; token-major shares would give the last thread the
+    // longest rows).
     constexpr int64_t Qb = attn_queries;
     const int64_t blocks_of_n = (n + Qb - 1) / Qb, nc_max = chunks_of(before + n);
     pool.parallel_for(blocks_of_n * H, [&](int64_t t0, int64_t t1, int thread) {

@@ -472,13 +472,18 @@ struct attention_quant {
         alignas(64) int16_t qi[integer<t> ? cap : 1];
         alignas(64) int32_t ci[integer<t> && t == weight_type::q4_0 ? cap / 4 : 1];
         float f[most * max_spans];
-        const auto grid = [&](int64_t i) {  // query i's grid
-            return std::tuple{qg + (integer<t> ? 0 : i * sp.used), qi + (integer<t> ? i * sp.used : 0),
+        struct query_grid {  // query i's grid: its queries (f32 or 16 bits) and q4_0's corrections
+            float* f;
+            int16_t* w;
+            int32_t* c;
+        };
+        const auto grid = [&](int64_t i) {
+            return query_grid{qg + (integer<t> ? 0 : i * sp.used), qi + (integer<t> ? i * sp.used : 0),
                               ci + (integer<t> && t == weight_type::q4_0 ? i * sp.used / 4 : 0)};
         };
         for (int64_t i = 0; i < nq; ++i) {
-            const auto [g, gi, gc] = grid(i);
-            grid_queries<t>(sp, first, 0, q + i * qs, d, scale, g, gi, gc, f + i * max_spans);
+            const query_grid g = grid(i);
+            grid_queries<t>(sp, first, 0, q + i * qs, d, scale, g.f, g.w, g.c, f + i * max_spans);
         }
         int64_t most_rows = 0;
         for (int64_t i = 0; i < nq; ++i) most_rows = std::max(most_rows, rows[i]);
@@ -496,11 +501,11 @@ struct attention_quant {
                     for (int64_t i = 0; i < nq; ++i) {
                         const int64_t j1 = std::min(j0 + n, rows[i]);
                         if (j1 <= j0) continue;
-                        const auto [g, gi, gc] = grid(i);
-                        const auto dot = [&, gi = gi, gc = gc](int64_t j, int64_t b, int64_t gb, typename B::acc a) [[gnu::always_inline]] {
+                        const query_grid g = grid(i);
+                        const auto dot = [&](int64_t j, int64_t b, int64_t gb, typename B::acc a) [[gnu::always_inline]] {
                             const int64_t at = (j - j0) * nbu + b - ub0;
-                            return B::template idot16<t>(w + at * quant_block, sc[at], gi + gb * quant_block,
-                                                         gc + (t == weight_type::q4_0 ? gb * 8 : 0), a);
+                            return B::template idot16<t>(w + at * quant_block, sc[at], g.w + gb * quant_block,
+                                                         g.c + (t == weight_type::q4_0 ? gb * 8 : 0), a);
                         };
                         score_rows(j0, j1, sp, dot, f + i * max_spans, scores[i], rows[i]);
                     }
@@ -512,8 +517,8 @@ struct attention_quant {
             for (int64_t i = 0; i < nq; ++i) {
                 const int64_t j1 = std::min(j0 + step, rows[i]);
                 if (j1 <= j0) continue;
-                const auto [g, gi, gc] = grid(i);
-                score_rows(j0, j1, sp, in_place<t>(k, stride, g, gi, gc), f + i * max_spans, scores[i], rows[i]);
+                const query_grid g = grid(i);
+                score_rows(j0, j1, sp, in_place<t>(k, stride, g.f, g.w, g.c), f + i * max_spans, scores[i], rows[i]);
             }
     }
 
@@ -585,9 +590,11 @@ struct attention_quant {
         for (int64_t i = 0; i < nq; ++i) most_rows = std::max(most_rows, rows[i]);
         const std::byte* vh = v + f.b0[0] * bb;
         constexpr int64_t most_blocks = 16;
+        bool widened = false;
         if constexpr (widening<t>) {
             const int64_t nb = f.nb[0];
             if (nb <= most_blocks) {  // each step's blocks widened to f32 once for all the queries
+                widened = true;
                 alignas(64) float w[step * most_blocks * quant_block];
                 float sc[step * most_blocks];
                 for (int64_t j0 = 0; j0 < most_rows; j0 += step) {
@@ -602,14 +609,9 @@ struct attention_quant {
                                             og + i * f.used + b * quant_block);
                     }
                 }
-                for (int64_t i = 0; i < nq; ++i) {
-                    const float* g = og + i * f.used + (first - f.b0[0] * quant_block);
-                    std::copy(g, g + dv, o[i]);
-                }
-                return;
             }
         }
-        for (int64_t j0 = 0; j0 < most_rows; j0 += step)
+        for (int64_t j0 = 0; !widened && j0 < most_rows; j0 += step)
             for (int64_t i = 0; i < nq; ++i) {
                 const int64_t n = std::min(step, rows[i] - j0);
                 if (n <= 0) continue;
