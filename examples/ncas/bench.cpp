@@ -249,7 +249,7 @@ void bench_depths(const model_options& mo, const model& m, const std::vector<wei
             std::mt19937 rng(uint32_t(depth) * 7919u + 1u);
             std::vector<int32_t> ids(static_cast<size_t>(depth));
             for (auto& t : ids) t = int32_t(rng() % uint32_t(c.n_vocab));
-            double prefill_s = 0, prefill_macs = 0, ref_s = 0;  // ref_s: the mean 512-token prefill between slices
+            double prefill_s = 0, prefill_macs = 0, ref_s = 0;  // ref_s: the mean seconds of the short prefills between slices
             std::vector<double> rows(size_t(c.n_layer));  // each layer's cache rows after the prefill
             if (depth > 0 && random_fill) {
                 fill_random(s, c, share, depth, rows);
