@@ -53,6 +53,9 @@ struct quant_blocks<scalar_tag> {
 // and may add
 //   sum4(a, s)           s[r] = sum(a[r]) for four accumulators, bit for bit, in fewer
 //                        operations (the scores kernel runs four rows at a time)
+//   sum16(a, s)          s[r] = the lanes of a[r] added, for sixteen accumulators in one
+//                        transposing reduction; where a tag has it (AVX-512), the scores
+//                        kernel runs sixteen rows at a time
 //   idot<t>(blk, q, corr, a), quantize_query(q, d, out)
 //                        dot's integer form: q the block's 32 query values in 16 bits
 //                        (quantize_query: a map's d values, returning their scale),
@@ -345,10 +348,10 @@ struct quant_blocks<avx512_tag<Level>> {
 #endif
 
 
-// ---- x86 KV cache blocks (both widths: 8-lane f32 batches; a block is 4 of them) --------
+// ---- x86 KV cache blocks: AVX2 (8-lane f32 batches, a block is 4 of them); AVX-512 below --
 
-template <class Simd, isa Level>
-struct kv_blocks<x86_tag<Simd, Level>> {
+template <class Tag>
+struct kv_blocks_x86 {
     using acc = __m256;
     static __m256 zero() { return _mm256_setzero_ps(); }
     static float scale(const std::byte* blk) {
@@ -517,6 +520,129 @@ struct kv_blocks<x86_tag<Simd, Level>> {
         for (int i = 0; i < 4; ++i) _mm256_storeu_ps(o + 8 * i, a[i]);
     }
 };
+
+template <class Simd, isa Level>
+struct kv_blocks<x86_tag<Simd, Level>> : kv_blocks_x86<x86_tag<Simd, Level>> {};
+
+#if defined(NCAS_CPU_HAVE_AVX512)
+// AVX-512: a block is one register of 32 words or two of 16 f32, so a block's integer dot
+// is one widening, one vpmaddwd, one conversion and one multiply-add (AVX2: two, two, one
+// and one, plus an add), and a value row's block two conversions and two multiply-adds
+// (AVX2: four and four). The accumulators have 16 lanes, each the sum of one pair of a
+// block's products (q4_0: its nibbles minus 8, so no lane corrections), and sum16 reduces
+// sixteen rows' at once, so the scores kernel takes sixteen rows at a time (sixteen streams
+// through the cache, see attention_quant::score_rows). The scores differ from AVX2's in the
+// last bits; the value sums do not (the same multiply-adds per lane).
+template <isa Level>
+struct kv_blocks<avx512_tag<Level>> : kv_blocks_x86<avx512_tag<Level>> {
+    using base = kv_blocks_x86<avx512_tag<Level>>;
+    using base::scale;
+    using acc = __m512;
+    static __m512 zero() { return _mm512_setzero_ps(); }
+    // The block's 32 integers (q4_0: nibble − 8) as two 16-lane f32 batches, elements 0..15 and 16..31.
+    template <weight_type t>
+    [[gnu::always_inline]] static void widen(const std::byte* blk, __m512 (&w)[2]) {
+        __m128i a, b;
+        if constexpr (t == weight_type::q8_0) {
+            a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2));
+            b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 18));
+        } else {
+            const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2));
+            const __m128i m = _mm_set1_epi8(0x0f), e8 = _mm_set1_epi8(8);
+            a = _mm_sub_epi8(_mm_and_si128(x, m), e8), b = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(x, 4), m), e8);
+        }
+        w[0] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(a));
+        w[1] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b));
+    }
+    template <weight_type t>
+    [[gnu::always_inline]] static __m512 dot(const std::byte* blk, const float* q, __m512 a) {
+        __m512 w[2];
+        widen<t>(blk, w);
+        const __m512 s = _mm512_fmadd_ps(w[1], _mm512_loadu_ps(q + 16), _mm512_mul_ps(w[0], _mm512_loadu_ps(q)));
+        return _mm512_fmadd_ps(s, _mm512_set1_ps(scale(blk)), a);
+    }
+    // The lanes added as halves first (lane i + lane 8 + i), then in base::sum's order.
+    [[gnu::always_inline]] static __m256 halves(__m512 a) {
+        return _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
+    }
+    static float sum(__m512 a) { return base::sum(halves(a)); }
+    // Lane r of the result: the sum of v[r]'s 16 lanes, in one order for every r (a transposing
+    // reduction: 15 adds for 16 rows instead of a horizontal sum each).
+    [[gnu::always_inline]] static __m512 sum16(const __m512 (&v)[16]) {
+        __m512 x[8], y[4], z[2];
+        for (int i = 0; i < 8; ++i)  // per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3]
+            x[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+        for (int i = 0; i < 4; ++i) {  // per 128-bit lane: the lane's sum of rows 4i .. 4i+3
+            const __m512d a = _mm512_castps_pd(x[2 * i]), b = _mm512_castps_pd(x[2 * i + 1]);
+            y[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+        }
+        for (int i = 0; i < 2; ++i)  // 128-bit lanes: y[2i] (L0+L1, L2+L3), y[2i+1] (L0+L1, L2+L3)
+            z[i] = _mm512_add_ps(_mm512_shuffle_f32x4(y[2 * i], y[2 * i + 1], 0x88), _mm512_shuffle_f32x4(y[2 * i], y[2 * i + 1], 0xdd));
+        return _mm512_add_ps(_mm512_shuffle_f32x4(z[0], z[1], 0x88), _mm512_shuffle_f32x4(z[0], z[1], 0xdd));
+    }
+    [[gnu::always_inline]] static void sum16(const __m512 (&v)[16], float (&s)[16]) { _mm512_storeu_ps(s, sum16(v)); }
+    // The integer scores, as kv_blocks_x86's idot: the block's integers as one register of
+    // 32 words in element order (q4_0: nibble − 8, so corr is not read), one vpmaddwd. q4_0's
+    // nibbles take more integer operations, which 512-bit registers run on two ports instead
+    // of three: its scores take 230 against AVX2's 195 ns a PI-P row in cache (one thread),
+    // and from DRAM, sixteen rows at a time, 240 against 230.
+    template <weight_type t>
+    [[gnu::always_inline]] static __m512i words(const std::byte* blk) {
+        if constexpr (t == weight_type::q8_0) {
+            return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2)));
+        } else {
+            const __m256i y = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2)));
+            const __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(y, _mm256_set1_epi16(0x0f))),
+                                                 _mm256_srli_epi16(y, 4), 1);
+            return _mm512_sub_epi16(w, _mm512_set1_epi16(8));
+        }
+    }
+    [[gnu::always_inline]] static __m512 idot_words(__m512i w, float sc, const int16_t* q, __m512 a) {
+        const __m512i s = _mm512_madd_epi16(w, _mm512_load_si512(q));
+        return _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(sc), a);
+    }
+    template <weight_type t>
+    [[gnu::always_inline]] static __m512 idot(const std::byte* blk, const int16_t* q, const int32_t*, __m512 a) {
+        return idot_words(words<t>(blk), scale(blk), q, a);
+    }
+    template <weight_type t>
+    [[gnu::always_inline]] static float widen16(const std::byte* blk, int16_t* w) {
+        _mm512_store_si512(w, words<t>(blk));
+        return scale(blk);
+    }
+    template <weight_type t>
+    [[gnu::always_inline]] static __m512 idot16(const int16_t* w, float sc, const int16_t* q, const int32_t*, __m512 a) {
+        return idot_words(_mm512_load_si512(w), sc, q, a);
+    }
+    template <weight_type t>
+    [[gnu::always_inline]] static float widen32(const std::byte* blk, float* w) {
+        __m512 x[2];
+        widen<t>(blk, x);
+        _mm512_store_ps(w, x[0]), _mm512_store_ps(w + 16, x[1]);
+        return scale(blk);
+    }
+    static void axpy_widened(const float* w, int64_t ws, const float* sc, int64_t ss, const float* p, int64_t n, float* o) {
+        __m512 a0 = _mm512_loadu_ps(o), a1 = _mm512_loadu_ps(o + 16);
+        for (int64_t j = 0; j < n; ++j) {
+            const __m512 pd = _mm512_set1_ps(p[j] * sc[j * ss]);
+            a0 = _mm512_fmadd_ps(pd, _mm512_load_ps(w + j * ws), a0), a1 = _mm512_fmadd_ps(pd, _mm512_load_ps(w + j * ws + 16), a1);
+        }
+        _mm512_storeu_ps(o, a0), _mm512_storeu_ps(o + 16, a1);
+    }
+    template <weight_type t>
+    static void axpy_rows(const std::byte* blk, int64_t stride, const float* p, int64_t n, float* o) {
+        __m512 a0 = _mm512_loadu_ps(o), a1 = _mm512_loadu_ps(o + 16);
+        for (int64_t j = 0; j < n; ++j) {
+            const std::byte* b = blk + j * stride;
+            __m512 w[2];
+            widen<t>(b, w);
+            const __m512 pd = _mm512_set1_ps(p[j] * scale(b));
+            a0 = _mm512_fmadd_ps(pd, w[0], a0), a1 = _mm512_fmadd_ps(pd, w[1], a1);
+        }
+        _mm512_storeu_ps(o, a0), _mm512_storeu_ps(o + 16, a1);
+    }
+};
+#endif
 
 NCAS_CPU_X86_WARNINGS_ON
 #endif
