@@ -31,7 +31,7 @@ struct row_prefetch {
     int64_t cut[most_parts + 1] = {};          // part i of a row: bytes [cut[i], cut[i + 1])
     row_prefetch() = default;
     row_prefetch(const std::byte* first, int64_t stride_, int64_t bytes, int64_t rows_, int64_t parts_)
-        : base(first), stride(stride_), rows(rows_), parts(std::min(parts_, most_parts)) {
+        : base(first), stride(stride_), rows(rows_), parts(std::clamp<int64_t>(parts_, 1, most_parts)) {
         for (int64_t i = 0; i <= parts; ++i) cut[i] = bytes * i / parts;
     }
     // Rows [j, j + n) are being read, part i now: ask for part i of the next n rows.
@@ -422,7 +422,8 @@ struct attention_quant {
     // then reads its rows in order, one stream a slot that the hardware prefetchers follow.
     // Consecutive rows of a block cache share pages, and read map by map together they are
     // no stream to them: one thread's q8_0 scores over a deep PI-P cache read 6.2 GB/s from
-    // DRAM in consecutive groups against 11.8 spread (Xeon, in cache 18). The last n mod group
+    // DRAM in consecutive groups of 4, 11.8 in spread groups of 4 and 13.8-15 in spread groups
+    // of 16 (Xeon, AVX-512; in cache 17-18, the 1-thread read 14.6). The last n mod group
     // rows are one more group whose empty slots repeat its last row (their results unused).
     static constexpr int group = requires(const typename B::acc (&a)[16]) { B::sum16(a); } ? 16 : 4;
     template <class Dot>
