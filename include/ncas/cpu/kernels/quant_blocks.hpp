@@ -491,33 +491,44 @@ struct kv_blocks_x86 {
         for (int i = 0; i < 4; ++i) _mm256_store_ps(w + 8 * i, x[i]);
         return scale(blk);
     }
+    // K adjacent blocks at once (block u's values at blk + u·bb, or widened at w + 32u with
+    // its scale at sc[u]; its sums at o + 32u), the rows outer: the blocks' sums are K
+    // independent chains of multiply-adds (one block at a time, each row waits on the
+    // previous row's). A sum gets the same multiply-adds in the same order for any K.
+    static constexpr int axpy_blocks = 2;  // the most K (8 of the 16 registers)
+    template <int K = 1>
     static void axpy_widened(const float* w, int64_t ws, const float* sc, int64_t ss, const float* p, int64_t n, float* o) {
-        __m256 a[4];
+        __m256 a[K][4];
+#pragma GCC unroll 8
+        for (int i = 0; i < 4 * K; ++i) a[i / 4][i % 4] = _mm256_loadu_ps(o + 8 * i);
+        for (int64_t j = 0; j < n; ++j)
 #pragma GCC unroll 4
-        for (int i = 0; i < 4; ++i) a[i] = _mm256_loadu_ps(o + 8 * i);
-        for (int64_t j = 0; j < n; ++j) {
-            const __m256 pd = _mm256_set1_ps(p[j] * sc[j * ss]);
+            for (int u = 0; u < K; ++u) {
+                const __m256 pd = _mm256_set1_ps(p[j] * sc[j * ss + u]);
 #pragma GCC unroll 4
-            for (int i = 0; i < 4; ++i) a[i] = _mm256_fmadd_ps(pd, _mm256_load_ps(w + j * ws + 8 * i), a[i]);
-        }
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; ++i) _mm256_storeu_ps(o + 8 * i, a[i]);
+                for (int i = 0; i < 4; ++i) a[u][i] = _mm256_fmadd_ps(pd, _mm256_load_ps(w + j * ws + 32 * u + 8 * i), a[u][i]);
+            }
+#pragma GCC unroll 8
+        for (int i = 0; i < 4 * K; ++i) _mm256_storeu_ps(o + 8 * i, a[i / 4][i % 4]);
     }
-    template <weight_type t>
+    template <weight_type t, int K = 1>
     static void axpy_rows(const std::byte* blk, int64_t stride, const float* p, int64_t n, float* o) {
-        __m256 a[4];
+        constexpr int64_t bb = t == weight_type::q8_0 ? int64_t(sizeof(block_q8_0)) : int64_t(sizeof(block_q4_0));
+        __m256 a[K][4];
+#pragma GCC unroll 8
+        for (int i = 0; i < 4 * K; ++i) a[i / 4][i % 4] = _mm256_loadu_ps(o + 8 * i);
+        for (int64_t j = 0; j < n; ++j)
 #pragma GCC unroll 4
-        for (int i = 0; i < 4; ++i) a[i] = _mm256_loadu_ps(o + 8 * i);
-        for (int64_t j = 0; j < n; ++j) {
-            const std::byte* b = blk + j * stride;
-            __m256 w[4];
-            widen<t>(b, w);
-            const __m256 pd = _mm256_set1_ps(p[j] * scale(b));
+            for (int u = 0; u < K; ++u) {
+                const std::byte* b = blk + j * stride + u * bb;
+                __m256 w[4];
+                widen<t>(b, w);
+                const __m256 pd = _mm256_set1_ps(p[j] * scale(b));
 #pragma GCC unroll 4
-            for (int i = 0; i < 4; ++i) a[i] = _mm256_fmadd_ps(pd, w[i], a[i]);
-        }
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; ++i) _mm256_storeu_ps(o + 8 * i, a[i]);
+                for (int i = 0; i < 4; ++i) a[u][i] = _mm256_fmadd_ps(pd, w[i], a[u][i]);
+            }
+#pragma GCC unroll 8
+        for (int i = 0; i < 4 * K; ++i) _mm256_storeu_ps(o + 8 * i, a[i / 4][i % 4]);
     }
 };
 
@@ -621,25 +632,40 @@ struct kv_blocks<avx512_tag<Level>> : kv_blocks_x86<avx512_tag<Level>> {
         _mm512_store_ps(w, x[0]), _mm512_store_ps(w + 16, x[1]);
         return scale(blk);
     }
+    // As kv_blocks_x86's: K adjacent blocks at once, each block's sums two registers.
+    static constexpr int axpy_blocks = 4;
+    template <int K = 1>
     static void axpy_widened(const float* w, int64_t ws, const float* sc, int64_t ss, const float* p, int64_t n, float* o) {
-        __m512 a0 = _mm512_loadu_ps(o), a1 = _mm512_loadu_ps(o + 16);
-        for (int64_t j = 0; j < n; ++j) {
-            const __m512 pd = _mm512_set1_ps(p[j] * sc[j * ss]);
-            a0 = _mm512_fmadd_ps(pd, _mm512_load_ps(w + j * ws), a0), a1 = _mm512_fmadd_ps(pd, _mm512_load_ps(w + j * ws + 16), a1);
-        }
-        _mm512_storeu_ps(o, a0), _mm512_storeu_ps(o + 16, a1);
+        __m512 a[K][2];
+#pragma GCC unroll 8
+        for (int i = 0; i < 2 * K; ++i) a[i / 2][i % 2] = _mm512_loadu_ps(o + 16 * i);
+        for (int64_t j = 0; j < n; ++j)
+#pragma GCC unroll 4
+            for (int u = 0; u < K; ++u) {
+                const __m512 pd = _mm512_set1_ps(p[j] * sc[j * ss + u]);
+                a[u][0] = _mm512_fmadd_ps(pd, _mm512_load_ps(w + j * ws + 32 * u), a[u][0]);
+                a[u][1] = _mm512_fmadd_ps(pd, _mm512_load_ps(w + j * ws + 32 * u + 16), a[u][1]);
+            }
+#pragma GCC unroll 8
+        for (int i = 0; i < 2 * K; ++i) _mm512_storeu_ps(o + 16 * i, a[i / 2][i % 2]);
     }
-    template <weight_type t>
+    template <weight_type t, int K = 1>
     static void axpy_rows(const std::byte* blk, int64_t stride, const float* p, int64_t n, float* o) {
-        __m512 a0 = _mm512_loadu_ps(o), a1 = _mm512_loadu_ps(o + 16);
-        for (int64_t j = 0; j < n; ++j) {
-            const std::byte* b = blk + j * stride;
-            __m512 w[2];
-            widen<t>(b, w);
-            const __m512 pd = _mm512_set1_ps(p[j] * scale(b));
-            a0 = _mm512_fmadd_ps(pd, w[0], a0), a1 = _mm512_fmadd_ps(pd, w[1], a1);
-        }
-        _mm512_storeu_ps(o, a0), _mm512_storeu_ps(o + 16, a1);
+        constexpr int64_t bb = t == weight_type::q8_0 ? int64_t(sizeof(block_q8_0)) : int64_t(sizeof(block_q4_0));
+        __m512 a[K][2];
+#pragma GCC unroll 8
+        for (int i = 0; i < 2 * K; ++i) a[i / 2][i % 2] = _mm512_loadu_ps(o + 16 * i);
+        for (int64_t j = 0; j < n; ++j)
+#pragma GCC unroll 4
+            for (int u = 0; u < K; ++u) {
+                const std::byte* b = blk + j * stride + u * bb;
+                __m512 w[2];
+                widen<t>(b, w);
+                const __m512 pd = _mm512_set1_ps(p[j] * scale(b));
+                a[u][0] = _mm512_fmadd_ps(pd, w[0], a[u][0]), a[u][1] = _mm512_fmadd_ps(pd, w[1], a[u][1]);
+            }
+#pragma GCC unroll 8
+        for (int i = 0; i < 2 * K; ++i) _mm512_storeu_ps(o + 16 * i, a[i / 2][i % 2]);
     }
 };
 #endif
