@@ -483,52 +483,57 @@ struct kv_blocks_x86 {
         return idot_words<t>(_mm256_load_si256(reinterpret_cast<const __m256i*>(w)),
                              _mm256_load_si256(reinterpret_cast<const __m256i*>(w + 16)), sc, q, corr, a);
     }
-    template <weight_type t>
-    [[gnu::always_inline]] static float widen32(const std::byte* blk, float* w) {
-        __m256 x[4];
-        widen<t>(blk, x);
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; ++i) _mm256_store_ps(w + 8 * i, x[i]);
-        return scale(blk);
-    }
+    // The value sums, written once for both widths over the tag's f32 batches: a block is
+    // L of them, from kv_blocks<Tag>::widen (four of 8 lanes here, two of 16 on AVX-512).
     // K adjacent blocks at once (block u's values at blk + u·bb, or widened at w + 32u with
     // its scale at sc[u]; its sums at o + 32u), the rows outer: the blocks' sums are K
     // independent chains of multiply-adds (one block at a time, each row waits on the
     // previous row's). A sum gets the same multiply-adds in the same order for any K.
-    static constexpr int axpy_blocks = 2;  // the most K (8 of the 16 registers)
+    using fbatch = typename Tag::fbatch;
+    static constexpr int L = int(32 / Tag::W);
+    using lanes = std::conditional_t<L == 4, __m256, __m512>;
+    static constexpr int axpy_blocks = 8 / L;  // the most K: 8 registers of sums
+    template <weight_type t>
+    [[gnu::always_inline]] static float widen32(const std::byte* blk, float* w) {
+        lanes x[L];
+        kv_blocks<Tag>::template widen<t>(blk, x);
+#pragma GCC unroll 4
+        for (int i = 0; i < L; ++i) fbatch(x[i]).store_aligned(w + Tag::W * i);
+        return scale(blk);
+    }
     template <int K = 1>
     static void axpy_widened(const float* w, int64_t ws, const float* sc, int64_t ss, const float* p, int64_t n, float* o) {
-        __m256 a[K][4];
+        fbatch a[K][L];
 #pragma GCC unroll 8
-        for (int i = 0; i < 4 * K; ++i) a[i / 4][i % 4] = _mm256_loadu_ps(o + 8 * i);
+        for (int i = 0; i < L * K; ++i) a[i / L][i % L] = fbatch::load_unaligned(o + Tag::W * i);
         for (int64_t j = 0; j < n; ++j)
 #pragma GCC unroll 4
             for (int u = 0; u < K; ++u) {
-                const __m256 pd = _mm256_set1_ps(p[j] * sc[j * ss + u]);
+                const fbatch pd(p[j] * sc[j * ss + u]);
 #pragma GCC unroll 4
-                for (int i = 0; i < 4; ++i) a[u][i] = _mm256_fmadd_ps(pd, _mm256_load_ps(w + j * ws + 32 * u + 8 * i), a[u][i]);
+                for (int i = 0; i < L; ++i) a[u][i] = xsimd::fma(pd, fbatch::load_aligned(w + j * ws + 32 * u + Tag::W * i), a[u][i]);
             }
 #pragma GCC unroll 8
-        for (int i = 0; i < 4 * K; ++i) _mm256_storeu_ps(o + 8 * i, a[i / 4][i % 4]);
+        for (int i = 0; i < L * K; ++i) a[i / L][i % L].store_unaligned(o + Tag::W * i);
     }
     template <weight_type t, int K = 1>
     static void axpy_rows(const std::byte* blk, int64_t stride, const float* p, int64_t n, float* o) {
         constexpr int64_t bb = t == weight_type::q8_0 ? int64_t(sizeof(block_q8_0)) : int64_t(sizeof(block_q4_0));
-        __m256 a[K][4];
+        fbatch a[K][L];
 #pragma GCC unroll 8
-        for (int i = 0; i < 4 * K; ++i) a[i / 4][i % 4] = _mm256_loadu_ps(o + 8 * i);
+        for (int i = 0; i < L * K; ++i) a[i / L][i % L] = fbatch::load_unaligned(o + Tag::W * i);
         for (int64_t j = 0; j < n; ++j)
 #pragma GCC unroll 4
             for (int u = 0; u < K; ++u) {
                 const std::byte* b = blk + j * stride + u * bb;
-                __m256 w[4];
-                widen<t>(b, w);
-                const __m256 pd = _mm256_set1_ps(p[j] * scale(b));
+                lanes x[L];
+                kv_blocks<Tag>::template widen<t>(b, x);
+                const fbatch pd(p[j] * scale(b));
 #pragma GCC unroll 4
-                for (int i = 0; i < 4; ++i) a[u][i] = _mm256_fmadd_ps(pd, w[i], a[u][i]);
+                for (int i = 0; i < L; ++i) a[u][i] = xsimd::fma(pd, fbatch(x[i]), a[u][i]);
             }
 #pragma GCC unroll 8
-        for (int i = 0; i < 4 * K; ++i) _mm256_storeu_ps(o + 8 * i, a[i / 4][i % 4]);
+        for (int i = 0; i < L * K; ++i) a[i / L][i % L].store_unaligned(o + Tag::W * i);
     }
 };
 
@@ -624,48 +629,6 @@ struct kv_blocks<avx512_tag<Level>> : kv_blocks_x86<avx512_tag<Level>> {
     template <weight_type t>
     [[gnu::always_inline]] static __m512 idot16(const int16_t* w, float sc, const int16_t* q, const int32_t*, __m512 a) {
         return idot_words(_mm512_load_si512(w), sc, q, a);
-    }
-    template <weight_type t>
-    [[gnu::always_inline]] static float widen32(const std::byte* blk, float* w) {
-        __m512 x[2];
-        widen<t>(blk, x);
-        _mm512_store_ps(w, x[0]), _mm512_store_ps(w + 16, x[1]);
-        return scale(blk);
-    }
-    // As kv_blocks_x86's: K adjacent blocks at once, each block's sums two registers.
-    static constexpr int axpy_blocks = 4;
-    template <int K = 1>
-    static void axpy_widened(const float* w, int64_t ws, const float* sc, int64_t ss, const float* p, int64_t n, float* o) {
-        __m512 a[K][2];
-#pragma GCC unroll 8
-        for (int i = 0; i < 2 * K; ++i) a[i / 2][i % 2] = _mm512_loadu_ps(o + 16 * i);
-        for (int64_t j = 0; j < n; ++j)
-#pragma GCC unroll 4
-            for (int u = 0; u < K; ++u) {
-                const __m512 pd = _mm512_set1_ps(p[j] * sc[j * ss + u]);
-                a[u][0] = _mm512_fmadd_ps(pd, _mm512_load_ps(w + j * ws + 32 * u), a[u][0]);
-                a[u][1] = _mm512_fmadd_ps(pd, _mm512_load_ps(w + j * ws + 32 * u + 16), a[u][1]);
-            }
-#pragma GCC unroll 8
-        for (int i = 0; i < 2 * K; ++i) _mm512_storeu_ps(o + 16 * i, a[i / 2][i % 2]);
-    }
-    template <weight_type t, int K = 1>
-    static void axpy_rows(const std::byte* blk, int64_t stride, const float* p, int64_t n, float* o) {
-        constexpr int64_t bb = t == weight_type::q8_0 ? int64_t(sizeof(block_q8_0)) : int64_t(sizeof(block_q4_0));
-        __m512 a[K][2];
-#pragma GCC unroll 8
-        for (int i = 0; i < 2 * K; ++i) a[i / 2][i % 2] = _mm512_loadu_ps(o + 16 * i);
-        for (int64_t j = 0; j < n; ++j)
-#pragma GCC unroll 4
-            for (int u = 0; u < K; ++u) {
-                const std::byte* b = blk + j * stride + u * bb;
-                __m512 w[2];
-                widen<t>(b, w);
-                const __m512 pd = _mm512_set1_ps(p[j] * scale(b));
-                a[u][0] = _mm512_fmadd_ps(pd, w[0], a[u][0]), a[u][1] = _mm512_fmadd_ps(pd, w[1], a[u][1]);
-            }
-#pragma GCC unroll 8
-        for (int i = 0; i < 2 * K; ++i) _mm512_storeu_ps(o + 16 * i, a[i / 2][i % 2]);
     }
 };
 #endif
