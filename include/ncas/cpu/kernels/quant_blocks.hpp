@@ -67,6 +67,8 @@ struct quant_blocks<scalar_tag> {
 //                        a block widened once (its 16-bit words, or its integers as f32, in
 //                        a buffer) and idot / axpy_rows over the widened blocks, bit for bit:
 //                        a prompt's block of queries then widens each block once for all.
+//   axpy_blocks          the most adjacent blocks axpy_rows<t, K> and axpy_widened<K> take
+//                        in one call, their sums independent chains (the same bits)
 // converting each block's integers to f32 in registers (no dequantised copy of the cache).
 
 template <class Tag>
