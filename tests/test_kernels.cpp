@@ -452,32 +452,36 @@ TEST_P(kernels_on, cache_scores_do_not_depend_on_the_row_grouping) {
     const kernel_table& k = *table_for(GetParam());
     std::mt19937 rng(13);
     std::normal_distribution<float> n(0.0f, 1.0f);
-    // The block caches score four rows at a time everywhere, the float ones on AVX2 (11 rows:
-    // fewer than the AVX-512 levels' 16-row groups); head widths with and without a tail.
+    // The block caches score groups of rows spread through the range (16 on AVX-512, 4
+    // elsewhere) with a padded last group, the float ones four (AVX2) or 16 (AVX-512)
+    // consecutive rows: 11 rows are one padded group on AVX-512, 37 two spread groups and a
+    // padded one (nine and one elsewhere); head widths with and without a tail.
     for (weight_type kv : {weight_type::q8_0, weight_type::q4_0, weight_type::f32, weight_type::f16})
         for (int64_t d : {13, 72})
-            for (int64_t maps : {1, 2}) {
-                const bool blocks = kv == weight_type::q8_0 || kv == weight_type::q4_0;
-                const int64_t first = blocks ? 16 : 0, rows = 11;
-                const int64_t width = kv_row_values(kv, first + maps * d + 3), stride = row_bytes(kv, width);
-                std::vector<float> src(size_t(rows * width)), q(size_t(maps * d));
-                for (auto& v : src) v = n(rng);
-                for (auto& v : q) v = n(rng);
-                std::vector<std::byte> cache(size_t(rows * stride));
-                for (int64_t j = 0; j < rows; ++j) quantize_row(kv, src.data() + j * width, cache.data() + j * stride, width);
-                const auto score = [&](const std::byte* at, int64_t nrows, float* out) {
-                    if (blocks) k.attn_scores_q(kv, at, stride, first, nrows, q.data(), maps, d, 0.5f, out);
-                    else k.attn_scores(kv, at, stride, nrows, q.data(), maps, d, 0.5f, out);
-                };
-                std::vector<float> all(size_t(maps * rows)), one(static_cast<size_t>(maps));
-                score(cache.data(), rows, all.data());
-                for (int64_t j = 0; j < rows; ++j) {
-                    score(cache.data() + j * stride, 1, one.data());
-                    for (int64_t m = 0; m < maps; ++m)
-                        ASSERT_EQ(std::bit_cast<uint32_t>(all[size_t(m * rows + j)]), std::bit_cast<uint32_t>(one[size_t(m)]))
-                            << isa_name(k.id) << " " << type_name(kv) << " d " << d << " row " << j << " map " << m;
+            for (int64_t maps : {1, 2})
+                for (int64_t rows : {11, 37}) {
+                    const bool blocks = kv == weight_type::q8_0 || kv == weight_type::q4_0;
+                    const int64_t first = blocks ? 16 : 0;
+                    const int64_t width = kv_row_values(kv, first + maps * d + 3), stride = row_bytes(kv, width);
+                    std::vector<float> src(size_t(rows * width)), q(size_t(maps * d));
+                    for (auto& v : src) v = n(rng);
+                    for (auto& v : q) v = n(rng);
+                    std::vector<std::byte> cache(size_t(rows * stride));
+                    for (int64_t j = 0; j < rows; ++j) quantize_row(kv, src.data() + j * width, cache.data() + j * stride, width);
+                    const auto score = [&](const std::byte* at, int64_t nrows, float* out) {
+                        if (blocks) k.attn_scores_q(kv, at, stride, first, nrows, q.data(), maps, d, 0.5f, out);
+                        else k.attn_scores(kv, at, stride, nrows, q.data(), maps, d, 0.5f, out);
+                    };
+                    std::vector<float> all(size_t(maps * rows)), one(static_cast<size_t>(maps));
+                    score(cache.data(), rows, all.data());
+                    for (int64_t j = 0; j < rows; ++j) {
+                        score(cache.data() + j * stride, 1, one.data());
+                        for (int64_t m = 0; m < maps; ++m)
+                            ASSERT_EQ(std::bit_cast<uint32_t>(all[size_t(m * rows + j)]), std::bit_cast<uint32_t>(one[size_t(m)]))
+                                << isa_name(k.id) << " " << type_name(kv) << " d " << d << " rows " << rows << " row " << j
+                                << " map " << m;
+                    }
                 }
-            }
 }
 
 // Decode scores a block of heads in one call (their maps adjacent in a K row) and sums

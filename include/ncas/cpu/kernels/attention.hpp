@@ -218,8 +218,12 @@ struct attention<x86_tag<Simd, Level>> : attention_values<x86_tag<Simd, Level>> 
         if constexpr (W == 16) {
             // 16 rows at a time: a lane accumulator per row, the query's chunk loaded once
             // for all 16, and one transposing reduction giving the 16 scores in a register
-            // (3 operations a row instead of a horizontal sum each).
-            for (; j + 16 <= rows; j += 16)
+            // (3 operations a row instead of a horizontal sum each). The last rows % 16 rows
+            // are one more group whose empty slots repeat its last row (their scores unused),
+            // so every row's lanes are added in sum16's order: a row's score does not depend
+            // on its group (a horizontal sum for the last rows gave other bits).
+            for (; j < rows; j += 16) {
+                const int64_t used = std::min<int64_t>(16, rows - j);
                 for (int64_t m = 0; m < maps; ++m) {
                     const std::byte* km = k + j * stride + m * d * es;
                     const float* qm = q + m * d;
@@ -231,11 +235,14 @@ struct attention<x86_tag<Simd, Level>> : attention_values<x86_tag<Simd, Level>> 
                         const __m512 qc = _mm512_maskz_loadu_ps(lanes, qm + e);
 #pragma GCC unroll 16
                         for (int r = 0; r < 16; ++r) {
-                            acc[r] = _mm512_fmadd_ps(wide::template load_masked<t>(lanes, km + r * stride + e * es), qc, acc[r]);
+                            const std::byte* kr = km + std::min<int64_t>(r, used - 1) * stride;
+                            acc[r] = _mm512_fmadd_ps(wide::template load_masked<t>(lanes, kr + e * es), qc, acc[r]);
                         }
                     }
-                    _mm512_storeu_ps(scores + m * rows + j, _mm512_mul_ps(wide::sum16(acc), _mm512_set1_ps(scale)));
+                    const __m512 s = _mm512_mul_ps(wide::sum16(acc), _mm512_set1_ps(scale));
+                    _mm512_mask_storeu_ps(scores + m * rows + j, __mmask16((1u << used) - 1), s);
                 }
+            }
         }
         if constexpr (W == 8) {
             // Four rows at a time: four independent chains, the query loaded once for the four,
