@@ -280,14 +280,7 @@ struct attention<x86_tag<Simd, Level>> : attention_values<x86_tag<Simd, Level>> 
                 fbatch acc(0.0f);
                 int64_t e = 0;
                 for (; e + W <= d; e += W) acc = xsimd::fma(tag::template load_weights<t>(km + e * es), fbatch::load_unaligned(qm + e), acc);
-                if constexpr (W == 16) {
-                    if (e < d) {  // the tail in masked lanes (d = 72: 8 of 72), not one element at a time
-                        const __mmask16 tail = __mmask16((1u << (d - e)) - 1);
-                        acc = fbatch(_mm512_fmadd_ps(wide::template load_masked<t>(tail, km + e * es), _mm512_maskz_loadu_ps(tail, qm + e), acc));
-                        e = d;
-                    }
-                }
-                float s = xsimd::hadd(acc);
+                float s = xsimd::hadd(acc);  // (AVX2's last rows % 4; AVX-512 takes every row in groups of 16)
                 for (; e < d; ++e) s += tag::template element<t>(km, e) * qm[e];
                 scores[m * rows + j] = s * scale;
             }
