@@ -533,7 +533,7 @@ TEST_P(kernels_on, several_heads_in_one_call_give_each_heads_bits) {
             }
 }
 
-// A prompt's block of queries over a quantised cache (attn_scores_qn / attn_values_qn, one
+// A prompt's block of queries over a cache of each type (attn_scores_n / attn_values_n, one
 // call, rows read in steps of 16 for all the queries): each query's scores and sums must be
 // the bits of the one-query kernels over its own rows (causal: rows rising by one a query,
 // across the steps of 4 and 16, and a chunk of 256), the head starting inside a block; a
@@ -543,9 +543,10 @@ TEST_P(kernels_on, a_block_of_queries_gives_each_querys_bits) {
     std::mt19937 rng(19);
     std::normal_distribution<float> n(0.0f, 1.0f);
     const auto bits = [](float x) { return std::bit_cast<uint32_t>(x); };
-    for (weight_type kv : {weight_type::q8_0, weight_type::q4_0})
+    for (weight_type kv : {weight_type::f32, weight_type::f16, weight_type::q8_0, weight_type::q4_0})
         for (int64_t d : {13, 72})
             for (int64_t base : {1, 30, 241}) {
+                const bool blocks = traits_of(kv).block_values > 1;
                 const int64_t nq = 16, maps = 2, dv = 2 * d, first = 16 + 3 * d, rows = base + nq - 1;
                 const int64_t width = kv_row_values(kv, first + std::max(maps * d, dv) + 40), stride = row_bytes(kv, width);
                 std::vector<float> src(size_t(rows * width)), q(size_t(nq * (maps * d + 5))), p(size_t(nq * rows));
@@ -566,18 +567,20 @@ TEST_P(kernels_on, a_block_of_queries_gives_each_querys_bits) {
                     sums[size_t(i)].assign(size_t(dv + 4), 12345.0f);
                     sp[size_t(i)] = sc[size_t(i)].data(), op[size_t(i)] = sums[size_t(i)].data(), pp[size_t(i)] = p.data() + i * rows;
                 }
-                k.attn_scores_qn(kv, cache.data(), stride, first, nq, nr.data(), q.data(), qs, maps, d, 0.5f, sp.data());
-                k.attn_values_qn(kv, cache.data(), stride, first, nq, nr.data(), pp.data(), dv, op.data());
+                k.attn_scores_n(kv, cache.data(), stride, first, nq, nr.data(), q.data(), qs, maps, d, 0.5f, sp.data());
+                k.attn_values_n(kv, cache.data(), stride, first, nq, nr.data(), pp.data(), dv, op.data());
                 std::vector<float> one(size_t(maps * rows)), alone(static_cast<size_t>(dv));
                 for (int64_t i = 0; i < nq; ++i) {
                     const int64_t r = nr[size_t(i)];
                     const std::string what = std::string(isa_name(k.id)) + " " + std::string(type_name(kv)) + " d " +
                                              std::to_string(d) + " rows " + std::to_string(r) + " query " + std::to_string(i);
-                    k.attn_scores_q(kv, cache.data(), stride, first, r, q.data() + i * qs, maps, d, 0.5f, one.data());
+                    if (blocks) k.attn_scores_q(kv, cache.data(), stride, first, r, q.data() + i * qs, maps, d, 0.5f, one.data());
+                    else k.attn_scores(kv, cache.data() + row_bytes(kv, first), stride, r, q.data() + i * qs, maps, d, 0.5f, one.data());
                     for (int64_t e = 0; e < maps * r; ++e) ASSERT_EQ(bits(sc[size_t(i)][size_t(e)]), bits(one[size_t(e)])) << what << " score " << e;
                     for (int64_t e = 0; e < r; ++e) ASSERT_EQ(std::isnan(sc[size_t(i)][size_t(e)]), i == 5) << what << " row " << e;
                     for (int64_t e = maps * r; e < maps * r + 4; ++e) ASSERT_EQ(sc[size_t(i)][size_t(e)], 12345.0f) << what << ": written past";
-                    k.attn_values_q(kv, cache.data(), stride, first, r, 1, pp[size_t(i)], 0, dv, alone.data(), 0);
+                    if (blocks) k.attn_values_q(kv, cache.data(), stride, first, r, 1, pp[size_t(i)], 0, dv, alone.data(), 0);
+                    else k.attn_values(kv, cache.data() + row_bytes(kv, first), stride, r, 1, pp[size_t(i)], 0, dv, alone.data(), 0);
                     for (int64_t e = 0; e < dv; ++e) ASSERT_EQ(bits(sums[size_t(i)][size_t(e)]), bits(alone[size_t(e)])) << what << " e " << e;
                     for (int64_t e = dv; e < dv + 4; ++e) ASSERT_EQ(sums[size_t(i)][size_t(e)], 12345.0f) << what << ": written past";
                 }

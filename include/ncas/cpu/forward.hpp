@@ -124,10 +124,6 @@ inline void attend(thread_pool& pool, const model_config& c, const layer_weights
             kern.attn_values(kv_type, cache.v_row(layer, r0) + row_bytes(kv_type, g * dv), v_stride, nr, heads, e, es, dv,
                              p, ps);
     };
-    const auto value_chunk = [&](int64_t i, int64_t h, int64_t ch, int64_t rows, float* e, const float* st, float* p) {
-        weigh_chunk(i, ch, rows, e, st);
-        value_sums(h, 1, ch, rows, e, 0, p, 0);
-    };
     const auto sub_norm = [&](float* o) {
         if (!w.sub_norm.empty()) {
             kern.rms_norm(o, w.sub_norm.data(), o, dv, 1e-5f);
@@ -201,11 +197,10 @@ inline void attend(thread_pool& pool, const model_config& c, const layer_weights
         return;
     }
     // A prompt: one task per (head, block of attn_queries tokens), each output written by
-    // exactly one thread. Within a task the chunks are the outer loop and the block's
-    // queries the inner one, so a chunk's K (then V) rows are read from memory once for
-    // the block and stay in cache for its other queries (a block cache's kernels take the
-    // block's queries in one call and go further: each step of 16 rows is read for all of
-    // them while in L1); each query still runs its own chunks, merge and sums in the order
+    // exactly one thread. Within a task the chunks are the outer loop, and the block's
+    // queries read each chunk in one kernel call (attn_scores_n, attn_values_n): each step
+    // of 16 rows is read from memory once and, while in L1, converted or widened once for
+    // all of them; each query still runs its own chunks, merge and sums in the order
     // above. Head-major, so a thread's contiguous share holds whole heads (a causal token's
     // cost grows with its position; token-major shares would give the last thread the
     // longest rows).
@@ -215,7 +210,7 @@ inline void attend(thread_pool& pool, const model_config& c, const layer_weights
         std::vector<float>& xs = scores_of_thread[size_t(thread)];  // [query][chunks][M, nr]
         if (int64_t(xs.size()) < Qb * M * (before + n)) xs.resize(size_t(Qb * M * (before + n)));
         std::vector<float> st(size_t(Qb * nc_max * 2 * M)), part(size_t(Qb * dv));
-        int64_t nrs[Qb];  // a block cache's kernels: the active queries' rows of the chunk, and their buffers
+        int64_t nrs[Qb];  // the kernels' arguments: the active queries' rows of the chunk, and their buffers
         float* xp[Qb];
         const float* wp[Qb];
         for (int64_t task = t0; task < t1; ++task) {
@@ -232,40 +227,24 @@ inline void attend(thread_pool& pool, const model_config& c, const layer_weights
                 return k0;
             };
             const auto nr_of = [&](int64_t k, int64_t ch) { return std::min(C, before + i0 + k + 1 - ch * C); };
-            for (int64_t ch = 0; ch < nc; ++ch) {
+            for (int64_t ch = 0; ch < nc; ++ch) {  // the block's queries together: the chunk's rows read once for all
                 const int64_t k0 = first_reading(ch);
-                if (blocks_kv) {  // the block's queries together: the chunk's rows read once for all
-                    for (int64_t k = k0; k < nq; ++k) nrs[k - k0] = nr_of(k, ch), xp[k - k0] = x_of(k, ch);
-                    kern.attn_scores_qn(kv_type, cache.k_row(layer, ch * C), k_stride, M * (h / group) * d, nq - k0, nrs,
-                                        q + (i0 + k0) * qd + M * h * d, qd, M, d, scale, xp);
-                    for (int64_t k = k0; k < nq; ++k) chunk_stats(x_of(k, ch), nr_of(k, ch), st_of(k) + ch * 2 * M);
-                } else {
-                    for (int64_t k = k0; k < nq; ++k)
-                        score_chunk(i0 + k, h, ch, before + i0 + k + 1, x_of(k, ch), st_of(k) + ch * 2 * M);
-                }
+                for (int64_t k = k0; k < nq; ++k) nrs[k - k0] = nr_of(k, ch), xp[k - k0] = x_of(k, ch);
+                kern.attn_scores_n(kv_type, cache.k_row(layer, ch * C), k_stride, M * (h / group) * d, nq - k0, nrs,
+                                   q + (i0 + k0) * qd + M * h * d, qd, M, d, scale, xp);
+                for (int64_t k = k0; k < nq; ++k) chunk_stats(x_of(k, ch), nr_of(k, ch), st_of(k) + ch * 2 * M);
             }
             for (int64_t ch = 0; ch < nc; ++ch) {
                 const int64_t k0 = first_reading(ch);
-                if (blocks_kv) {
-                    for (int64_t k = k0; k < nq; ++k) {
-                        weigh_chunk(i0 + k, ch, before + i0 + k + 1, x_of(k, ch), st_of(k));
-                        nrs[k - k0] = nr_of(k, ch), wp[k - k0] = x_of(k, ch);
-                        xp[k - k0] = ch == 0 ? out_of(k) : part.data() + k * dv;
-                    }
-                    kern.attn_values_qn(kv_type, cache.v_row(layer, ch * C), v_stride, (h / group) * dv, nq - k0, nrs, wp,
-                                        dv, xp);
-                    if (ch > 0)
-                        for (int64_t k = k0; k < nq; ++k)
-                            for (int64_t e = 0; e < dv; ++e) out_of(k)[e] += part[size_t(k * dv + e)];
-                    continue;
-                }
                 for (int64_t k = k0; k < nq; ++k) {
-                    const int64_t rows = before + i0 + k + 1;
-                    float* o = out_of(k);
-                    value_chunk(i0 + k, h, ch, rows, x_of(k, ch), st_of(k), ch == 0 ? o : part.data());
-                    if (ch > 0)
-                        for (int64_t e = 0; e < dv; ++e) o[e] += part[size_t(e)];
+                    weigh_chunk(i0 + k, ch, before + i0 + k + 1, x_of(k, ch), st_of(k));
+                    nrs[k - k0] = nr_of(k, ch), wp[k - k0] = x_of(k, ch);
+                    xp[k - k0] = ch == 0 ? out_of(k) : part.data() + k * dv;
                 }
+                kern.attn_values_n(kv_type, cache.v_row(layer, ch * C), v_stride, (h / group) * dv, nq - k0, nrs, wp, dv, xp);
+                if (ch > 0)
+                    for (int64_t k = k0; k < nq; ++k)
+                        for (int64_t e = 0; e < dv; ++e) out_of(k)[e] += part[size_t(k * dv + e)];
             }
             for (int64_t k = 0; k < nq; ++k) sub_norm(out_of(k));
         }

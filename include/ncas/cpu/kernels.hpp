@@ -53,15 +53,17 @@ using attn_scores_q_fn = void (*)(weight_type kv, const std::byte* k, int64_t st
                                   const float* q, int64_t maps, int64_t d, float scale, float* scores);
 using attn_values_q_fn = void (*)(weight_type kv, const std::byte* v, int64_t stride, int64_t first, int64_t rows,
                                   int64_t heads, const float* p, int64_t ps, int64_t dv, float* o, int64_t os);
-// The same for a block of up to 16 queries of one head (a prompt's attention): query i reads
-// rows[i] rows, its maps at q + i·qs, its scores to scores[i] ([maps][rows[i]]), its value
-// weights at p[i] and its sums to o[i] (dv values); each query's results are those of the
-// one-query calls bit for bit, the rows read once for the block in steps that stay in L1.
-using attn_scores_qn_fn = void (*)(weight_type kv, const std::byte* k, int64_t stride, int64_t first, int64_t nq,
-                                   const int64_t* rows, const float* q, int64_t qs, int64_t maps, int64_t d, float scale,
-                                   float* const* scores);
-using attn_values_qn_fn = void (*)(weight_type kv, const std::byte* v, int64_t stride, int64_t first, int64_t nq,
-                                   const int64_t* rows, const float* const* p, int64_t dv, float* const* o);
+// A block of up to 16 queries of one head (a prompt's attention), over a cache of any of
+// the four types (the head's values from element `first` of a row, as above): query i
+// reads rows[i] rows, its maps at q + i·qs, its scores to scores[i] ([maps][rows[i]]), its
+// value weights at p[i] and its sums to o[i] (dv values); each query's results are those
+// of the one-query calls bit for bit, the rows read once for the block in steps that stay
+// in L1.
+using attn_scores_n_fn = void (*)(weight_type kv, const std::byte* k, int64_t stride, int64_t first, int64_t nq,
+                                  const int64_t* rows, const float* q, int64_t qs, int64_t maps, int64_t d, float scale,
+                                  float* const* scores);
+using attn_values_n_fn = void (*)(weight_type kv, const std::byte* v, int64_t stride, int64_t first, int64_t nq,
+                                  const int64_t* rows, const float* const* p, int64_t dv, float* const* o);
 
 struct kernel_table {
     isa id;
@@ -70,8 +72,8 @@ struct kernel_table {
     attn_values_fn attn_values;
     attn_scores_q_fn attn_scores_q;
     attn_values_q_fn attn_values_q;
-    attn_scores_qn_fn attn_scores_qn;
-    attn_values_qn_fn attn_values_qn;
+    attn_scores_n_fn attn_scores_n;
+    attn_values_n_fn attn_values_n;
     // FFN activations in place: x[i] = gelu_tanh(x[i]);  up[i] *= silu(gate[i]).
     void (*gelu)(float* x, int64_t n);
     void (*silu_mul)(float* up, const float* gate, int64_t n);

@@ -107,7 +107,7 @@ struct attention_values {
             if (nbat < 8) {  // the columns after the last whole batch
                 for (int64_t e = e0 + nbat * W; e < std::min(dv, e0 + 8 * W); ++e) {
                     float s = 0.0f;
-                    for (int64_t j = 0; j < rows; ++j) s += p[j] * tag::template element<t>(v + j * stride, e);
+                    for (int64_t j = 0; j < rows; ++j) s = std::fma(p[j], tag::template element<t>(v + j * stride, e), s);
                     o[e] = s;
                 }
                 break;
@@ -158,7 +158,8 @@ struct attention_values {
         for (int64_t h = 0; h < heads; ++h)  // the columns after the last whole batch, as values_of
             for (int64_t e = whole; e < dv; ++e) {
                 float s = 0.0f;
-                for (int64_t j = 0; j < rows; ++j) s += p[h * ps + j] * tag::template element<t>(v + j * stride + h * dv * es, e);
+                for (int64_t j = 0; j < rows; ++j)
+                    s = std::fma(p[h * ps + j], tag::template element<t>(v + j * stride + h * dv * es, e), s);
                 o[h * os + e] = s;
             }
     }
@@ -267,7 +268,7 @@ struct attention<x86_tag<Simd, Level>> : attention_values<x86_tag<Simd, Level>> 
                     alignas(16) float s[4];
                     _mm_store_ps(s, _mm_hadd_ps(_mm_hadd_ps(half[0], half[1]), _mm_hadd_ps(half[2], half[3])));
                     for (int r = 0; r < 4; ++r) {
-                        for (int64_t i = e; i < d; ++i) s[r] += tag::template element<t>(km + r * stride, i) * qm[i];
+                        for (int64_t i = e; i < d; ++i) s[r] = std::fma(tag::template element<t>(km + r * stride, i), qm[i], s[r]);
                         scores[m * rows + j + r] = s[r] * scale;
                     }
                 }
@@ -281,7 +282,7 @@ struct attention<x86_tag<Simd, Level>> : attention_values<x86_tag<Simd, Level>> 
                 int64_t e = 0;
                 for (; e + W <= d; e += W) acc = xsimd::fma(tag::template load_weights<t>(km + e * es), fbatch::load_unaligned(qm + e), acc);
                 float s = xsimd::hadd(acc);  // (AVX2's last rows % 4; AVX-512 takes every row in groups of 16)
-                for (; e < d; ++e) s += tag::template element<t>(km, e) * qm[e];
+                for (; e < d; ++e) s = std::fma(tag::template element<t>(km, e), qm[e], s);
                 scores[m * rows + j] = s * scale;
             }
         }
@@ -329,7 +330,7 @@ struct attention<arm_tag<Level>> : attention_values<arm_tag<Level>> {
                     e += W;
                 }
                 float s = tag::sum4((a0 + a1).data);
-                for (; e < d; ++e) s += tag::template element<t>(km, e) * qm[e];
+                for (; e < d; ++e) s = std::fma(tag::template element<t>(km, e), qm[e], s);
                 scores[m * rows + j] = s * scale;
             }
         }
@@ -340,6 +341,156 @@ struct attention<arm_tag<Level>> : attention_values<arm_tag<Level>> {
         else scores_of<weight_type::f32>(k, stride, rows, q, maps, d, scale, scores);
     }
 };
+#endif
+
+// ---- every instruction set: a block of queries over an f32 / f16 cache ----------------
+// A prompt's block of up to 16 queries of one head (attn_scores_n / attn_values_n in
+// kernels.hpp). The rows go in steps of 16 for all the queries, and an f16 step is
+// converted to f32 once (a PI-P head's step: 9 KB, in L1) that every query then reads as
+// an f32 cache: the conversion, an instruction per batch on the multiply-add ports, is
+// paid once a block instead of once a query. Query i's results are the one-query
+// kernels' bits: the conversion is exact, a row's score does not depend on the rows
+// scored with it (the score kernels' grouping), the tails are explicit fused
+// multiply-adds in both forms, and a value's sum runs over the rows in order.
+
+// The scalar kernels: a query at a time.
+template <class Tag>
+struct attention_block {
+    static void attn_scores(weight_type kv, const std::byte* k, int64_t stride, int64_t nq, const int64_t* rows,
+                            const float* q, int64_t qs, int64_t maps, int64_t d, float scale, float* const* scores) {
+        for (int64_t i = 0; i < nq; ++i) attention<Tag>::attn_scores(kv, k, stride, rows[i], q + i * qs, maps, d, scale, scores[i]);
+    }
+    static void attn_values(weight_type kv, const std::byte* v, int64_t stride, int64_t nq, const int64_t* rows,
+                            const float* const* p, int64_t dv, float* const* o) {
+        for (int64_t i = 0; i < nq; ++i) attention<Tag>::attn_values(kv, v, stride, rows[i], 1, p[i], 0, dv, o[i], 0);
+    }
+};
+
+#if defined(NCAS_CPU_HAVE_AVX2)
+NCAS_CPU_X86_WARNINGS_OFF
+#endif
+#if defined(NCAS_CPU_HAVE_AVX2) || defined(NCAS_CPU_HAVE_NEON)
+template <class Tag>
+struct attention_block_simd {
+    static constexpr int64_t step = 16;  // rows a step
+    static constexpr int64_t cap = 4096;  // f32 values of a step (wider heads: a query at a time)
+    using fbatch = typename Tag::fbatch;
+    static constexpr int64_t W = Tag::W;
+
+    static void attn_scores(weight_type kv, const std::byte* k, int64_t stride, int64_t nq, const int64_t* rows,
+                            const float* q, int64_t qs, int64_t maps, int64_t d, float scale, float* const* scores) {
+        if (kv == weight_type::f16) scores_n<weight_type::f16>(k, stride, nq, rows, q, qs, maps, d, scale, scores);
+        else scores_n<weight_type::f32>(k, stride, nq, rows, q, qs, maps, d, scale, scores);
+    }
+    static void attn_values(weight_type kv, const std::byte* v, int64_t stride, int64_t nq, const int64_t* rows,
+                            const float* const* p, int64_t dv, float* const* o) {
+        if (kv == weight_type::f16) values_n<weight_type::f16>(v, stride, nq, rows, p, dv, o);
+        else values_n<weight_type::f32>(v, stride, nq, rows, p, dv, o);
+    }
+
+    template <weight_type t>
+    static void scores_n(const std::byte* k, int64_t stride, int64_t nq, const int64_t* rows, const float* q, int64_t qs,
+                         int64_t maps, int64_t d, float scale, float* const* scores) {
+        const int64_t width = maps * d;
+        if (width * step > cap) {
+            for (int64_t i = 0; i < nq; ++i) attention<Tag>::attn_scores(t, k, stride, rows[i], q + i * qs, maps, d, scale, scores[i]);
+            return;
+        }
+        alignas(64) float buf[t == weight_type::f32 ? 1 : cap];
+        float s[cap];  // a query's scores of the step, [maps][m]
+        for (int64_t j0 = 0, most_rows = longest(nq, rows); j0 < most_rows; j0 += step) {
+            const int64_t n = std::min(step, most_rows - j0);
+            int64_t ss = 0;
+            const std::byte* kr = as_f32<t>(k + j0 * stride, stride, n, width, buf, ss);
+            for (int64_t i = 0; i < nq; ++i) {
+                const int64_t m = std::min(n, rows[i] - j0);
+                if (m <= 0) continue;
+                attention<Tag>::template scores_of<weight_type::f32>(kr, ss, m, q + i * qs, maps, d, scale, s);
+                for (int64_t mp = 0; mp < maps; ++mp) std::copy(s + mp * m, s + (mp + 1) * m, scores[i] + mp * rows[i] + j0);
+            }
+        }
+    }
+
+    // o[i] = Σ_j p[i][j]·V_j, each sum a multiply-add a row in row order from zero, as
+    // attention_values::values_of; the sums stay in o[i] (L1) between the steps.
+    template <weight_type t>
+    static void values_n(const std::byte* v, int64_t stride, int64_t nq, const int64_t* rows, const float* const* p,
+                         int64_t dv, float* const* o) {
+        if (dv * step > cap) {
+            for (int64_t i = 0; i < nq; ++i) attention<Tag>::attn_values(t, v, stride, rows[i], 1, p[i], 0, dv, o[i], 0);
+            return;
+        }
+        alignas(64) float buf[t == weight_type::f32 ? 1 : cap];
+        for (int64_t i = 0; i < nq; ++i) std::fill(o[i], o[i] + dv, 0.0f);
+        const int64_t whole = dv / W * W;
+        for (int64_t j0 = 0, most_rows = longest(nq, rows); j0 < most_rows; j0 += step) {
+            const int64_t n = std::min(step, most_rows - j0);
+            int64_t ss = 0;
+            const std::byte* vr = as_f32<t>(v + j0 * stride, stride, n, dv, buf, ss);
+            const auto row = [&](int64_t r) { return reinterpret_cast<const float*>(vr + r * ss); };
+            for (int64_t i = 0; i < nq; ++i) {
+                const int64_t m = std::min(n, rows[i] - j0);
+                if (m <= 0) continue;
+                const float* pi = p[i] + j0;
+                float* oi = o[i];
+                if (m == step) {  // a whole step: its 16 weights broadcast once
+                    fbatch w[step];
+#pragma GCC unroll 16
+                    for (int r = 0; r < step; ++r) w[r] = fbatch(pi[r]);
+                    for (int64_t e = 0; e < whole; e += W) {
+                        fbatch a = fbatch::load_unaligned(oi + e);
+#pragma GCC unroll 16
+                        for (int r = 0; r < step; ++r) a = xsimd::fma(w[r], fbatch::load_unaligned(row(r) + e), a);
+                        a.store_unaligned(oi + e);
+                    }
+                } else {
+                    for (int64_t e = 0; e < whole; e += W) {
+                        fbatch a = fbatch::load_unaligned(oi + e);
+                        for (int64_t r = 0; r < m; ++r) a = xsimd::fma(fbatch(pi[r]), fbatch::load_unaligned(row(r) + e), a);
+                        a.store_unaligned(oi + e);
+                    }
+                }
+                for (int64_t e = whole; e < dv; ++e)
+                    for (int64_t r = 0; r < m; ++r) oi[e] = std::fma(pi[r], row(r)[e], oi[e]);
+            }
+        }
+    }
+
+private:
+    static int64_t longest(int64_t nq, const int64_t* rows) {
+        int64_t most_rows = 0;
+        for (int64_t i = 0; i < nq; ++i) most_rows = std::max(most_rows, rows[i]);
+        return most_rows;
+    }
+    // Rows 0 .. n - 1 of `width` values at src (a row every `stride` bytes) as f32 rows: an
+    // f32 cache's in place, an f16 cache's converted into buf; ss: their stride in bytes.
+    template <weight_type t>
+    static const std::byte* as_f32(const std::byte* src, int64_t stride, int64_t n, int64_t width, float* buf, int64_t& ss) {
+        if constexpr (t == weight_type::f32) {
+            ss = stride;
+            return src;
+        } else {
+            for (int64_t r = 0; r < n; ++r) {
+                const std::byte* in = src + r * stride;
+                float* out = buf + r * width;
+                int64_t e = 0;
+                for (; e + W <= width; e += W) Tag::template load_weights<t>(in + 2 * e).store_unaligned(out + e);
+                for (; e < width; ++e) out[e] = Tag::template element<t>(in, e);
+            }
+            ss = width * int64_t(sizeof(float));
+            return reinterpret_cast<const std::byte*>(buf);
+        }
+    }
+};
+#endif
+#if defined(NCAS_CPU_HAVE_AVX2)
+template <class Simd, isa Level>
+struct attention_block<x86_tag<Simd, Level>> : attention_block_simd<x86_tag<Simd, Level>> {};
+NCAS_CPU_X86_WARNINGS_ON
+#endif
+#if defined(NCAS_CPU_HAVE_NEON)
+template <isa Level>
+struct attention_block<arm_tag<Level>> : attention_block_simd<arm_tag<Level>> {};
 #endif
 
 // ---- every instruction set: attention over a q8_0 / q4_0 cache -----------------------
@@ -354,8 +505,6 @@ struct attention<arm_tag<Level>> : attention_values<arm_tag<Level>> {
 template <class Tag>
 struct attention_quant {
     using B = kv_blocks<Tag>;
-    template <weight_type t>
-    static constexpr int64_t block_bytes = t == weight_type::q8_0 ? int64_t(sizeof(block_q8_0)) : int64_t(sizeof(block_q4_0));
 
     // s[r] = B::sum(a[r]), through the tag's B::sum4 where it has one.
     [[gnu::always_inline]] static void sum4(const typename B::acc (&a)[4], float (&s)[4]) {
@@ -539,7 +688,7 @@ struct attention_quant {
         for (; u < nb; ++u) B::axpy_widened(w + u * quant_block, ws, sc + u, ss, p, n, o + u * quant_block);
     }
 
-    // A block of queries of one head (a prompt's attention), as attn_scores_qn in kernels.hpp:
+    // A block of queries of one head (a prompt's attention), as attn_scores_n in kernels.hpp:
     // query i's scores are scores_of's bit for bit. The rows go in steps of 16 for all the
     // queries (each step's blocks stay in L1 for the block's other queries); where the tag
     // can (widening), each step's blocks are widened to 16 bits once for all the queries,
@@ -659,7 +808,7 @@ struct attention_quant {
         else values_of<weight_type::q8_0>(v, stride, first, rows, heads, p, ps, dv, o, os);
     }
 
-    // A block of queries of one head, as attn_values_qn in kernels.hpp: query i's sums are
+    // A block of queries of one head, as attn_values_n in kernels.hpp: query i's sums are
     // values_of's (one head: rows in steps of 16, each block's sums through axpy_rows) bit
     // for bit, each step's rows read for all the queries while they are in L1.
     template <weight_type t>

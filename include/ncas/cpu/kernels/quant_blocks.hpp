@@ -20,6 +20,10 @@ namespace ncas::cpu::detail {
 template <class Tag>
 struct quant_blocks;
 
+// The bytes of one Q8_0 / Q4_0 block (of weights or of a KV cache row).
+template <weight_type t>
+inline constexpr int64_t block_bytes = t == weight_type::q4_0 ? int64_t(sizeof(block_q4_0)) : int64_t(sizeof(block_q8_0));
+
 // ---- scalar ---------------------------------------------------------------------
 
 template <>
@@ -520,7 +524,7 @@ struct kv_blocks_x86 {
     }
     template <weight_type t, int K = 1>
     static void axpy_rows(const std::byte* blk, int64_t stride, const float* p, int64_t n, float* o) {
-        constexpr int64_t bb = t == weight_type::q8_0 ? int64_t(sizeof(block_q8_0)) : int64_t(sizeof(block_q4_0));
+        constexpr int64_t bb = block_bytes<t>;
         fbatch a[K][L];
 #pragma GCC unroll 8
         for (int i = 0; i < L * K; ++i) a[i / L][i % L] = fbatch::load_unaligned(o + Tag::W * i);
@@ -661,9 +665,6 @@ template <isa Level>
 struct quant_blocks<arm_tag<Level>> {
     using tag = arm_tag<Level>;
     static constexpr int64_t group_words = 128;  // activation words a group of four blocks reads (both types)
-
-    template <weight_type t>
-    static constexpr int64_t block_bytes = t == weight_type::q4_0 ? int64_t(sizeof(block_q4_0)) : int64_t(sizeof(block_q8_0));
 
     // The scales of a group's blocks as f32; 0 for a missing block (k >= blocks), never read.
     template <weight_type t>
