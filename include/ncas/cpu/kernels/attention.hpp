@@ -211,6 +211,18 @@ struct attention<x86_tag<Simd, Level>> : attention_values<x86_tag<Simd, Level>> 
     static constexpr int64_t W = tag::W;
     using wide = attention_avx512<tag>;  // complete for AVX-512 tags only (used where W == 16)
 
+    // The slots' first rows: slot r starts at its (r mod apart)-th row (no division: the
+    // prompt's kernels call scores_of for 16 rows at a time).
+    template <int G>
+    static void skews(int64_t apart, int64_t (&skew)[G]) {
+        for (int r = 0; r < G; ++r) {
+            int64_t s = r;
+            while (apart > 0 && s >= apart) s -= apart;
+            skew[r] = s;
+        }
+    }
+    static int64_t wrap(int64_t x, int64_t apart) { return x < apart ? x : x - apart; }  // x < 2·apart
+
     template <weight_type t>
     static void scores_of(const std::byte* k, int64_t stride, int64_t rows, const float* q, int64_t maps, int64_t d,
                           float scale, float* scores) {
@@ -229,11 +241,8 @@ struct attention<x86_tag<Simd, Level>> : attention_values<x86_tag<Simd, Level>> 
             // empty slots repeat its last row (their scores unused), so every row's lanes are
             // added in sum16's order: a row's score does not depend on its group (a
             // horizontal sum for the last rows gave other bits).
-            const int64_t apart = rows / 16, groups = apart + (rows % 16 != 0);
-            for (int64_t i = 0; i < groups; ++i) {
-                const int64_t used = i < apart ? 16 : rows - 16 * apart;
-                int64_t R[16];
-                for (int r = 0; r < 16; ++r) R[r] = i < apart ? r * apart + (i + r) % apart : 16 * apart + std::min<int64_t>(r, used - 1);
+            // One group: row_of(r) the row of slot r, its 16 scores stored by store(m, s).
+            const auto group = [&](auto&& row_of, auto&& store) [[gnu::always_inline]] {
                 for (int64_t m = 0; m < maps; ++m) {
                     const std::byte* km = k + m * d * es;
                     const float* qm = q + m * d;
@@ -245,14 +254,32 @@ struct attention<x86_tag<Simd, Level>> : attention_values<x86_tag<Simd, Level>> 
                         const __m512 qc = _mm512_maskz_loadu_ps(lanes, qm + e);
 #pragma GCC unroll 16
                         for (int r = 0; r < 16; ++r)
-                            acc[r] = _mm512_fmadd_ps(wide::template load_masked<t>(lanes, km + R[r] * stride + e * es), qc, acc[r]);
+                            acc[r] = _mm512_fmadd_ps(wide::template load_masked<t>(lanes, km + row_of(r) * stride + e * es), qc, acc[r]);
                     }
-                    alignas(64) float s[16];
-                    _mm512_store_ps(s, _mm512_mul_ps(wide::sum16(acc), _mm512_set1_ps(scale)));
-                    for (int64_t r = 0; r < used; ++r) scores[m * rows + R[r]] = s[r];
+                    store(m, _mm512_mul_ps(wide::sum16(acc), _mm512_set1_ps(scale)));
                 }
+            };
+            const int64_t apart = rows / 16;
+            if (apart > 1) {  // spread groups (a chunk of a deep cache)
+                int64_t skew[16];
+                skews(apart, skew);
+                for (int64_t i = 0; i < apart; ++i) {
+                    int64_t R[16];
+                    for (int r = 0; r < 16; ++r) R[r] = r * apart + wrap(i + skew[r], apart);
+                    group([&](int r) { return R[r]; }, [&](int64_t m, __m512 sc) {
+                        alignas(64) float s[16];
+                        _mm512_store_ps(s, sc);
+                        for (int r = 0; r < 16; ++r) scores[m * rows + R[r]] = s[r];
+                    });
+                }
+                j = 16 * apart;
             }
-            j = rows;
+            for (; j < rows; j += 16) {  // consecutive groups, the last one padded
+                const int64_t used = std::min<int64_t>(16, rows - j);
+                group([&](int r) { return j + std::min<int64_t>(r, used - 1); }, [&](int64_t m, __m512 sc) {
+                    _mm512_mask_storeu_ps(scores + m * rows + j, __mmask16((1u << used) - 1), sc);
+                });
+            }
         }
         if constexpr (W == 8) {
             // Four rows at a time: four independent chains, the query loaded once for the four,
@@ -263,10 +290,12 @@ struct attention<x86_tag<Simd, Level>> : attention_values<x86_tag<Simd, Level>> 
             // rows r·n/4 .. (r+1)·n/4 - 1, from its r-th on and wrapping: four slots n/4 rows
             // apart could be a multiple of 4 KiB apart, all in the same L1 sets).
             const int64_t apart = rows / 4;
+            int64_t skew[4];
+            skews(apart, skew);
             for (int64_t i = 0; i < apart; ++i)
                 for (int64_t m = 0; m < maps; ++m) {
                     int64_t R[4];
-                    for (int r = 0; r < 4; ++r) R[r] = r * apart + (i + r) % apart;
+                    for (int r = 0; r < 4; ++r) R[r] = r * apart + wrap(i + skew[r], apart);
                     const std::byte* km = k + m * d * es;
                     const float* qm = q + m * d;
                     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
