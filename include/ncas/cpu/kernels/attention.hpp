@@ -338,6 +338,48 @@ struct attention<x86_tag<Simd, Level>> : attention_values<x86_tag<Simd, Level>> 
         if (kv == weight_type::f16) scores_of<weight_type::f16>(k, stride, rows, q, maps, d, scale, scores);
         else scores_of<weight_type::f32>(k, stride, rows, q, maps, d, scale, scores);
     }
+
+    static constexpr bool step_kernels = W == 16;  // step_layout and step_scores below
+    // A prompt's step of 16 rows laid out for the AVX-512 scores (attention_block): map m's
+    // batch c of row r (values m·d + 16c .. + 15, zeros past d) at out + ((m·nc + c)·16 + r)·16,
+    // nc = ⌈d / 16⌉, so a batch's 16 rows are one 1 KiB run read through one pointer (the
+    // scores of 16 rows at 16 row addresses spend their loads on the addresses). Rows n .. 15
+    // are zeros. Then step_scores: scores_of over the step bit for bit (a padded lane adds
+    // +0·q, which leaves a sum as the masked lane does).
+    template <weight_type t>
+    static void step_layout(const std::byte* k, int64_t stride, int64_t n, int64_t maps, int64_t d, float* out)
+        requires(W == 16)
+    {
+        constexpr int64_t es = t == weight_type::f16 ? 2 : 4;
+        const int64_t nc = (d + 15) / 16;
+        for (int64_t m = 0; m < maps; ++m)
+            for (int64_t c = 0; c < nc; ++c) {
+                const __mmask16 lanes = d - 16 * c >= 16 ? __mmask16(0xffff) : __mmask16((1u << (d - 16 * c)) - 1);
+                float* o = out + (m * nc + c) * 256;
+                for (int64_t r = 0; r < 16; ++r)
+                    _mm512_store_ps(o + 16 * r, r < n ? wide::template load_masked<t>(lanes, k + r * stride + (m * d + 16 * c) * es)
+                                                      : _mm512_setzero_ps());
+            }
+    }
+    static void step_scores(const float* S, int64_t used, const float* q, int64_t maps, int64_t d, float scale, float* scores,
+                            int64_t ld)
+        requires(W == 16)
+    {
+        const int64_t nc = (d + 15) / 16;
+        for (int64_t m = 0; m < maps; ++m) {
+            __m512 acc[16];
+#pragma GCC unroll 16
+            for (int r = 0; r < 16; ++r) acc[r] = _mm512_setzero_ps();
+            for (int64_t c = 0; c < nc; ++c) {
+                const __mmask16 lanes = d - 16 * c >= 16 ? __mmask16(0xffff) : __mmask16((1u << (d - 16 * c)) - 1);
+                const __m512 qc = _mm512_maskz_loadu_ps(lanes, q + m * d + 16 * c);
+                const float* b = S + (m * nc + c) * 256;
+#pragma GCC unroll 16
+                for (int r = 0; r < 16; ++r) acc[r] = _mm512_fmadd_ps(_mm512_load_ps(b + 16 * r), qc, acc[r]);
+            }
+            _mm512_mask_storeu_ps(scores + m * ld, __mmask16((1u << used) - 1), _mm512_mul_ps(wide::sum16(acc), _mm512_set1_ps(scale)));
+        }
+    }
 };
 
 NCAS_CPU_X86_WARNINGS_ON
@@ -441,6 +483,19 @@ struct attention_block_simd {
             for (int64_t i = 0; i < nq; ++i) attention<Tag>::attn_scores(t, k, stride, rows[i], q + i * qs, maps, d, scale, scores[i]);
             return;
         }
+        if constexpr (step_kernels()) {  // AVX-512: the step laid out once, each query through it
+            alignas(64) float S[cap + 1024];  // (each map's batches padded to 16 values)
+            if (maps * ((d + 15) / 16) * 256 <= cap + 1024) {
+                for (int64_t j0 = 0, most_rows = longest(nq, rows); j0 < most_rows; j0 += step) {
+                    attention<Tag>::template step_layout<t>(k + j0 * stride, stride, std::min(step, most_rows - j0), maps, d, S);
+                    for (int64_t i = 0; i < nq; ++i) {
+                        const int64_t m = std::min(step, rows[i] - j0);
+                        if (m > 0) attention<Tag>::step_scores(S, m, q + i * qs, maps, d, scale, scores[i] + j0, rows[i]);
+                    }
+                }
+                return;
+            }
+        }
         alignas(64) float buf[t == weight_type::f32 ? 1 : cap];
         float s[cap];  // a query's scores of the step, [maps][m]
         for (int64_t j0 = 0, most_rows = longest(nq, rows); j0 < most_rows; j0 += step) {
@@ -502,6 +557,10 @@ struct attention_block_simd {
     }
 
 private:
+    static constexpr bool step_kernels() {
+        if constexpr (requires { attention<Tag>::step_kernels; }) return attention<Tag>::step_kernels;
+        else return false;
+    }
     static int64_t longest(int64_t nq, const int64_t* rows) {
         int64_t most_rows = 0;
         for (int64_t i = 0; i < nq; ++i) most_rows = std::max(most_rows, rows[i]);
