@@ -236,7 +236,7 @@ struct attention<x86_tag<Simd, Level>> : attention_values<x86_tag<Simd, Level>> 
             // reads rows r·n/16 .. (r+1)·n/16 - 1 in order (one stream a slot, which the
             // hardware prefetchers follow), from its r-th on and wrapping, so that the slots'
             // rows are not a multiple of 4 KiB apart (in the same L1 sets) where n/16 rows
-            // are (an f16 decode over a deep cache, one thread: 14.4-14.8 against 13.1-13.3
+            // are (an f16 decode over a deep cache, one thread: 13.6-14.3 against 12.1-12.9
             // GB/s from DRAM, Xeon). The last rows % 16 rows are one more group whose
             // empty slots repeat its last row (their scores unused), so every row's lanes are
             // added in sum16's order: a row's score does not depend on its group (a
@@ -435,9 +435,10 @@ struct attention<arm_tag<Level>> : attention_values<arm_tag<Level>> {
 // kernels.hpp). The rows go in steps of 16 for all the queries, and an f16 step is
 // converted to f32 once (a PI-P head's step: 9 KB, in L1) that every query then reads as
 // an f32 cache: the conversion, an instruction per batch on the multiply-add ports, is
-// paid once a block instead of once a query. Query i's results are the one-query
-// kernels' bits: the conversion is exact, a row's score does not depend on the rows
-// scored with it (the score kernels' grouping), the tails are explicit fused
+// paid once a block instead of once a query (on AVX-512 the step's keys are laid out in
+// batches of 16 rows for the scores: attention<x86_tag>::step_layout). Query i's results
+// are the one-query kernels' bits: the conversion is exact, a row's score does not depend
+// on the rows scored with it (the score kernels' grouping), the tails are explicit fused
 // multiply-adds in both forms, and a value's sum runs over the rows in order.
 
 // The scalar kernels: a query at a time.
