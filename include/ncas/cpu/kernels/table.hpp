@@ -32,14 +32,14 @@ inline void matmul_rows(const weight_matrix& w, const float* x, const act_rows* 
 // A prompt's block of queries over any cache type (kernels.hpp's attn_scores_n / attn_values_n).
 template <class Tag>
 inline void attn_scores_n(weight_type kv, const std::byte* k, int64_t stride, int64_t first, int64_t nq, const int64_t* rows,
-                   const float* q, int64_t qs, int64_t maps, int64_t d, float scale, float* const* scores) {
+                          const float* q, int64_t qs, int64_t maps, int64_t d, float scale, float* const* scores) {
     if (traits_of(kv).block_values > 1)
         return attention_quant<Tag>::attn_scores_n(kv, k, stride, first, nq, rows, q, qs, maps, d, scale, scores);
     attention_block<Tag>::attn_scores(kv, k + row_bytes(kv, first), stride, nq, rows, q, qs, maps, d, scale, scores);
 }
 template <class Tag>
 inline void attn_values_n(weight_type kv, const std::byte* v, int64_t stride, int64_t first, int64_t nq, const int64_t* rows,
-                   const float* const* p, int64_t dv, float* const* o) {
+                          const float* const* p, int64_t dv, float* const* o) {
     if (traits_of(kv).block_values > 1) return attention_quant<Tag>::attn_values_n(kv, v, stride, first, nq, rows, p, dv, o);
     attention_block<Tag>::attn_values(kv, v + row_bytes(kv, first), stride, nq, rows, p, dv, o);
 }
